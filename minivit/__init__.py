@@ -1,0 +1,27 @@
+"""minivit: a readable, fast Vision Transformer in pure PyTorch.
+
+Example:
+    >>> import torch, minivit
+    >>> model = minivit.create_model("ViT-Ti/16", image_size=48, patch_size=4, num_classes=7)
+    >>> model(torch.zeros(1, 3, 48, 48)).shape
+    torch.Size([1, 7])
+"""
+
+from .config import ViTConfig, config_from_name
+from .errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError
+from .model import ViT, create_model, resample_pos_embed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ViT",
+    "ViTConfig",
+    "create_model",
+    "config_from_name",
+    "resample_pos_embed",
+    "MinivitError",
+    "ConfigError",
+    "CheckpointError",
+    "DownloadError",
+    "DataError",
+]

@@ -1,0 +1,173 @@
+"""Model configuration: one dataclass, one table of sizes, names parsed from it.
+
+A ViT is named by its size and patch, e.g. ``"B/16"``. People write that name in
+three dialects, and all of them work here:
+
+    Google's vit_jax files    "ViT-B_16", "ViT-B_16-384"
+    big_vision / the paper    "B/16", "ViT-B/16"
+    timm                      "vit_base_patch16_224", "vit_base_patch16_384.augreg_in21k"
+
+Example:
+    >>> from minivit.config import config_from_name
+    >>> cfg = config_from_name("ViT-B_16", num_classes=7)
+    >>> cfg.dim, cfg.depth, cfg.heads, cfg.grid
+    (768, 12, 12, (14, 14))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+# Width, depth, heads and MLP width of each size, from the ViT paper (Table 1) and
+# "How to train your ViT" (AugReg) for Ti and S. The only table of sizes in minivit.
+SIZES: dict[str, dict[str, int]] = {
+    "Ti": dict(dim=192, depth=12, heads=3, mlp_dim=768),
+    "S": dict(dim=384, depth=12, heads=6, mlp_dim=1536),
+    "B": dict(dim=768, depth=12, heads=12, mlp_dim=3072),
+    "L": dict(dim=1024, depth=24, heads=16, mlp_dim=4096),
+    "H": dict(dim=1280, depth=32, heads=16, mlp_dim=5120),
+}
+# timm spells the sizes out.
+TIMM_SIZE_NAMES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
+PATCH_SIZES = (8, 14, 16, 32)
+
+
+@dataclass
+class ViTConfig:
+    """Everything that decides a ViT's parameters and its function.
+
+    Example:
+        >>> cfg = ViTConfig(image_size=48, patch_size=4, dim=192, depth=12, heads=3, mlp_dim=768, num_classes=7)
+        >>> cfg.grid, cfg.num_tokens
+        ((12, 12), 145)
+    """
+
+    image_size: int | tuple[int, int] = 224  # (H, W) when not square
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000  # 0: no head; the model returns the pooled features
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_dim: int = 3072
+    # "token": prepend a learned CLS token and classify from it (the ViT paper);
+    # "gap": no CLS token, classify from the mean of the patch tokens (big_vision, AugReg "gap").
+    classifier: str = "token"
+    # timm's fc_norm: the final LayerNorm is applied to the pooled vector instead of every token.
+    norm_after_pool: bool = False
+    # Dense + tanh before the head, as in the ImageNet-21k vit_jax checkpoints ("pre_logits")
+    # and transformers' ViT pooler. None: no such layer.
+    representation_size: int | None = None
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth rate of the last block; linear from 0 at the first
+    norm_eps: float = 1e-6  # Google's and timm's value; transformers defaults to 1e-12
+    qkv_bias: bool = True
+    # flax's nn.gelu is the tanh approximation, so Google's checkpoints need "tanh";
+    # PyTorch-trained ones (timm, transformers) use the exact erf form.
+    gelu: str = "exact"
+
+    def __post_init__(self):
+        if isinstance(self.image_size, (list, tuple)):
+            self.image_size = tuple(int(s) for s in self.image_size)
+            if self.image_size[0] == self.image_size[1]:
+                self.image_size = self.image_size[0]
+        h, w = self.image_hw
+        problems = []
+        if self.classifier not in ("token", "gap"):
+            problems.append(f"classifier must be 'token' or 'gap', not {self.classifier!r}")
+        if self.gelu not in ("exact", "tanh"):
+            problems.append(f"gelu must be 'exact' or 'tanh', not {self.gelu!r}")
+        if self.dim % self.heads:
+            problems.append(f"dim={self.dim} is not divisible by heads={self.heads}")
+        if h % self.patch_size or w % self.patch_size:
+            problems.append(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+        if problems:
+            raise ConfigError("invalid ViT config: " + "; ".join(problems))
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        s = self.image_size
+        return (s, s) if isinstance(s, int) else tuple(s)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patches along height and width."""
+        h, w = self.image_hw
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 if self.classifier == "token" else 0
+
+    @property
+    def num_tokens(self) -> int:
+        gh, gw = self.grid
+        return self.num_prefix_tokens + gh * gw
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if isinstance(d["image_size"], tuple):
+            d["image_size"] = list(d["image_size"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ViTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown ViTConfig fields: {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "ViTConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_NAME_PATTERNS = [
+    # Google's file names: ViT-B_16, ViT-B_16-384, B_16-i21k-300ep-... (AugReg)
+    re.compile(r"^(?:vit-)?(?P<size>ti|s|b|l|h)_(?P<patch>\d+)(?:-(?P<res>\d{3}))?(?:\b|-|$)", re.I),
+    # The paper's and big_vision's: B/16, ViT-B/16, ViT-B/16-384
+    re.compile(r"^(?:vit-)?(?P<size>ti|s|b|l|h)/(?P<patch>\d+)(?:-(?P<res>\d{3}))?$", re.I),
+    # timm's: vit_base_patch16_224, vit_tiny_patch16_384.augreg_in21k
+    re.compile(r"^vit_(?P<size>tiny|small|base|large|huge)_patch(?P<patch>\d+)(?:_(?P<res>\d{3})(?:[._].*)?|\..*)?$", re.I),
+]
+
+
+def parse_name(name: str) -> tuple[str, int, int]:
+    """Split a model name into (size, patch, image_size).
+
+    >>> parse_name("vit_large_patch32_384")
+    ('L', 32, 384)
+    """
+    for pattern in _NAME_PATTERNS:
+        m = pattern.match(name.strip())
+        if m:
+            size = m["size"].lower()
+            size = TIMM_SIZE_NAMES.get(size) or {"ti": "Ti"}.get(size, size.upper())
+            patch, res = int(m["patch"]), int(m["res"] or 224)
+            if patch not in PATCH_SIZES:
+                break
+            return size, patch, res
+    raise ConfigError(
+        f"unknown model name {name!r}: expected e.g. 'ViT-B_16', 'B/16' or 'vit_base_patch16_224' "
+        f"with size in {'/'.join(SIZES)} and patch in {'/'.join(map(str, PATCH_SIZES))}"
+    )
+
+
+def config_from_name(name: str, **overrides) -> ViTConfig:
+    """The config of a named ViT, with any field overridden.
+
+    >>> config_from_name("S/16", image_size=48, patch_size=4, num_classes=7).grid
+    (12, 12)
+    """
+    size, patch, res = parse_name(name)
+    fields = dict(SIZES[size], patch_size=patch, image_size=res)
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ViTConfig)})
+    if unknown:
+        raise ConfigError(f"unknown option(s) for model {name!r}: {', '.join(unknown)}")
+    fields.update(overrides)
+    return ViTConfig(**fields)

@@ -1,0 +1,27 @@
+"""Exceptions minivit raises for bad input.
+
+Every error a user can cause (a wrong file, a bad option, a corrupt image) is a
+``MinivitError`` whose message is one line naming the file or option and what is
+wrong with it. Command-line tools print that line and exit non-zero, without a
+traceback.
+"""
+
+
+class MinivitError(Exception):
+    """Base class: a problem with the user's input, explained in one line."""
+
+
+class ConfigError(MinivitError, ValueError):
+    """An unknown model name or an inconsistent configuration."""
+
+
+class CheckpointError(MinivitError):
+    """A checkpoint that cannot be read, or that does not fit the model."""
+
+
+class DownloadError(MinivitError):
+    """A checkpoint or dataset that could not be fetched or failed its checksum."""
+
+
+class DataError(MinivitError):
+    """A dataset file, row or image that cannot be read."""

@@ -1,0 +1,29 @@
+"""Shared test fixtures.
+
+``shared_dir`` points at ``../shared`` beside the checkout (reference fixtures and the
+FER2013 images made with the official implementations). Tests that need it skip with a
+message where it is absent, so the core suite runs on any clean clone.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MINIVIT_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"reference data folder {SHARED} is absent (set MINIVIT_SHARED to its path)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(shared_dir) -> Path:
+    path = shared_dir / "fixtures"
+    if not path.is_dir():
+        pytest.skip(f"reference checkpoints {path} are absent")
+    return path

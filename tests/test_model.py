@@ -1,0 +1,267 @@
+"""The model: published sizes, both attention paths, resampling, precision, compile."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minivit
+from minivit import ConfigError, ViT, ViTConfig, create_model, resample_pos_embed
+from minivit.config import config_from_name, parse_name
+
+
+def tiny(**overrides) -> ViTConfig:
+    fields = dict(image_size=32, patch_size=8, dim=32, depth=2, heads=4, mlp_dim=64, num_classes=5)
+    fields.update(overrides)
+    return ViTConfig(**fields)
+
+
+def randomized(model: ViT, seed: int = 0) -> ViT:
+    """Re-draw every parameter: the zero head and unit norms of a fresh model hide mistakes."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("ViT-B_16", 86_567_656),
+        ("Ti/16", 5_717_416),
+        ("vit_small_patch16_224", 22_050_664),
+        ("ViT-L/16", 304_326_632),
+    ],
+)
+def test_published_parameter_counts(name, expected):
+    with torch.device("meta"):  # sizes only: no memory, no init time
+        model = ViT(config_from_name(name))
+    assert model.num_params() == expected
+
+
+@pytest.mark.parametrize(
+    "name, parsed",
+    [
+        ("ViT-B_16", ("B", 16, 224)),
+        ("B/16", ("B", 16, 224)),
+        ("ViT-B/32-384", ("B", 32, 384)),
+        ("ViT-H_14", ("H", 14, 224)),
+        ("vit_tiny_patch16_384.augreg_in21k_ft_in1k", ("Ti", 16, 384)),
+        ("vit_large_patch32_224", ("L", 32, 224)),
+        ("S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", ("S", 16, 224)),
+        ("ViT-S_8", ("S", 8, 224)),
+    ],
+)
+def test_names_in_every_dialect(name, parsed):
+    assert parse_name(name) == parsed
+
+
+@pytest.mark.parametrize("name", ["ViT-X_16", "B/15", "resnet50", "vit_base_patch16_x", ""])
+def test_unknown_names_are_clear_errors(name):
+    with pytest.raises(ConfigError, match="unknown model name"):
+        config_from_name(name)
+
+
+def test_bad_config_is_one_clear_error():
+    with pytest.raises(ConfigError, match="not a multiple of patch_size"):
+        tiny(image_size=30)
+    with pytest.raises(ConfigError, match="unknown option"):
+        config_from_name("B/16", hidden_size=3)
+    model = ViT(tiny())
+    with pytest.raises(ConfigError, match="not a multiple of the patch size"):
+        model(torch.randn(1, 3, 33, 32))
+
+
+def test_config_round_trips_through_dict():
+    cfg = tiny(image_size=(32, 48), classifier="gap", representation_size=16, gelu="tanh")
+    assert ViTConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError):
+        ViTConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_init_is_deterministic_under_seed_and_follows_reference():
+    torch.manual_seed(0)
+    a = ViT(tiny())
+    torch.manual_seed(0)
+    b = ViT(tiny())
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert torch.count_nonzero(a.head.weight) == 0 and torch.count_nonzero(a.head.bias) == 0
+    big = ViT(tiny(dim=256, heads=4, mlp_dim=512, image_size=64))
+    assert big.pos_embed.std().item() == pytest.approx(0.02 * 0.88, rel=0.1)  # std of a 2-sigma truncated normal
+    assert big.pos_embed.abs().max() <= 0.04 + 1e-6  # truncated at 2 std
+    fc1 = big.blocks[0].mlp.fc1.weight  # xavier uniform: bound sqrt(6 / (fan_in + fan_out))
+    assert fc1.abs().max() <= (6 / (256 + 512)) ** 0.5
+
+
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_explicit_attention_matches_sdpa(classifier):
+    model = randomized(ViT(tiny(classifier=classifier)))
+    x = torch.randn(3, 3, 32, 32)
+    logits, maps = model.forward_with_attention(x)
+    torch.testing.assert_close(logits, model(x), atol=1e-5, rtol=1e-5)
+    tokens = 16 + (classifier == "token")
+    assert [m.shape for m in maps] == [(3, 4, tokens, tokens)] * 2
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(3, 4, tokens))
+
+
+def test_representation_layer_and_headless_model():
+    model = randomized(ViT(tiny(representation_size=24)))
+    features = model.forward_head(model.forward_features(torch.randn(2, 3, 32, 32)))
+    assert features.shape == (2, 5)
+    headless = randomized(ViT(tiny(representation_size=24, num_classes=0)))
+    pooled = headless(torch.randn(2, 3, 32, 32))
+    assert pooled.shape == (2, 24) and pooled.abs().max() <= 1  # tanh output
+
+
+def test_reset_head_drops_representation_like_the_paper():
+    model = randomized(ViT(tiny(representation_size=24)))
+    model.reset_head(7)
+    assert model.pre_logits is None and model.config.representation_size is None
+    assert model.head.weight.shape == (7, 32) and torch.count_nonzero(model.head.weight) == 0
+    kept = randomized(ViT(tiny(representation_size=24)))
+    kept.reset_head(7, keep_representation=True)
+    assert kept.head.weight.shape == (7, 24) and kept.pre_logits is not None
+
+
+def test_norm_after_pool_normalises_the_pooled_vector():
+    model = randomized(ViT(tiny(classifier="gap", norm_after_pool=True, num_classes=0)))
+    x = torch.randn(2, 3, 32, 32)
+    tokens = model.forward_features(x)
+    expected = model.norm(tokens.mean(dim=1))
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_on_the_fly_resampling_matches_resize_image_and_is_cached():
+    model = randomized(ViT(tiny()))
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        on_the_fly = model(x)
+        assert (6, 8) in model._pos_cache
+        again = model(x)
+    resized = randomized(ViT(tiny()))
+    resized.resize_image((48, 64))
+    assert resized.config.grid == (6, 8) and resized.pos_embed.shape == (1, 1 + 48, 32)
+    torch.testing.assert_close(on_the_fly, resized(x))
+    assert torch.equal(on_the_fly, again)
+    # The cache must not outlive a weight update.
+    with torch.no_grad():
+        model.pos_embed.add_(1.0)
+        assert not torch.equal(model(x), on_the_fly)
+
+
+def test_resampled_pos_embed_gets_gradients_in_training():
+    model = randomized(ViT(tiny())).train()
+    model(torch.randn(2, 3, 48, 48)).sum().backward()
+    assert model.pos_embed.grad is not None and model.pos_embed.grad.abs().sum() > 0
+
+
+def test_resample_keeps_cls_slot_and_is_smooth():
+    pe = torch.randn(1, 1 + 4 * 4, 8)
+    out = resample_pos_embed(pe, (8, 8), (4, 4), num_prefix=1)
+    assert torch.equal(out[:, 0], pe[:, 0])
+    # A constant grid stays constant under any interpolation.
+    const = torch.cat([pe[:, :1], torch.full((1, 16, 8), 0.3)], dim=1)
+    torch.testing.assert_close(resample_pos_embed(const, (3, 5), (4, 4), 1)[:, 1:], torch.full((1, 15, 8), 0.3))
+
+
+def test_drop_path_and_dropout_are_training_only():
+    model = randomized(ViT(tiny(drop_path=0.5, dropout=0.3, attn_dropout=0.3)))
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(model(x), model(x))  # eval: deterministic
+    model.train()
+    assert not torch.equal(model(x), model(x))
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    a = randomized(ViT(tiny())).train()
+    b = randomized(ViT(tiny())).train()
+    b.set_grad_checkpointing()
+    x = torch.randn(2, 3, 32, 32)
+    a(x).square().sum().backward()
+    b(x).square().sum().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_and_half_weights(dtype):
+    model = randomized(ViT(tiny()))
+    x = torch.randn(2, 3, 32, 32)
+    reference = model(x)
+    with torch.autocast("cpu", dtype=dtype):
+        mixed = model(x)
+    assert mixed.dtype == dtype
+    torch.testing.assert_close(mixed.float(), reference, atol=0.1, rtol=0.05)
+    if dtype == torch.bfloat16:
+        half = model.to(dtype)
+        out = half(x.to(dtype)) + half(torch.randn(2, 3, 48, 48, dtype=dtype))  # resampling in bf16 too
+        assert out.dtype == dtype and torch.isfinite(out).all()
+
+
+def test_compiles_with_no_graph_break():
+    model = randomized(ViT(tiny()))
+    x = torch.randn(2, 3, 32, 32)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x), model(x))
+    torch.testing.assert_close(compiled(torch.randn(2, 3, 48, 48)).shape, torch.Size([2, 5]))
+    model.train()
+    torch.compile(model, fullgraph=True, backend="eager")(x).sum().backward()
+
+
+def test_public_api():
+    for name in ["ViT", "ViTConfig", "create_model", "config_from_name", "MinivitError"]:
+        assert hasattr(minivit, name)
+    assert isinstance(create_model("Ti/16", num_classes=7).head, torch.nn.Linear)
+
+
+# --- properties ------------------------------------------------------------------------
+
+configs = st.builds(
+    lambda patch, gh, gw, heads, head_dim, depth, classifier, rep, nc, gelu: ViTConfig(
+        image_size=(patch * gh, patch * gw), patch_size=patch, dim=heads * head_dim, depth=depth,
+        heads=heads, mlp_dim=2 * heads * head_dim, classifier=classifier, representation_size=rep,
+        num_classes=nc, gelu=gelu,
+    ),
+    patch=st.sampled_from([2, 4, 8]),
+    gh=st.integers(1, 4),
+    gw=st.integers(1, 4),
+    heads=st.integers(1, 4),
+    head_dim=st.sampled_from([4, 8]),
+    depth=st.integers(1, 2),
+    classifier=st.sampled_from(["token", "gap"]),
+    rep=st.one_of(st.none(), st.integers(4, 12)),
+    nc=st.integers(0, 6),
+    gelu=st.sampled_from(["exact", "tanh"]),
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cfg=configs, batch=st.integers(2, 4), seed=st.integers(0, 2**16), extra=st.tuples(st.integers(1, 3), st.integers(1, 3)))
+def test_properties_of_any_config(cfg, batch, seed, extra):
+    torch.manual_seed(seed)
+    model = randomized(ViT(cfg), seed)
+    h, w = cfg.image_hw
+    x = torch.randn(batch, 3, h, w)
+    with torch.no_grad():
+        out = model(x)
+        width = cfg.num_classes or cfg.representation_size or cfg.dim
+        assert out.shape == (batch, width)
+        assert model.forward_features(x).shape == (batch, cfg.num_tokens, cfg.dim)
+        # A batch and its halves give the same outputs: no sample leaks into another.
+        halves = torch.cat([model(x[: batch // 2]), model(x[batch // 2 :])])
+        torch.testing.assert_close(halves, out, atol=1e-5, rtol=1e-5)
+        # The explicit attention path computes the same function as SDPA.
+        torch.testing.assert_close(model.forward_with_attention(x)[0], out, atol=1e-5, rtol=1e-5)
+        # Resampling to the same grid is the identity.
+        assert torch.equal(resample_pos_embed(model.pos_embed, cfg.grid, cfg.grid, cfg.num_prefix_tokens), model.pos_embed)
+        # Any other grid runs, and equals resizing once.
+        other = (cfg.patch_size * extra[0], cfg.patch_size * extra[1])
+        y = torch.randn(batch, 3, *other)
+        resized = randomized(ViT(cfg), seed)
+        resized.resize_image(other)
+        torch.testing.assert_close(model(y), resized(y), atol=1e-5, rtol=1e-5)
