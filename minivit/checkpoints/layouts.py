@@ -1,0 +1,316 @@
+"""Checkpoint layouts as data: one table of key mappings per layout, used in both directions.
+
+Each row of a table says where one minivit parameter lives in another layout and how the
+tensor is transformed on the way:
+
+    Rule("blocks.{i}.attn.qkv.weight",                                   # minivit name
+         ("Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/query/kernel", ...key, ...value),
+         "flax_qkv")                                                     # transform
+
+``to_minivit`` reads a table left to right (loading), ``from_minivit`` right to left
+(exporting). A transform is a pair of functions, forward and inverse, so the loader and
+the converter cannot disagree. Rows whose minivit name the model does not have (no CLS
+token, no representation layer, no head) are skipped; ``when`` picks between two rows
+that fill the same minivit parameter from different sources.
+
+Example:
+    >>> from minivit.checkpoints.layouts import LAYOUTS
+    >>> rule = LAYOUTS["vit_jax"].rules[0]
+    >>> rule.ours, rule.theirs, rule.kind
+    ('patch_embed.proj.weight', ('embedding/kernel',), 'conv')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..config import ViTConfig
+from ..errors import CheckpointError
+
+# -- transforms: (forward: their tensors -> ours, inverse: ours -> their tensors) ---------------
+
+
+def _flax_qkv(ts, cfg):
+    # flax DenseGeneral kernels (D, heads, hd) -> one torch Linear weight (3D, D), rows [q; k; v].
+    return torch.cat([t.reshape(t.shape[0], -1).T for t in ts], dim=0)  # (3D, D)
+
+
+def _flax_qkv_inv(t, cfg):
+    return [w.T.reshape(cfg.dim, cfg.heads, cfg.dim // cfg.heads) for w in t.chunk(3, dim=0)]  # 3 x (D, h, hd)
+
+
+def _flax_qkv_bias(ts, cfg):
+    return torch.cat([t.reshape(-1) for t in ts])  # (3D,)
+
+
+def _flax_qkv_bias_inv(t, cfg):
+    return [b.reshape(cfg.heads, cfg.dim // cfg.heads) for b in t.chunk(3)]  # 3 x (h, hd)
+
+
+def _flax_out(ts, cfg):
+    (t,) = ts  # (heads, hd, D): the heads are merged on the input side
+    return t.reshape(-1, t.shape[-1]).T  # (D, D) as torch (out, in)
+
+
+def _flax_out_inv(t, cfg):
+    return [t.T.reshape(cfg.heads, cfg.dim // cfg.heads, cfg.dim)]  # (h, hd, D)
+
+
+def _posemb_cls_slot(ts, cfg):
+    # big_vision adds pos_embedding to the patches and only then prepends the CLS token, so
+    # the CLS token has no position embedding: a zero slot in minivit's pos_embed is the same.
+    (t,) = ts  # (1, N, D)
+    return torch.cat([t.new_zeros(1, 1, t.shape[-1]), t], dim=1)  # (1, 1 + N, D)
+
+
+def _posemb_cls_slot_inv(t, cfg):
+    if t[:, 0].abs().max() > 0:
+        raise CheckpointError("big_vision layout has no position embedding for the CLS token, but pos_embed[:, 0] is not zero")
+    return [t[:, 1:]]  # (1, N, D)
+
+
+# name -> (forward, inverse, one-line description for the docs)
+TRANSFORMS: dict[str, tuple[Callable, Callable, str]] = {
+    "copy": (lambda ts, cfg: ts[0], lambda t, cfg: [t], "unchanged"),
+    "dense": (lambda ts, cfg: ts[0].T, lambda t, cfg: [t.T], "flax Dense kernel (in, out) -> torch Linear weight (out, in): transpose"),
+    "conv": (lambda ts, cfg: ts[0].permute(3, 2, 0, 1), lambda t, cfg: [t.permute(2, 3, 1, 0)],
+             "flax Conv kernel HWIO (p, p, C, D) -> torch OIHW (D, C, p, p)"),
+    "flax_qkv": (_flax_qkv, _flax_qkv_inv, "3 x (D, heads, hd) -> reshape (D, D), transpose, concat rows [q; k; v] -> (3D, D)"),
+    "flax_qkv_bias": (_flax_qkv_bias, _flax_qkv_bias_inv, "3 x (heads, hd) -> flatten, concat -> (3D,)"),
+    "flax_out": (_flax_out, _flax_out_inv, "(heads, hd, D) -> reshape (D, D), transpose"),
+    "cat": (lambda ts, cfg: torch.cat(ts, dim=0), lambda t, cfg: list(t.chunk(3, dim=0)),
+            "3 separate q, k, v Linear -> concat along the output dim [q; k; v]"),
+    "posemb_cls_slot": (_posemb_cls_slot, _posemb_cls_slot_inv, "(1, N, D) -> prepend a zero CLS slot -> (1, 1 + N, D)"),
+}
+
+# `when` conditions: which of two rows filling the same minivit parameter applies.
+CONDITIONS: dict[str, Callable[[ViTConfig], bool]] = {
+    "token": lambda c: c.classifier == "token",
+    "gap": lambda c: c.classifier == "gap",
+    "fc_norm": lambda c: c.norm_after_pool,
+    "final_norm": lambda c: not c.norm_after_pool,
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    ours: str  # minivit state-dict name; "{i}" = block index
+    theirs: tuple[str, ...]  # name(s) in the other layout, without its prefix
+    kind: str = "copy"  # key of TRANSFORMS
+    when: str | None = None  # key of CONDITIONS, or None: always
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    description: str
+    rules: tuple[Rule, ...]
+    prefixes: tuple[str, ...] = ("",)  # tried longest first; the first that finds `anchor` wins
+    anchor: str = ""  # a name (without prefix) present in every file of this layout
+    unprefixed: tuple[str, ...] = ()  # names that sit at the root even when the body has a prefix
+    gelu: str = "exact"  # the activation of the producing implementation
+    norm_eps: float | None = 1e-6  # None: read from config.json
+    pos_has_cls_slot: bool = True  # does the stored pos_embed include the CLS slot?
+    resample: tuple[str, bool] = ("bicubic", True)  # (mode, antialias) for image_size changes
+
+
+def R(ours: str, theirs: str | tuple[str, ...], kind: str = "copy", when: str | None = None) -> Rule:
+    return Rule(ours, (theirs,) if isinstance(theirs, str) else tuple(theirs), kind, when)
+
+
+def _flax_rules(block: str, ln1: str, attn: str, ln2: str, mlp: str, pos: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    b = f"{block}/"
+    qkv = lambda leaf: tuple(f"{b}{attn}/{x}/{leaf}" for x in ("query", "key", "value"))  # noqa: E731
+    return (
+        R("patch_embed.proj.weight", "embedding/kernel", "conv"),
+        R("patch_embed.proj.bias", "embedding/bias"),
+        R("cls_token", "cls"),
+        *pos,
+        R("blocks.{i}.norm1.weight", f"{b}{ln1}/scale"),
+        R("blocks.{i}.norm1.bias", f"{b}{ln1}/bias"),
+        R("blocks.{i}.attn.qkv.weight", qkv("kernel"), "flax_qkv"),
+        R("blocks.{i}.attn.qkv.bias", qkv("bias"), "flax_qkv_bias"),
+        R("blocks.{i}.attn.proj.weight", f"{b}{attn}/out/kernel", "flax_out"),
+        R("blocks.{i}.attn.proj.bias", f"{b}{attn}/out/bias"),
+        R("blocks.{i}.norm2.weight", f"{b}{ln2}/scale"),
+        R("blocks.{i}.norm2.bias", f"{b}{ln2}/bias"),
+        R("blocks.{i}.mlp.fc1.weight", f"{b}{mlp}/Dense_0/kernel", "dense"),
+        R("blocks.{i}.mlp.fc1.bias", f"{b}{mlp}/Dense_0/bias"),
+        R("blocks.{i}.mlp.fc2.weight", f"{b}{mlp}/Dense_1/kernel", "dense"),
+        R("blocks.{i}.mlp.fc2.bias", f"{b}{mlp}/Dense_1/bias"),
+        R("norm.weight", "Transformer/encoder_norm/scale"),
+        R("norm.bias", "Transformer/encoder_norm/bias"),
+        R("pre_logits.weight", "pre_logits/kernel", "dense"),
+        R("pre_logits.bias", "pre_logits/bias"),
+        R("head.weight", "head/kernel", "dense"),
+        R("head.bias", "head/bias"),
+    )
+
+
+def _torch_rules(embed: dict[str, str], block: str, names: dict[str, str], final: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    b = f"{block}."
+    qkv = lambda leaf: tuple(f"{b}{names[x]}.{leaf}" for x in ("q", "k", "v"))  # noqa: E731
+    fused = "q" not in names  # timm: one qkv Linear already
+    return (
+        R("patch_embed.proj.weight", f"{embed['patch']}.weight"),
+        R("patch_embed.proj.bias", f"{embed['patch']}.bias"),
+        R("cls_token", embed["cls"]),
+        R("pos_embed", embed["pos"]),
+        R("blocks.{i}.norm1.weight", f"{b}{names['norm1']}.weight"),
+        R("blocks.{i}.norm1.bias", f"{b}{names['norm1']}.bias"),
+        R("blocks.{i}.attn.qkv.weight", f"{b}{names['qkv']}.weight") if fused else R("blocks.{i}.attn.qkv.weight", qkv("weight"), "cat"),
+        R("blocks.{i}.attn.qkv.bias", f"{b}{names['qkv']}.bias") if fused else R("blocks.{i}.attn.qkv.bias", qkv("bias"), "cat"),
+        R("blocks.{i}.attn.proj.weight", f"{b}{names['proj']}.weight"),
+        R("blocks.{i}.attn.proj.bias", f"{b}{names['proj']}.bias"),
+        R("blocks.{i}.norm2.weight", f"{b}{names['norm2']}.weight"),
+        R("blocks.{i}.norm2.bias", f"{b}{names['norm2']}.bias"),
+        R("blocks.{i}.mlp.fc1.weight", f"{b}{names['fc1']}.weight"),
+        R("blocks.{i}.mlp.fc1.bias", f"{b}{names['fc1']}.bias"),
+        R("blocks.{i}.mlp.fc2.weight", f"{b}{names['fc2']}.weight"),
+        R("blocks.{i}.mlp.fc2.bias", f"{b}{names['fc2']}.bias"),
+        *final,
+    )
+
+
+_HF_EMBED = dict(patch="embeddings.patch_embeddings.projection", cls="embeddings.cls_token", pos="embeddings.position_embeddings")
+_HF_FINAL = (
+    R("norm.weight", "layernorm.weight"),
+    R("norm.bias", "layernorm.bias"),
+    R("pre_logits.weight", "pooler.dense.weight"),  # ViTModel's pooler: tanh(dense(CLS))
+    R("pre_logits.bias", "pooler.dense.bias"),
+    R("head.weight", "classifier.weight"),
+    R("head.bias", "classifier.bias"),
+)
+_TIMM_BLOCK = dict(norm1="norm1", qkv="attn.qkv", proj="attn.proj", norm2="norm2", fc1="mlp.fc1", fc2="mlp.fc2")
+
+LAYOUTS: dict[str, Layout] = {
+    "vit_jax": Layout(
+        "vit_jax",
+        "Google vision_transformer .npz (ViT-B_16.npz, AugReg); prefix '' or 'opt/target/'",
+        _flax_rules("Transformer/encoderblock_{i}", "LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3",
+                    (R("pos_embed", "Transformer/posembed_input/pos_embedding"),)),
+        prefixes=("opt/target/", ""),
+        anchor="Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel",
+        gelu="tanh",
+        resample=("bilinear", False),
+    ),
+    "big_vision": Layout(
+        "big_vision",
+        "Google big_vision .npz; prefix 'params/', 'params/img/' or ''; pos_embedding without a CLS slot",
+        _flax_rules("Transformer/encoderblock_{i}", "LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0",
+                    (R("pos_embed", "pos_embedding", when="gap"), R("pos_embed", "pos_embedding", "posemb_cls_slot", when="token"))),
+        prefixes=("params/img/", "params/", ""),
+        anchor="Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel",
+        gelu="tanh",
+        pos_has_cls_slot=False,
+        resample=("bilinear", False),
+    ),
+    "transformers": Layout(
+        "transformers",
+        "transformers ViTModel / ViTForImageClassification on disk (save_pretrained); body prefix 'vit.' or ''",
+        _torch_rules(_HF_EMBED, "encoder.layer.{i}",
+                     dict(norm1="layernorm_before", q="attention.attention.query", k="attention.attention.key",
+                          v="attention.attention.value", proj="attention.output.dense", norm2="layernorm_after",
+                          fc1="intermediate.dense", fc2="output.dense"), _HF_FINAL),
+        prefixes=("vit.", ""),
+        anchor="encoder.layer.0.attention.attention.query.weight",
+        unprefixed=("classifier.",),
+        norm_eps=None,
+    ),
+    "transformers_v5": Layout(
+        "transformers_v5",
+        "transformers >= 5 ViT in memory (model.state_dict()); body prefix 'vit.' or ''",
+        _torch_rules(_HF_EMBED, "layers.{i}",
+                     dict(norm1="layernorm_before", q="attention.q_proj", k="attention.k_proj", v="attention.v_proj",
+                          proj="attention.o_proj", norm2="layernorm_after", fc1="mlp.fc1", fc2="mlp.fc2"), _HF_FINAL),
+        prefixes=("vit.", ""),
+        anchor="layers.0.attention.q_proj.weight",
+        unprefixed=("classifier.",),
+        norm_eps=None,
+    ),
+    "timm": Layout(
+        "timm",
+        "timm VisionTransformer (save_for_hf folder: config.json with architecture + model_args)",
+        _torch_rules(dict(patch="patch_embed.proj", cls="cls_token", pos="pos_embed"), "blocks.{i}", _TIMM_BLOCK, (
+            R("norm.weight", "norm.weight", when="final_norm"),
+            R("norm.bias", "norm.bias", when="final_norm"),
+            R("norm.weight", "fc_norm.weight", when="fc_norm"),  # timm's `norm` is Identity then
+            R("norm.bias", "fc_norm.bias", when="fc_norm"),
+            R("head.weight", "head.weight"),
+            R("head.bias", "head.bias"),
+        )),
+        anchor="blocks.0.attn.qkv.weight",
+    ),
+}
+# minivit's own layout: every name maps to itself (the timm table with identity names).
+LAYOUTS["minivit"] = Layout(
+    "minivit",
+    "minivit .safetensors (ViTConfig as JSON in metadata 'minivit_config')",
+    tuple(dict.fromkeys(R(r.ours, r.ours) for r in LAYOUTS["timm"].rules + _HF_FINAL)),
+    anchor="blocks.0.attn.qkv.weight",
+)
+
+
+# -- applying a table --------------------------------------------------------------------------
+
+
+def expand(layout: Layout, cfg: ViTConfig, our_keys) -> list[tuple[str, tuple[str, ...], str]]:
+    """Rows for this config: (our key, their keys with prefix-free names, transform), one per
+    minivit parameter that the model has (``our_keys``)."""
+    rows = []
+    for rule in layout.rules:
+        if rule.when and not CONDITIONS[rule.when](cfg):
+            continue
+        for i in range(cfg.depth) if "{i}" in rule.ours else [None]:
+            ours = rule.ours.format(i=i)
+            if ours in our_keys:
+                rows.append((ours, tuple(t.format(i=i) for t in rule.theirs), rule.kind))
+    return rows
+
+
+def full_name(layout: Layout, name: str, prefix: str) -> str:
+    return name if name.startswith(layout.unprefixed) else prefix + name
+
+
+def to_minivit(tensors: dict, layout: Layout, prefix: str, cfg: ViTConfig, our_keys, where: str = "checkpoint"):
+    """Their tensors -> (minivit state dict, their names used, minivit names not found)."""
+    state, used, missing = {}, set(), []
+    for ours, theirs, kind in expand(layout, cfg, our_keys):
+        names = [full_name(layout, t, prefix) for t in theirs]
+        absent = [n for n in names if n not in tensors]
+        if absent:
+            missing.append(ours)
+            continue
+        try:
+            state[ours] = TRANSFORMS[kind][0]([tensors[n] for n in names], cfg).contiguous()
+        except RuntimeError as e:  # a reshape or concat of tensors with contradicting shapes
+            shapes = ", ".join(f"{n} {tuple(tensors[n].shape)}" for n in names)
+            raise CheckpointError(f"{where}: cannot map {shapes} to {ours} ({str(e).splitlines()[0]})") from None
+        used.update(names)
+    return state, used, missing
+
+
+def from_minivit(state: dict, layout: Layout, cfg: ViTConfig, prefix: str = "") -> dict:
+    """minivit state dict -> tensors named as in ``layout`` (the same table, read backwards)."""
+    out, done = {}, set()
+    for ours, theirs, kind in expand(layout, cfg, state.keys()):
+        for name, t in zip(theirs, TRANSFORMS[kind][1](state[ours], cfg)):
+            out[full_name(layout, name, prefix)] = t.contiguous()
+        done.add(ours)
+    left = [k for k in state if k not in done]
+    if left:  # e.g. pre_logits into timm, which has no representation layer
+        raise CheckpointError(f"the {layout.name} layout has no place for {', '.join(left)}")
+    return out
+
+
+def table_markdown(name: str) -> str:
+    """The mapping table of one layout as a markdown table (docs/checkpoints.md prints these)."""
+    layout = LAYOUTS[name]
+    lines = ["| minivit | " + name + " | transform | when |", "|---|---|---|---|"]
+    for r in layout.rules:
+        theirs = "<br>".join(f"`{t}`" for t in r.theirs)
+        lines.append(f"| `{r.ours}` | {theirs} | {r.kind} | {r.when or ''} |")
+    return "\n".join(lines)

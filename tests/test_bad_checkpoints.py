@@ -1,0 +1,135 @@
+"""Bad files -> one-line CheckpointError naming the file; random damage never gives anything else."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minivit import ViT, ViTConfig
+from minivit.checkpoints import from_pretrained, save_checkpoint, save_npz
+from minivit.errors import CheckpointError, MinivitError
+
+
+def tiny_model(**kw):
+    torch.manual_seed(0)
+    cfg = dict(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32, num_classes=3, gelu="tanh")
+    return ViT(ViTConfig(**{**cfg, **kw})).eval()
+
+
+@pytest.fixture(scope="module")
+def good_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("good")
+    model = tiny_model(representation_size=8)
+    save_npz(model, d / "m.npz")
+    save_checkpoint(model, d / "m.safetensors")
+    return {"npz": (d / "m.npz").read_bytes(), "safetensors": (d / "m.safetensors").read_bytes()}
+
+
+def expect_error(path, match, **kw):
+    with pytest.raises(CheckpointError) as info:
+        from_pretrained(path, **kw)
+    msg = str(info.value)
+    assert "\n" not in msg and path.name in msg, msg
+    assert match in msg, msg
+
+
+def test_truncated_npz(good_files, tmp_path):
+    p = tmp_path / "cut.npz"
+    p.write_bytes(good_files["npz"][: len(good_files["npz"]) // 2])
+    expect_error(p, "corrupt")
+
+
+def test_html_page(tmp_path):
+    p = tmp_path / "ViT-B_16.npz"
+    p.write_text("\n  <!DOCTYPE html>\n<html><head><title>Google Drive</title></head></html>")
+    expect_error(p, "HTML page")
+
+
+def test_git_lfs_pointer(tmp_path):
+    p = tmp_path / "ViT-B_16.npz"
+    p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4e0b\nsize 346000000\n")
+    expect_error(p, "Git LFS pointer")
+
+
+def test_npz_needing_pickle(tmp_path):
+    p = tmp_path / "obj.npz"
+    np.savez(p, **{"embedding/kernel": np.array([{"a": 1}], dtype=object)})
+    expect_error(p, "pickle")
+
+
+def test_corrupted_safetensors_header(good_files, tmp_path):
+    data = bytearray(good_files["safetensors"])
+    p = tmp_path / "hugelen.safetensors"
+    p.write_bytes(struct.pack("<Q", 10**12) + data[8:])
+    expect_error(p, "corrupted safetensors header")
+    n = struct.unpack("<Q", data[:8])[0]
+    data[8 + n // 2] = ord("}")  # break the JSON in the middle
+    p = tmp_path / "badjson.safetensors"
+    p.write_bytes(bytes(data))
+    expect_error(p, "safetensors")
+
+
+def test_shapes_contradict_config(tmp_path):
+    # config metadata says dim=16 but the tensors are dim=32
+    big = tiny_model(dim=32)
+    p = tmp_path / "lying.safetensors"
+    from minivit.checkpoints.io import write_safetensors
+
+    write_safetensors(big.state_dict(), p, {"minivit_config": json.dumps(tiny_model().config.to_dict())})
+    expect_error(p, "shape")
+
+
+def test_unknown_layout_and_type(tmp_path):
+    p = tmp_path / "other.npz"
+    np.savez(p, **{"conv1/weight": np.zeros((3, 3), np.float32)})
+    expect_error(p, "unknown checkpoint layout")
+    q = tmp_path / "weights.h5"
+    q.write_bytes(b"\x89HDF\r\n\x1a\n")
+    expect_error(q, "unknown checkpoint type")
+    r = tmp_path / "bare.safetensors"
+    from minivit.checkpoints.io import write_safetensors
+
+    write_safetensors({"blocks.0.attn.qkv.weight": torch.zeros(3, 1)}, r)
+    expect_error(r, "config")
+
+
+def test_missing_file_and_empty_folder(tmp_path):
+    with pytest.raises(MinivitError) as info:  # not a local path: resolved through minivit.hub, which fails
+        from_pretrained(str(tmp_path / "nothing_here.npz"))
+    assert "nothing_here.npz" in str(info.value) and "\n" not in str(info.value)
+    expect_error(tmp_path, "config.json")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["npz", "safetensors"]), data=st.data())
+def test_random_damage_loads_or_raises_checkpoint_error(good_files, tmp_path, kind, data):
+    raw = bytearray(good_files[kind])
+    if data.draw(st.booleans(), label="truncate"):
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="length")]
+    for _ in range(data.draw(st.integers(0 if len(raw) else 0, 8), label="flips")):
+        if raw:
+            i = data.draw(st.integers(0, len(raw) - 1), label="offset")
+            raw[i] = data.draw(st.integers(0, 255), label="byte")
+    path = tmp_path / f"damaged.{kind}"
+    path.write_bytes(bytes(raw))
+    try:
+        model = from_pretrained(path)
+    except CheckpointError as e:
+        assert "\n" not in str(e) and path.name in str(e)
+        return
+    assert model.config.dim == 16  # a load that succeeds is a whole model
+
+
+def test_timm_unknown_architecture_without_sizes(tmp_path):
+    from minivit.checkpoints import save_folder
+
+    save_folder(tiny_model(gelu="exact"), tmp_path, "timm")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["architecture"] = "vit_base_patch16_clip_224"
+    del cfg["model_args"]["num_heads"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    expect_error(tmp_path, "num_heads")

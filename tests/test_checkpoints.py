@@ -1,0 +1,294 @@
+"""Loading, adapting and exporting checkpoints: what the reference fixtures do not cover.
+
+transformers is the oracle for its own layout (random-weight models saved in tmp_path);
+Google layouts are checked by re-saving the fixture's arrays under other prefixes and
+scan-stacked, which must give identical outputs.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from minivit import ViT, ViTConfig, resample_pos_embed
+from minivit.checkpoints import (
+    CONFIG_KEY,
+    LAYOUTS,
+    convert_transformers_state_dict,
+    export_tensors,
+    from_pretrained,
+    save_checkpoint,
+    save_folder,
+    save_npz,
+    table_markdown,
+)
+from minivit.checkpoints.io import read_safetensors
+from minivit.errors import CheckpointError
+
+transformers = pytest.importorskip("transformers")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def randomize(module, seed=0, scale=0.3):
+    """Redraw every parameter: zero biases and unit LayerNorms would hide transposition and mix-ups."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return module.eval()
+
+
+def tiny(**kw):
+    cfg = dict(image_size=16, patch_size=8, dim=32, depth=2, heads=4, mlp_dim=64, num_classes=5)
+    return randomize(ViT(ViTConfig(**{**cfg, **kw})))
+
+
+def hf_config(**kw):
+    cfg = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=16,
+               patch_size=8, num_labels=3, attn_implementation="eager")
+    return transformers.ViTConfig(**{**cfg, **kw})
+
+
+def max_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+# -- transformers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("act, gelu", [("gelu", "exact"), ("gelu_pytorch_tanh", "tanh")])
+def test_transformers_classifier_nonsquare_eps(tmp_path, act, gelu):
+    hf = randomize(transformers.ViTForImageClassification(hf_config(image_size=[16, 24], layer_norm_eps=1e-5,
+                                                                    hidden_act=act)))
+    hf.save_pretrained(tmp_path)  # keys with the "vit." prefix, classifier at the root
+    model = from_pretrained(tmp_path)
+    assert model.config.image_size == (16, 24) and model.config.norm_eps == 1e-5 and model.config.gelu == gelu
+    x = torch.randn(2, 3, 16, 24)
+    with torch.no_grad():
+        assert max_diff(model(x), hf(pixel_values=x).logits) < 5e-5
+
+
+def test_transformers_model_with_pooler(tmp_path):
+    hf = randomize(transformers.ViTModel(hf_config()))  # saved without a prefix, with the pooler
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    assert model.config.num_classes == 0 and model.config.representation_size == 32
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert max_diff(model(x), hf(pixel_values=x).pooler_output) < 5e-5
+
+
+def test_transformers_model_without_pooler(tmp_path):
+    hf = randomize(transformers.ViTModel(hf_config(), add_pooling_layer=False))
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    assert model.config.representation_size is None
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert max_diff(model(x), hf(pixel_values=x).last_hidden_state[:, 0]) < 5e-5
+
+
+def test_convert_transformers_state_dict_in_memory_names():
+    hf = randomize(transformers.ViTForImageClassification(hf_config()))
+    cfg, state = convert_transformers_state_dict(hf.state_dict(), hf.config)  # transformers 5 in-memory names
+    model = ViT(cfg).eval()
+    model.load_state_dict(state)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert max_diff(model(x), hf(pixel_values=x).logits) < 5e-5
+
+
+@pytest.mark.parametrize("kw, cls", [({}, "ViTForImageClassification"),
+                                     ({"gelu": "tanh", "norm_eps": 1e-12, "image_size": (16, 24)}, "ViTForImageClassification"),
+                                     ({"num_classes": 0, "representation_size": 32}, "ViTModel")])
+def test_export_to_transformers_loads_in_transformers(tmp_path, kw, cls):
+    model = tiny(**kw)
+    save_folder(model, tmp_path, "transformers")
+    hf = getattr(transformers, cls).from_pretrained(tmp_path, attn_implementation="eager").eval()
+    x = torch.randn(2, 3, *model.config.image_hw)
+    with torch.no_grad():
+        out = hf(pixel_values=x)
+        ref = out.logits if cls == "ViTForImageClassification" else out.pooler_output
+        assert max_diff(model(x), ref) < 5e-5
+    reloaded = from_pretrained(tmp_path)  # and back: the table used both ways is exact
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_export_refuses_what_the_target_cannot_hold(tmp_path):
+    with pytest.raises(CheckpointError, match="representation"):
+        save_folder(tiny(representation_size=32), tmp_path / "a", "transformers")
+    with pytest.raises(CheckpointError, match="pre_logits"):
+        save_folder(tiny(representation_size=32), tmp_path / "b", "timm")
+    with pytest.raises(CheckpointError, match="CLS"):
+        save_folder(tiny(classifier="gap"), tmp_path / "c", "transformers")
+
+
+def test_timm_export_roundtrip_gap_fc_norm(tmp_path):
+    model = tiny(classifier="gap", norm_after_pool=True)
+    save_folder(model, tmp_path, "timm")
+    names = set(read_safetensors(tmp_path / "model.safetensors")[0])
+    assert "fc_norm.weight" in names and "norm.weight" not in names and "cls_token" not in names
+    x = torch.randn(2, 3, 16, 16)
+    reloaded = from_pretrained(tmp_path)
+    assert reloaded.config.norm_after_pool and torch.equal(reloaded(x), model(x))
+
+
+# -- Google npz variants -----------------------------------------------------------------------------
+
+
+def _resave(src, dst, rename=lambda k: k, extra=None, drop=()):
+    with np.load(src) as z:
+        arrays = {rename(k): z[k] for k in z.files if k not in drop}
+    np.savez(dst, **arrays, **(extra or {}))
+    return dst
+
+
+def _run(path, x, **kw):
+    with torch.no_grad():
+        return from_pretrained(path, **kw)(x)
+
+
+def test_vit_jax_opt_target_prefix_identical(fixtures_dir, tmp_path):
+    src = fixtures_dir / "vitjax_token_rep" / "model.npz"
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    dst = _resave(src, tmp_path / "prefixed.npz", lambda k: "opt/target/" + k)
+    assert torch.equal(_run(src, x), _run(dst, x))
+
+
+def test_big_vision_img_prefix_and_scan_stacked_identical(fixtures_dir, tmp_path):
+    src = fixtures_dir / "bigvision_gap" / "model.npz"
+    with np.load(src) as z:
+        arrays = {k.replace("params/", "params/img/"): z[k] for k in z.files}
+    stacked, blocks = {}, {}
+    for k, v in arrays.items():
+        m = re.match(r"(.*Transformer/)encoderblock_(\d+)/(.*)", k)
+        if m:
+            blocks.setdefault(f"{m[1]}encoderblock/{m[3]}", {})[int(m[2])] = v
+        else:
+            stacked[k] = v
+    for k, per_layer in blocks.items():  # scan-over-layers: one array with a leading depth axis
+        stacked[k] = np.stack([per_layer[i] for i in sorted(per_layer)])
+    np.savez(tmp_path / "scan.npz", **stacked)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    model = from_pretrained(tmp_path / "scan.npz")
+    assert model.load_report.ok and model.load_report.layout == "big_vision"
+    with torch.no_grad():
+        assert torch.equal(model(x), _run(src, x))
+
+
+@pytest.mark.parametrize("layout, prefix", [("vit_jax", ""), ("big_vision", "params/")])
+def test_npz_export_roundtrip_token(tmp_path, layout, prefix):
+    model = tiny(gelu="tanh", representation_size=16)
+    with torch.no_grad():
+        model.pos_embed[:, 0] = 0  # big_vision's CLS token has no position embedding
+    save_npz(model, tmp_path / "m.npz", layout, prefix)
+    reloaded = from_pretrained(tmp_path / "m.npz")
+    assert reloaded.load_report.layout == layout and reloaded.config == model.config
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_big_vision_export_refuses_cls_position(tmp_path):
+    with pytest.raises(CheckpointError, match="CLS"):
+        save_npz(tiny(gelu="tanh"), tmp_path / "m.npz", "big_vision", "params/")
+
+
+def test_map_head_is_a_clear_error(fixtures_dir, tmp_path):
+    dst = _resave(fixtures_dir / "bigvision_gap" / "model.npz", tmp_path / "map.npz",
+                  extra={"params/MAPHead_0/probe": np.zeros((1, 1, 64), np.float32)})
+    with pytest.raises(CheckpointError, match="MAP head"):
+        from_pretrained(dst)
+
+
+# -- adapting: num_classes, image_size, overrides, strict --------------------------------------------
+
+
+def test_new_num_classes_drops_representation(fixtures_dir):
+    path = fixtures_dir / "vitjax_token_rep" / "model.npz"
+    model = from_pretrained(path, num_classes=7)
+    assert model.config.num_classes == 7 and model.config.representation_size is None and model.pre_logits is None
+    assert torch.count_nonzero(model.head.weight) == 0 and torch.count_nonzero(model.head.bias) == 0
+    report = model.load_report
+    assert set(report.new) == {"head.weight", "head.bias"}
+    assert {"head.weight", "pre_logits.weight", "pre_logits.bias"} <= set(report.dropped)
+    assert "new: head.weight" in str(report)
+    kept = from_pretrained(path, num_classes=7, keep_representation=True)
+    full = from_pretrained(path)
+    assert kept.config.representation_size == 64
+    assert torch.equal(kept.pre_logits.weight, full.pre_logits.weight)
+    same = from_pretrained(path, num_classes=10)
+    assert not same.load_report.new and torch.equal(same.head.weight, full.head.weight)
+
+
+@pytest.mark.parametrize("name, ckpt, mode, antialias", [("vitjax_token_rep", "model.npz", "bilinear", False),
+                                                        ("hf_vit_cls", "hf_model", "bicubic", True)])
+def test_new_image_size_resamples_once(fixtures_dir, name, ckpt, mode, antialias):
+    path = fixtures_dir / name / ckpt
+    full = from_pretrained(path)
+    model = from_pretrained(path, image_size=(48, 40))
+    assert model.config.image_size == (48, 40) and model.pos_embed.shape == (1, 1 + 6 * 5, 64)
+    expected = resample_pos_embed(full.pos_embed.data, (6, 5), (4, 4), 1, mode=mode, antialias=antialias)
+    assert torch.equal(model.pos_embed.data, expected)
+    assert torch.equal(model.pos_embed[:, 0], full.pos_embed[:, 0])  # the CLS slot is kept apart
+    assert any("resampled" in n for n in model.load_report.notes)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 48, 40)).shape == (1, 10)
+
+
+def test_overrides(fixtures_dir):
+    npz = fixtures_dir / "vitjax_token_rep" / "model.npz"
+    with pytest.raises(CheckpointError, match="dim=32 contradicts"):
+        from_pretrained(npz, dim=32)
+    with pytest.raises(CheckpointError, match="representation_size"):
+        from_pretrained(npz, representation_size=None)
+    with pytest.raises(CheckpointError, match="not a ViTConfig field"):
+        from_pretrained(npz, colour="blue")
+    with pytest.raises(CheckpointError, match="gelu='tanh' contradicts"):  # config.json states hidden_act
+        from_pretrained(fixtures_dir / "hf_vit_cls" / "hf_model", gelu="tanh")
+    model = from_pretrained(npz, dropout=0.1, norm_eps=1e-5)  # not stated by an npz: allowed, and noted
+    assert model.config.dropout == 0.1 and model.config.norm_eps == 1e-5
+    assert any("norm_eps" in n for n in model.load_report.notes)
+
+
+def test_strict_reports_extra_and_missing(fixtures_dir, tmp_path):
+    src = fixtures_dir / "vitjax_token_rep" / "model.npz"
+    extra = _resave(src, tmp_path / "extra.npz", extra={"Transformer/stray": np.zeros(3, np.float32)})
+    with pytest.raises(CheckpointError, match="Transformer/stray"):
+        from_pretrained(extra)
+    model = from_pretrained(extra, strict=False)
+    assert model.load_report.unused == ["Transformer/stray"]
+    missing = _resave(src, tmp_path / "missing.npz", drop={"Transformer/encoder_norm/scale"})
+    with pytest.raises(CheckpointError, match="norm.weight"):
+        from_pretrained(missing)
+    model = from_pretrained(missing, strict=False)
+    assert model.load_report.missing == ["norm.weight"] and "norm.weight" in model.load_report.new
+
+
+# -- minivit's own format ----------------------------------------------------------------------------
+
+
+def test_minivit_roundtrip_bit_exact(fixtures_dir, tmp_path):
+    model = from_pretrained(fixtures_dir / "vitjax_token_rep" / "model.npz", num_classes=3, image_size=48)
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    meta = read_safetensors(tmp_path / "m.safetensors")[1]
+    assert CONFIG_KEY in meta and '"gelu": "tanh"' in meta[CONFIG_KEY]
+    back = from_pretrained(tmp_path / "m.safetensors")
+    assert back.config == model.config and back.load_report.layout == "minivit" and back.load_report.ok
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temp file
+
+
+def test_every_table_used_both_ways_for_every_layout():
+    model = tiny(gelu="tanh")
+    for name, layout in LAYOUTS.items():
+        if name == "big_vision":
+            continue  # needs a zero CLS slot, tested above
+        exported = export_tensors(model, name, layout.prefixes[0])
+        assert layout.prefixes[0] + layout.anchor in exported or layout.anchor in exported
+
+
+def test_docs_print_the_tables_of_the_code():
+    docs = (REPO / "docs" / "checkpoints.md").read_text()
+    for name in LAYOUTS:
+        assert table_markdown(name) in docs, f"docs/checkpoints.md is out of date for the {name} table"

@@ -1,0 +1,96 @@
+"""python -m minivit.convert: bit-exact round trips, folders of checkpoints, one-line errors."""
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minivit.checkpoints import from_pretrained, save_checkpoint
+from minivit.convert import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_npz_to_safetensors_bit_exact(fixtures_dir, tmp_path, capsys):
+    src = fixtures_dir / "vitjax_token_rep" / "model.npz"
+    out = tmp_path / "vit.safetensors"
+    assert main([str(src), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "max abs diff 0 " in printed and "dim=64" in printed and "gelu=tanh" in printed
+    assert f"parameters: {from_pretrained(src).num_params():,}" in printed
+    assert hashlib.sha256(out.read_bytes()).hexdigest() in printed
+    a, b = from_pretrained(src), from_pretrained(out)
+    assert all(torch.equal(b.state_dict()[k], v) for k, v in a.state_dict().items())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vit.safetensors"]  # no temp files left
+
+
+@pytest.mark.parametrize("fixture, to, back_layout", [("hf_vit_cls/hf_model", "transformers", "transformers"),
+                                                     ("timm_vit_token/timm_model", "transformers", "transformers"),
+                                                     ("timm_vit_token/timm_model", "timm", "timm"),
+                                                     ("bigvision_gap/model.npz", "timm", "timm")])
+def test_to_library_folders(fixtures_dir, tmp_path, capsys, fixture, to, back_layout):
+    out = tmp_path / "out"
+    assert main([str(fixtures_dir / fixture), "--to", to, "-o", str(out)]) == 0
+    assert "max abs diff 0 " in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert from_pretrained(out).load_report.layout == back_layout
+
+
+def test_num_classes_and_image_size(fixtures_dir, tmp_path, capsys):
+    out = tmp_path / "ft.safetensors"
+    src = fixtures_dir / "vitjax_token_rep" / "model.npz"
+    assert main([str(src), "-o", str(out), "--num-classes", "7", "--image-size", "48x40"]) == 0
+    cfg = from_pretrained(out).config
+    assert (cfg.num_classes, cfg.image_size, cfg.representation_size) == (7, (48, 40), None)
+    assert "new: head.weight" in capsys.readouterr().out
+
+
+def test_folder_of_checkpoints(fixtures_dir, tmp_path, capsys):
+    src = tmp_path / "many"
+    src.mkdir()
+    shutil.copy(fixtures_dir / "bigvision_gap" / "model.npz", src / "bv.npz")
+    shutil.copytree(fixtures_dir / "hf_vit_cls" / "hf_model", src / "hf")
+    out = tmp_path / "converted"
+    out.mkdir()
+    assert main([str(src), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["bv.safetensors", "hf.safetensors"]
+    assert capsys.readouterr().out.count("max abs diff 0 ") == 2
+
+
+def test_errors_are_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "page.npz"
+    bad.write_text("<!DOCTYPE html><html><body>Sign in</body></html>")
+    assert main([str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "page.npz" in err and "HTML" in err
+    model_path = tmp_path / "m.safetensors"
+    from minivit import ViT, ViTConfig
+
+    save_checkpoint(ViT(ViTConfig(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32, num_classes=2,
+                                  representation_size=8)), model_path)
+    assert main([str(model_path), "--to", "timm", "-o", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "m.safetensors" in err and "pre_logits" in err
+    assert not (tmp_path / "t").exists()
+
+
+def test_cli_subprocess_help_and_error(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "minivit.convert", *a], cwd=REPO, capture_output=True,  # noqa: E731
+                                    text=True, timeout=120)
+    helped = run("--help")
+    assert helped.returncode == 0
+    for option in ("--to", "--num-classes", "--image-size", "--output", "--tolerance", "transformers", "timm"):
+        assert option in helped.stdout
+    lfs = tmp_path / "ViT-B_16.npz"
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n")
+    failed = run(str(lfs))
+    assert failed.returncode == 2
+    assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+    assert "Git LFS pointer" in failed.stderr
