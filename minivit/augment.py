@@ -1,0 +1,246 @@
+"""Batched data augmentation in pure torch, run on the device the batch lives on.
+
+Training images stay uint8 in memory (N, C, h, w) and are augmented a whole batch at a time on the
+GPU (or CPU): one affine_grid + grid_sample per batch does random-resized-crop, horizontal flip,
+rotation and the resize to the model input together, so each output pixel is interpolated once.
+
+    x = train_transform(images_u8, cfg, generator)    # uint8 (B, C, h, w) -> float (B, 3, S, S)
+    y = one_hot(targets, 7, smoothing=0.1)             # (B,) -> (B, 7)
+    x, y = cutmix(x, y, alpha=1.0, generator=generator)
+
+Determinism: every random draw takes `generator`, which must live on the same device as the data
+(torch.Generator(device="cuda").manual_seed(0) for CUDA batches). With generator=None torch's
+global RNG for that device is used.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation settings. The defaults are mild: faces are centred and 48x48 FER2013 faces
+    lose identity-relevant detail quickly under strong crops.
+
+    >>> cfg = AugmentConfig(image_size=64)
+    >>> x = train_transform(torch.zeros(2, 1, 48, 48, dtype=torch.uint8), cfg)
+    >>> x.shape, x.dtype
+    (torch.Size([2, 3, 64, 64]), torch.float32)
+    """
+
+    image_size: int                              # model input side S (or an (H, W) tuple)
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)   # Google's ViTs expect [-1, 1] inputs: (x - 0.5) / 0.5
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    scale: tuple[float, float] = (0.8, 1.0)     # crop area as a fraction of the image area
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio w/h, sampled log-uniformly
+    hflip: float = 0.5                          # probability of a horizontal flip (faces are ~symmetric)
+    rotate_deg: float = 10.0                    # rotation uniform in [-rotate_deg, rotate_deg]
+    brightness: float = 0.2                     # multiply by a factor in [1 - b, 1 + b]
+    contrast: float = 0.2                       # scale deviations from the image mean by [1 - c, 1 + c]
+
+
+def _check_batch(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ConfigError(f"images must be (B, 1|3, H, W), got {tuple(images.shape)}")
+
+
+def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    if generator is None:
+        return
+    gd = generator.device
+    if gd.type != device.type or (gd.index is not None and device.index is not None and gd.index != device.index):
+        raise ConfigError(f"generator is on {gd} but the images are on {device}: "
+                          f"make it with torch.Generator(device={str(device)!r})")
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]; float input is taken to be in [0, 1] already."""
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+
+
+def _finish(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """(B, C, S, S) in [0, 1] -> (B, 3, S, S) normalised with cfg.mean / cfg.std."""
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # grayscale -> 3 channels (a view, no copy)
+    mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std  # (B, 3, S, S)
+
+
+def _size(cfg: AugmentConfig) -> tuple[int, int]:
+    s = cfg.image_size
+    return (s, s) if isinstance(s, int) else tuple(s)
+
+
+def eval_transform(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Resize (bilinear, antialiased when shrinking) and normalise: uint8 (B, C, h, w) -> float (B, 3, S, S).
+
+    >>> eval_transform(torch.full((1, 1, 48, 48), 255, dtype=torch.uint8), AugmentConfig(32)).unique().tolist()
+    [1.0]
+    """
+    _check_batch(images)
+    x = _to_float(images)  # (B, C, h, w)
+    size = _size(cfg)
+    if tuple(x.shape[-2:]) != size:
+        shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)  # (B, C, S, S)
+    return _finish(x, cfg)
+
+
+def crop_flip_rotate_theta(batch: int, height: int, width: int, cfg: AugmentConfig,
+                           generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(B, 2, 3) affine matrices for F.affine_grid: a random crop box (area fraction in cfg.scale,
+    aspect in cfg.ratio, inside the image), flipped with probability cfg.hflip, rotated by up to
+    cfg.rotate_deg, mapped onto the whole output. Normalised coords, align_corners=False."""
+    u = torch.rand(batch, 6, generator=generator, device=device)  # all the randomness of one batch
+    lo, hi = cfg.scale
+    area = height * width * (lo + (hi - lo) * u[:, 0])
+    log_lo, log_hi = math.log(cfg.ratio[0]), math.log(cfg.ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+    # Clamp instead of torchvision's retry loop: a box wider than the image becomes the full width.
+    crop_w = torch.sqrt(area * aspect).clamp(max=width)
+    crop_h = torch.sqrt(area / aspect).clamp(max=height)
+    centre_x = (u[:, 2] - 0.5) * (width - crop_w)  # pixels from the image centre; box stays inside
+    centre_y = (u[:, 3] - 0.5) * (height - crop_h)
+    flip = torch.where(u[:, 4] < cfg.hflip, -1.0, 1.0)
+    angle = (2 * u[:, 5] - 1) * math.radians(cfg.rotate_deg)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # output (a, b) in [-1, 1]^2 -> crop pixels (flip * a * crop_w/2, b * crop_h/2) -> rotate -> + centre
+    # -> input normalised coords (divide by width/2, height/2). Rotation in pixel units keeps
+    # non-square images from shearing.
+    sx, sy = flip * crop_w / 2, crop_h / 2
+    theta = torch.stack([
+        torch.stack([cos * sx / (width / 2), -sin * sy / (width / 2), centre_x / (width / 2)], -1),
+        torch.stack([sin * sx / (height / 2), cos * sy / (height / 2), centre_y / (height / 2)], -1),
+    ], 1)  # (B, 2, 3)
+    return theta
+
+
+def train_transform(images: torch.Tensor, cfg: AugmentConfig,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random resized crop + flip + rotation + resize (one grid_sample), brightness/contrast jitter,
+    grayscale -> 3 channels, normalisation: uint8 (B, C, h, w) -> float32 (B, 3, S, S), same device.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = train_transform(torch.randint(0, 256, (4, 1, 48, 48), dtype=torch.uint8), AugmentConfig(32), g)
+    >>> tuple(x.shape), bool(x.min() >= -1 and x.max() <= 1)
+    ((4, 3, 32, 32), True)
+    """
+    _check_batch(images)
+    _check_generator(generator, images.device)
+    B, C, H, W = images.shape
+    size = _size(cfg)
+    x = _to_float(images)  # (B, C, H, W)
+    # grid_sample does not antialias: when the source is much larger than the crops need,
+    # shrink it first (antialiased) so the smallest crop still has >= S pixels a side.
+    need = math.ceil(max(size) / math.sqrt(cfg.scale[0]))
+    if min(H, W) > need:
+        f = need / min(H, W)
+        x = F.interpolate(x, size=(round(H * f), round(W * f)), mode="bilinear", antialias=True,
+                          align_corners=False)  # (B, C, h', w')
+    theta = crop_flip_rotate_theta(B, H, W, cfg, generator, images.device)  # in original pixel geometry
+    grid = F.affine_grid(theta, [B, C, *size], align_corners=False)  # (B, S, S, 2)
+    # reflection: rotated corners show mirrored face instead of black wedges the model could key on
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)  # (B, C, S, S)
+
+    if cfg.brightness or cfg.contrast:
+        u = torch.rand(B, 2, 1, 1, 1, generator=generator, device=images.device)
+        if cfg.brightness:
+            x = x * (1 + cfg.brightness * (2 * u[:, 0] - 1))
+        if cfg.contrast:
+            # contrast about the mean gray level of each image (torchvision's definition)
+            gray = x if C == 1 else (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            m = gray.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+            x = (x - m) * (1 + cfg.contrast * (2 * u[:, 1] - 1)) + m
+        x = x.clamp(0, 1)
+    return _finish(x, cfg)
+
+
+def one_hot(targets: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """Class indices (B,) or soft labels (B, K) -> float (B, K), with label smoothing:
+    y * (1 - smoothing) + smoothing / K (rows still sum to 1).
+
+    >>> one_hot(torch.tensor([2]), 4, smoothing=0.2).tolist()
+    [[0.05000000074505806, 0.05000000074505806, 0.8500000238418579, 0.05000000074505806]]
+    """
+    if not 0 <= smoothing < 1:
+        raise ConfigError(f"label smoothing={smoothing}: expected 0 <= smoothing < 1")
+    if targets.ndim == 1:
+        y = F.one_hot(targets.long(), num_classes).float()  # (B, K)
+    elif targets.ndim == 2 and targets.shape[1] == num_classes:
+        y = targets if targets.is_floating_point() else targets.float()
+    else:
+        raise ConfigError(f"targets must be (B,) indices or (B, {num_classes}) soft labels, got {tuple(targets.shape)}")
+    return y * (1 - smoothing) + smoothing / num_classes if smoothing else y
+
+
+def sample_beta(alpha: float, generator: torch.Generator | None = None, device=None) -> float:
+    """One Beta(alpha, alpha) draw, reproducible from `generator` (torch's Beta sampler takes no
+    generator, so a seed is drawn from it for numpy's)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def cutmix_box(height: int, width: int, lam: float, generator: torch.Generator | None = None,
+               device=None) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of a box with area about (1 - lam) of the image, centred uniformly at random
+    and clipped to the image (so its real area can be smaller: cutmix recomputes lambda from it)."""
+    cut = math.sqrt(1 - lam)
+    cut_h, cut_w = int(height * cut), int(width * cut)
+    cy, cx = torch.randint(0, 2**31 - 1, (2,), generator=generator, device=device).tolist()
+    cy, cx = cy % height, cx % width
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    return y0, y1, x0, x1
+
+
+def cutmix(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 1.0,
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix (Yun et al. 2019): paste a box from the neighbouring sample (the batch rolled by one,
+    so never a sample onto itself when B > 1) and mix labels by the pasted area:
+    y = (1 - a) * y + a * y_rolled with a = box_area / image_area exactly (the clipped box).
+    One lambda ~ Beta(alpha, alpha) and one box per batch; alpha <= 0 returns the inputs unchanged.
+
+    >>> x, y = cutmix(torch.zeros(2, 3, 8, 8), one_hot(torch.tensor([0, 1]), 2), generator=torch.Generator().manual_seed(0))
+    >>> y.sum(1).tolist()
+    [1.0, 1.0]
+    """
+    if alpha <= 0:
+        return x, y_soft
+    _check_generator(generator, x.device)
+    H, W = x.shape[-2:]
+    lam = sample_beta(alpha, generator, x.device)
+    y0, y1, x0, x1 = cutmix_box(H, W, lam, generator, x.device)
+    pasted = (y1 - y0) * (x1 - x0) / (H * W)  # area-adjusted: 1 - lambda_adjusted
+    x = x.clone()
+    x[..., y0:y1, x0:x1] = x.roll(1, 0)[..., y0:y1, x0:x1]  # (B, C, H, W)
+    return x, y_soft * (1 - pasted) + y_soft.roll(1, 0) * pasted
+
+
+def mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 0.2,
+          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp (Zhang et al. 2018): x = lam * x + (1 - lam) * x_rolled, same for labels, one
+    lam ~ Beta(alpha, alpha) per batch; alpha <= 0 returns the inputs unchanged."""
+    if alpha <= 0:
+        return x, y_soft
+    _check_generator(generator, x.device)
+    lam = sample_beta(alpha, generator, x.device)
+    return x * lam + x.roll(1, 0) * (1 - lam), y_soft * lam + y_soft.roll(1, 0) * (1 - lam)
+
+
+def mix_batch(x: torch.Tensor, y_soft: torch.Tensor, *, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+              switch_prob: float = 0.5, generator: torch.Generator | None = None):
+    """MixUp or CutMix for one batch (timm's Mixup policy): with both enabled, CutMix with
+    probability switch_prob, else MixUp; with one enabled, that one; with neither, unchanged."""
+    if mixup_alpha > 0 and cutmix_alpha > 0:
+        use_cutmix = float(torch.rand(1, generator=generator, device=x.device)) < switch_prob
+    else:
+        use_cutmix = cutmix_alpha > 0
+    if use_cutmix:
+        return cutmix(x, y_soft, cutmix_alpha, generator)
+    return mixup(x, y_soft, mixup_alpha, generator)

@@ -1,0 +1,135 @@
+"""FER2013 in its original CSV form: `emotion,pixels,Usage`, one 48x48 grayscale face per row.
+
+Usage column -> split: Training -> train, PublicTest -> val, PrivateTest -> test.
+Kaggle's competition files without a Usage column (train.csv: `emotion,pixels`) are one split.
+"""
+
+import csv
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, DataError
+from .imageset import ImageSet, Problems
+from .labels import FER2013_CODES, code_table
+
+log = logging.getLogger("minivit.data")
+
+SIDE = 48
+NUM_PIXELS = SIDE * SIDE  # 2304
+USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+SPLITS = ("train", "val", "test")
+
+
+def _parse_pixels(text: str) -> np.ndarray | str:
+    """'70 80 82 ...' -> uint8 (2304,), or an error message."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns (-> raises) where it stops at a non-number
+        try:
+            values = np.fromstring(text, dtype=np.int64, sep=" ")  # ~4x faster than split + int
+        except (ValueError, DeprecationWarning):
+            values = None
+    if values is None:  # slow path only to name the bad token
+        bad = next((t for t in text.split() if not t.lstrip("-").isdigit()), text[:20])
+        return f"non-integer pixel value {bad!r}"
+    if values.size != NUM_PIXELS:
+        return f"expected {NUM_PIXELS} pixel values, got {values.size}"
+    if values.min() < 0 or values.max() > 255:
+        return f"pixel value {int(values.min() if values.min() < 0 else values.max())} outside 0..255"
+    return values.astype(np.uint8)
+
+
+def read_fer2013_rows(path: str | Path, *, on_error: str = "raise") -> dict:
+    """Parse every data row of a fer2013.csv.
+
+    Returns a dict: images uint8 (N, 1, 48, 48); labels int64 (N,) canonical (-1 where the file has
+    no emotion column); usage list[str] (N,) ('' without a Usage column); row int64 (N,) 0-based
+    index of each kept data row in the file (FER+ joins on it); num_rows, all data rows. Malformed rows raise DataError
+    naming file and line, or with on_error="skip" are skipped and counted in a warning.
+    """
+    path = Path(path)
+    problems = Problems(on_error, f"malformed rows in {path}")
+    to_canonical = code_table(FER2013_CODES)
+    images, labels, usage, rows = [], [], [], []
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    with f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if "pixels" not in header:
+            raise DataError(f"{path}: not a FER2013 CSV (header {','.join(header)!r} has no 'pixels' column)")
+        col = {name: header.index(name) for name in ("emotion", "pixels", "Usage") if name in header}
+        num_rows = 0
+        for row_index, fields in enumerate(tqdm(reader, desc=f"reading {path.name}", unit="row",
+                                                leave=False, mininterval=1.0)):
+            num_rows += 1
+            where = f"{path.name} line {reader.line_num}"
+            if len(fields) != len(header):
+                problems(f"{where}: expected {len(header)} fields, got {len(fields)}")
+                continue
+            pixels = _parse_pixels(fields[col["pixels"]])
+            if isinstance(pixels, str):
+                problems(f"{where}: {pixels}")
+                continue
+            label = -1
+            if "emotion" in col:
+                code = fields[col["emotion"]].strip()
+                if not code.isdigit() or int(code) >= len(to_canonical):
+                    problems(f"{where}: unknown emotion label {code!r} (expected 0..{len(to_canonical) - 1})")
+                    continue
+                label = to_canonical[int(code)]
+            use = fields[col["Usage"]].strip() if "Usage" in col else ""
+            if use and use not in USAGE_TO_SPLIT:
+                problems(f"{where}: unknown Usage {use!r} (expected {', '.join(USAGE_TO_SPLIT)})")
+                continue
+            images.append(pixels)
+            labels.append(label)
+            usage.append(use)
+            rows.append(row_index)
+    problems.report()
+    n = len(images)
+    return {
+        "images": torch.from_numpy(np.stack(images)).view(n, 1, SIDE, SIDE) if n else
+        torch.zeros(0, 1, SIDE, SIDE, dtype=torch.uint8),  # (N, 1, 48, 48)
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "usage": usage,
+        "row": torch.tensor(rows, dtype=torch.int64),
+        "num_rows": num_rows,
+    }
+
+
+def resize_u8(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
+    """Resize uint8 (N, C, H, W) to (N, C, S, S) with antialiased bilinear; a no-op when already S."""
+    if image_size is None or images.shape[-2:] == (image_size, image_size):
+        return images
+    x = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear",
+                      antialias=True, align_corners=False)  # (N, C, S, S)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def split_mask(usage: list[str], split: str, source: str) -> torch.Tensor:
+    """Boolean (N,) mask of rows whose Usage maps to `split` (all rows if the file has no Usage)."""
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} for {source}: expected one of {', '.join(SPLITS)}")
+    if usage and not any(usage):
+        log.info("%s has no Usage column: using all rows as split %r", source, split)
+        return torch.ones(len(usage), dtype=torch.bool)
+    return torch.tensor([USAGE_TO_SPLIT.get(u) == split for u in usage], dtype=torch.bool)
+
+
+def load_fer2013_csv(path: str | Path, split: str = "train", *, image_size: int | None = None,
+                     on_error: str = "raise") -> ImageSet:
+    """One split of a fer2013.csv as an ImageSet of uint8 (N, 1, 48, 48) faces (or image_size)."""
+    data = read_fer2013_rows(path, on_error=on_error)
+    if (data["labels"] < 0).any():
+        raise DataError(f"{path}: has no 'emotion' column, so it cannot be used for training or evaluation")
+    keep = split_mask(data["usage"], split, str(path))
+    return ImageSet(resize_u8(data["images"][keep], image_size), data["labels"][keep],
+                    source=f"{path} [{split}]")
