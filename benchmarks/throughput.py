@@ -136,10 +136,7 @@ def bench_one(lib, mode, cfg, args, device, dtype):
         result[f"{name}_img_s"] = args.batch_size / seconds
         result[f"{name}_peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         result[f"{name}_mfu"] = factor * flops / seconds / peak if peak else None
-    del model, runner, opt
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return result
+    return result  # the model and optimiser die with this frame, before the next library is built
 
 
 def main(argv=None):
@@ -178,6 +175,8 @@ def main(argv=None):
             continue
         for mode in args.modes.split(","):
             r = bench_one(lib, mode, cfg, args, device, dtype)
+            if cuda:
+                torch.cuda.empty_cache()
             results.append(r)
             mfu = f"{100 * r['train_mfu']:.1f}%" if r["train_mfu"] else "-"
             mem = [f"{r[k]:.1f}" if r[k] is not None else "-" for k in ("train_peak_mem_gib", "infer_peak_mem_gib")]

@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a = p.add_argument
     a("--data", default="synthetic", help="FER2013 csv, image folder (train/ val|test/), FER+ csv, RAF-DB root, "
       "or 'synthetic' (default: synthetic)")
-    a("--ferplus-images", help="FER+ csv only: folder of the images it names")
+    a("--ferplus-images", help="FER+ csv only: the original fer2013.csv (same row order) or a folder of its fer*.png images")
     a("--label-mode", choices=("majority", "soft"), help="FER+ only: hard majority label or vote distribution")
     a("--weights", default="none", help="Google .npz, .safetensors, manifest name (e.g. ViT-B_16) or 'none' "
       "= from scratch (default: none)")

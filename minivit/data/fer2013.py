@@ -4,7 +4,6 @@ Usage column -> split: Training -> train, PublicTest -> val, PrivateTest -> test
 Kaggle's competition files without a Usage column (train.csv: `emotion,pixels`) are one split.
 """
 
-import csv
 import logging
 import warnings
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
-from .imageset import ImageSet, Problems
+from .imageset import ImageSet, Problems, open_csv
 from .labels import FER2013_CODES, code_table
 
 log = logging.getLogger("minivit.data")
@@ -56,13 +55,7 @@ def read_fer2013_rows(path: str | Path, *, on_error: str = "raise") -> dict:
     problems = Problems(on_error, f"malformed rows in {path}")
     to_canonical = code_table(FER2013_CODES)
     images, labels, usage, rows = [], [], [], []
-    try:
-        f = open(path, newline="", encoding="utf-8-sig")
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror})") from None
-    with f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
+    with open_csv(path) as (header, reader):
         if "pixels" not in header:
             raise DataError(f"{path}: not a FER2013 CSV (header {','.join(header)!r} has no 'pixels' column)")
         col = {name: header.index(name) for name in ("emotion", "pixels", "Usage") if name in header}

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .fer2013 import read_fer2013_rows, resize_u8, split_mask
-from .imageset import ImageSet, Problems, decode_images
+from .imageset import ImageSet, Problems, decode_images, open_csv
 from .labels import FERPLUS_COLUMNS, LABELS, label_index
 
 log = logging.getLogger("minivit.data")
@@ -55,13 +55,7 @@ def read_ferplus_labels(path: str | Path, label_mode: str = "majority", *, on_er
     dropped = {"no image name": 0, "contempt/unknown/not-a-face top vote": 0, "no votes": 0}
     if label_mode == "majority":
         dropped["tie between emotions"] = 0
-    try:
-        f = open(path, newline="", encoding="utf-8-sig")
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror})") from None
-    with f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
+    with open_csv(path) as (header, reader):
         missing = [c for c in ("Usage", "Image name") + FERPLUS_COLUMNS if c not in header]
         if missing:
             raise DataError(f"{path}: not a FER+ label file (missing columns {', '.join(missing)})")

@@ -1,7 +1,9 @@
 """ImageSet (a decoded dataset in memory), image decoding, and the on_error policy."""
 
+import csv
 import logging
 import os
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,21 @@ class Problems:
     def report(self) -> None:
         if self.count:
             log.warning("skipped %d %s (on_error='skip'); first: %s", self.count, self.what, self.first)
+
+
+@contextmanager
+def open_csv(path: Path):
+    """Yield (header, row reader) of a CSV file; a DataError naming the file if it cannot be opened.
+
+    ``utf-8-sig`` drops the byte-order mark that spreadsheet exports put before the header.
+    """
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    with f:
+        reader = csv.reader(f)
+        yield [h.strip() for h in next(reader, [])], reader
 
 
 def _decode_one(path: Path, image_size: int | None) -> np.ndarray:
