@@ -34,6 +34,8 @@ SIZES: dict[str, dict[str, int]] = {
 # timm spells the sizes out.
 TIMM_SIZE_NAMES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
 PATCH_SIZES = (8, 14, 16, 32)
+# How the tokens are pooled into one vector: CLS token, mean, or multihead attention pooling.
+CLASSIFIERS = ("token", "gap", "map")
 
 
 @dataclass
@@ -55,7 +57,9 @@ class ViTConfig:
     heads: int = 12
     mlp_dim: int = 3072
     # "token": prepend a learned CLS token and classify from it (the ViT paper);
-    # "gap": no CLS token, classify from the mean of the patch tokens (big_vision, AugReg "gap").
+    # "gap": no CLS token, classify from the mean of the patch tokens (big_vision, AugReg "gap");
+    # "map": no CLS token, a learned probe attends over the patch tokens ("multihead attention
+    # pooling": big_vision pool_type="map", SigLIP; timm global_pool="map").
     classifier: str = "token"
     # timm's fc_norm: the final LayerNorm is applied to the pooled vector instead of every token.
     norm_after_pool: bool = False
@@ -78,8 +82,8 @@ class ViTConfig:
                 self.image_size = self.image_size[0]
         h, w = self.image_hw
         problems = []
-        if self.classifier not in ("token", "gap"):
-            problems.append(f"classifier must be 'token' or 'gap', not {self.classifier!r}")
+        if self.classifier not in CLASSIFIERS:
+            problems.append(f"classifier must be one of {', '.join(map(repr, CLASSIFIERS))}, not {self.classifier!r}")
         if self.gelu not in ("exact", "tanh"):
             problems.append(f"gelu must be 'exact' or 'tanh', not {self.gelu!r}")
         if self.dim % self.heads:

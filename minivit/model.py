@@ -7,7 +7,7 @@ through self-attention, and one vector summarising them is classified:
       -> PatchEmbed            (B, N, D)      N = (H/p) * (W/p) patches of p x p pixels
       -> [CLS] + pos_embed     (B, 1 + N, D)  a learned token to classify from; where each patch was
       -> Block x depth         (B, 1 + N, D)  pre-norm attention + MLP, with residuals
-      -> norm, pool            (B, D)         the CLS token, or the mean of the patch tokens
+      -> norm, pool            (B, D)         the CLS token, the mean of the patch tokens, or attention pooling
       -> pre_logits, head      (B, num_classes)
 
 Shapes are written for ViT-B/16 at 224x224 in docs/architecture.md. The names of modules
@@ -138,6 +138,51 @@ class MLP(nn.Module):
         return self.drop(self.fc2(self.drop(x)))  # (B, T, D)
 
 
+class MAPHead(nn.Module):
+    """Multihead attention pooling (big_vision's MAPHead): a learned probe attends over the tokens.
+
+    Instead of reading one token or averaging all of them, a single learned query (the
+    probe) asks every head "which tokens matter?" and takes their weighted mean; an MLP with
+    a residual, as in an encoder block, then refines that one vector. Queries come from the
+    probe only, keys and values from the tokens, hence two projections: ``q`` (D -> D) and
+    a fused ``kv`` (D -> 2D, rows [k; v], heads contiguous inside each, as timm's
+    AttentionPoolLatent). As in big_vision, the tokens arrive already through the encoder's
+    final norm, the probe is not normalised, and there is no dropout in the head.
+    """
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.probe = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.q = nn.Linear(cfg.dim, cfg.dim)  # always with bias: big_vision's and timm's pooling have one
+        self.kv = nn.Linear(cfg.dim, 2 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.mlp = MLP(cfg.replace(dropout=0.0))  # big_vision's MAPHead MLP has no dropout
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """big_vision's init: xavier-uniform kernels and probe, zero biases."""
+        # flax's xavier_uniform of a (1, 1, D) param sees fan_in 1, fan_out D; torch's would see D and D.
+        bound = math.sqrt(6.0 / (1 + self.probe.shape[-1]))
+        nn.init.uniform_(self.probe, -bound, bound)
+        # k and v are separate (D, D) kernels in flax: initialise each half on its own fans.
+        for w in (self.q.weight, *self.kv.weight.chunk(2), self.proj.weight):
+            nn.init.xavier_uniform_(w)
+        for b in (self.q.bias, self.kv.bias, self.proj.bias):
+            nn.init.zeros_(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        q = self.q(self.probe).expand(B, -1, -1)  # (B, 1, D): the same query for every image
+        q = rearrange(q, "b t (h d) -> b h t d", h=self.heads)  # (B, h, 1, hd)
+        k, v = rearrange(self.kv(x), "b n (two h d) -> two b h n d", two=2, h=self.heads)  # 2 x (B, h, N, hd)
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, h, 1, hd): per head, a weighted mean of the values
+        x = self.proj(rearrange(x, "b h t d -> b t (h d)"))  # (B, 1, D)
+        x = x + self.mlp(self.norm(x))  # (B, 1, D)
+        return x[:, 0]  # (B, D)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: in training, skip a residual branch for a random subset of samples.
 
@@ -206,6 +251,7 @@ class ViT(nn.Module):
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(Block(cfg, rate) for rate in rates)
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.map_head = MAPHead(cfg) if cfg.classifier == "map" else None
         self.pre_logits = nn.Linear(cfg.dim, cfg.representation_size) if cfg.representation_size else None
         self.head = self._new_head(cfg.num_classes)
         self.grad_checkpointing = False
@@ -237,6 +283,8 @@ class ViT(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        if self.map_head is not None:
+            self.map_head.init_weights()  # after the loop above: its probe and split kv init differ
 
     # -- position embeddings -------------------------------------------------------------
 
@@ -326,6 +374,8 @@ class ViT(nn.Module):
         """Encoded tokens (B, T, D) -> logits (B, num_classes), or features if there is no head."""
         if self.config.classifier == "token":
             x = tokens[:, 0]  # (B, D)
+        elif self.config.classifier == "map":
+            x = self.map_head(tokens)  # (B, D)
         else:
             x = tokens[:, self.config.num_prefix_tokens :].mean(dim=1)  # (B, D)
         if self.config.norm_after_pool:
@@ -338,7 +388,10 @@ class ViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and every layer's attention probabilities (B, heads, T, T), by the explicit path."""
+        """Logits and every layer's attention probabilities (B, heads, T, T), by the explicit path.
+
+        Only the encoder's maps: a MAP head's pooling attention is not among them.
+        """
         x = self._embed(x)  # (B, T, D)
         maps = []
         for block in self.blocks:

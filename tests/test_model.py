@@ -76,6 +76,7 @@ def test_bad_config_is_one_clear_error():
 def test_config_round_trips_through_dict():
     cfg = tiny(image_size=(32, 48), classifier="gap", representation_size=16, gelu="tanh")
     assert ViTConfig.from_dict(cfg.to_dict()) == cfg
+    assert ViTConfig.from_dict(tiny(classifier="map").to_dict()).classifier == "map"
     with pytest.raises(ConfigError):
         ViTConfig.from_dict({**cfg.to_dict(), "bogus": 1})
 
@@ -95,7 +96,7 @@ def test_init_is_deterministic_under_seed_and_follows_reference():
     assert fc1.abs().max() <= (6 / (256 + 512)) ** 0.5
 
 
-@pytest.mark.parametrize("classifier", ["token", "gap"])
+@pytest.mark.parametrize("classifier", ["token", "gap", "map"])
 def test_explicit_attention_matches_sdpa(classifier):
     model = randomized(ViT(tiny(classifier=classifier)))
     x = torch.randn(3, 3, 32, 32)
@@ -233,7 +234,7 @@ configs = st.builds(
     heads=st.integers(1, 4),
     head_dim=st.sampled_from([4, 8]),
     depth=st.integers(1, 2),
-    classifier=st.sampled_from(["token", "gap"]),
+    classifier=st.sampled_from(["token", "gap", "map"]),
     rep=st.one_of(st.none(), st.integers(4, 12)),
     nc=st.integers(0, 6),
     gelu=st.sampled_from(["exact", "tanh"]),

@@ -33,21 +33,25 @@ from ..errors import CheckpointError
 # -- transforms: (forward: their tensors -> ours, inverse: ours -> their tensors) ---------------
 
 
-def _flax_qkv(ts, cfg):
-    # flax DenseGeneral kernels (D, heads, hd) -> one torch Linear weight (3D, D), rows [q; k; v].
-    return torch.cat([t.reshape(t.shape[0], -1).T for t in ts], dim=0)  # (3D, D)
+def _flax_heads_in(ts, cfg):
+    # flax DenseGeneral kernels (D, heads, hd) -> one torch Linear weight, rows [q; k; v] (or [k; v], or q).
+    return torch.cat([t.reshape(t.shape[0], -1).T for t in ts], dim=0)  # (n*D, D)
 
 
-def _flax_qkv_inv(t, cfg):
-    return [w.T.reshape(cfg.dim, cfg.heads, cfg.dim // cfg.heads) for w in t.chunk(3, dim=0)]  # 3 x (D, h, hd)
+def _flax_heads_in_inv(n):
+    def inverse(t, cfg):
+        return [w.T.reshape(cfg.dim, cfg.heads, cfg.dim // cfg.heads) for w in t.chunk(n, dim=0)]  # n x (D, h, hd)
+    return inverse
 
 
-def _flax_qkv_bias(ts, cfg):
-    return torch.cat([t.reshape(-1) for t in ts])  # (3D,)
+def _flax_heads_bias(ts, cfg):
+    return torch.cat([t.reshape(-1) for t in ts])  # (n*D,)
 
 
-def _flax_qkv_bias_inv(t, cfg):
-    return [b.reshape(cfg.heads, cfg.dim // cfg.heads) for b in t.chunk(3)]  # 3 x (h, hd)
+def _flax_heads_bias_inv(n):
+    def inverse(t, cfg):
+        return [b.reshape(cfg.heads, cfg.dim // cfg.heads) for b in t.chunk(n)]  # n x (h, hd)
+    return inverse
 
 
 def _flax_out(ts, cfg):
@@ -78,8 +82,14 @@ TRANSFORMS: dict[str, tuple[Callable, Callable, str]] = {
     "dense": (lambda ts, cfg: ts[0].T, lambda t, cfg: [t.T], "flax Dense kernel (in, out) -> torch Linear weight (out, in): transpose"),
     "conv": (lambda ts, cfg: ts[0].permute(3, 2, 0, 1), lambda t, cfg: [t.permute(2, 3, 1, 0)],
              "flax Conv kernel HWIO (p, p, C, D) -> torch OIHW (D, C, p, p)"),
-    "flax_qkv": (_flax_qkv, _flax_qkv_inv, "3 x (D, heads, hd) -> reshape (D, D), transpose, concat rows [q; k; v] -> (3D, D)"),
-    "flax_qkv_bias": (_flax_qkv_bias, _flax_qkv_bias_inv, "3 x (heads, hd) -> flatten, concat -> (3D,)"),
+    "flax_qkv": (_flax_heads_in, _flax_heads_in_inv(3),
+                 "3 x (D, heads, hd) -> reshape (D, D), transpose, concat rows [q; k; v] -> (3D, D)"),
+    "flax_qkv_bias": (_flax_heads_bias, _flax_heads_bias_inv(3), "3 x (heads, hd) -> flatten, concat -> (3D,)"),
+    "flax_kv": (_flax_heads_in, _flax_heads_in_inv(2),
+                "2 x (D, heads, hd) -> reshape (D, D), transpose, concat rows [k; v] -> (2D, D)"),
+    "flax_kv_bias": (_flax_heads_bias, _flax_heads_bias_inv(2), "2 x (heads, hd) -> flatten, concat -> (2D,)"),
+    "flax_q": (_flax_heads_in, _flax_heads_in_inv(1), "(D, heads, hd) -> reshape (D, D), transpose"),
+    "flax_q_bias": (_flax_heads_bias, _flax_heads_bias_inv(1), "(heads, hd) -> flatten -> (D,)"),
     "flax_out": (_flax_out, _flax_out_inv, "(heads, hd, D) -> reshape (D, D), transpose"),
     "cat": (lambda ts, cfg: torch.cat(ts, dim=0), lambda t, cfg: list(t.chunk(3, dim=0)),
             "3 separate q, k, v Linear -> concat along the output dim [q; k; v]"),
@@ -89,7 +99,7 @@ TRANSFORMS: dict[str, tuple[Callable, Callable, str]] = {
 # `when` conditions: which of two rows filling the same minivit parameter applies.
 CONDITIONS: dict[str, Callable[[ViTConfig], bool]] = {
     "token": lambda c: c.classifier == "token",
-    "gap": lambda c: c.classifier == "gap",
+    "no_token": lambda c: c.classifier != "token",  # gap or map: no CLS token
     "fc_norm": lambda c: c.norm_after_pool,
     "final_norm": lambda c: not c.norm_after_pool,
 }
@@ -121,7 +131,8 @@ def R(ours: str, theirs: str | tuple[str, ...], kind: str = "copy", when: str | 
     return Rule(ours, (theirs,) if isinstance(theirs, str) else tuple(theirs), kind, when)
 
 
-def _flax_rules(block: str, ln1: str, attn: str, ln2: str, mlp: str, pos: tuple[Rule, ...]) -> tuple[Rule, ...]:
+def _flax_rules(block: str, ln1: str, attn: str, ln2: str, mlp: str, pos: tuple[Rule, ...],
+                pool: tuple[Rule, ...] = ()) -> tuple[Rule, ...]:
     b = f"{block}/"
     qkv = lambda leaf: tuple(f"{b}{attn}/{x}/{leaf}" for x in ("query", "key", "value"))  # noqa: E731
     return (
@@ -143,6 +154,7 @@ def _flax_rules(block: str, ln1: str, attn: str, ln2: str, mlp: str, pos: tuple[
         R("blocks.{i}.mlp.fc2.bias", f"{b}{mlp}/Dense_1/bias"),
         R("norm.weight", "Transformer/encoder_norm/scale"),
         R("norm.bias", "Transformer/encoder_norm/bias"),
+        *pool,
         R("pre_logits.weight", "pre_logits/kernel", "dense"),
         R("pre_logits.bias", "pre_logits/bias"),
         R("head.weight", "head/kernel", "dense"),
@@ -175,6 +187,30 @@ def _torch_rules(embed: dict[str, str], block: str, names: dict[str, str], final
     )
 
 
+# The MAP head (classifier="map"): big_vision's MAPHead_0 holds flax kernels, timm's attn_pool
+# (AttentionPoolLatent) torch Linears with the same fused [k; v] as minivit.
+_BV_MHA = "MAPHead_0/MultiHeadDotProductAttention_0"
+_BV_MAP = (
+    R("map_head.probe", "MAPHead_0/probe"),
+    R("map_head.q.weight", f"{_BV_MHA}/query/kernel", "flax_q"),
+    R("map_head.q.bias", f"{_BV_MHA}/query/bias", "flax_q_bias"),
+    R("map_head.kv.weight", (f"{_BV_MHA}/key/kernel", f"{_BV_MHA}/value/kernel"), "flax_kv"),
+    R("map_head.kv.bias", (f"{_BV_MHA}/key/bias", f"{_BV_MHA}/value/bias"), "flax_kv_bias"),
+    R("map_head.proj.weight", f"{_BV_MHA}/out/kernel", "flax_out"),
+    R("map_head.proj.bias", f"{_BV_MHA}/out/bias"),
+    R("map_head.norm.weight", "MAPHead_0/LayerNorm_0/scale"),
+    R("map_head.norm.bias", "MAPHead_0/LayerNorm_0/bias"),
+    R("map_head.mlp.fc1.weight", "MAPHead_0/MlpBlock_0/Dense_0/kernel", "dense"),
+    R("map_head.mlp.fc1.bias", "MAPHead_0/MlpBlock_0/Dense_0/bias"),
+    R("map_head.mlp.fc2.weight", "MAPHead_0/MlpBlock_0/Dense_1/kernel", "dense"),
+    R("map_head.mlp.fc2.bias", "MAPHead_0/MlpBlock_0/Dense_1/bias"),
+)
+_TIMM_MAP = (
+    R("map_head.probe", "attn_pool.latent"),
+    *(R(f"map_head.{name}.{leaf}", f"attn_pool.{name}.{leaf}")
+      for name in ("q", "kv", "proj", "norm", "mlp.fc1", "mlp.fc2") for leaf in ("weight", "bias")),
+)
+
 _HF_EMBED = dict(patch="embeddings.patch_embeddings.projection", cls="embeddings.cls_token", pos="embeddings.position_embeddings")
 _HF_FINAL = (
     R("norm.weight", "layernorm.weight"),
@@ -201,7 +237,8 @@ LAYOUTS: dict[str, Layout] = {
         "big_vision",
         "Google big_vision .npz; prefix 'params/', 'params/img/' or ''; pos_embedding without a CLS slot",
         _flax_rules("Transformer/encoderblock_{i}", "LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0",
-                    (R("pos_embed", "pos_embedding", when="gap"), R("pos_embed", "pos_embedding", "posemb_cls_slot", when="token"))),
+                    (R("pos_embed", "pos_embedding", when="no_token"),
+                     R("pos_embed", "pos_embedding", "posemb_cls_slot", when="token")), _BV_MAP),
         prefixes=("params/img/", "params/", ""),
         anchor="Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel",
         gelu="tanh",
@@ -239,6 +276,7 @@ LAYOUTS: dict[str, Layout] = {
             R("norm.bias", "norm.bias", when="final_norm"),
             R("norm.weight", "fc_norm.weight", when="fc_norm"),  # timm's `norm` is Identity then
             R("norm.bias", "fc_norm.bias", when="fc_norm"),
+            *_TIMM_MAP,
             R("head.weight", "head.weight"),
             R("head.bias", "head.bias"),
         )),

@@ -104,8 +104,6 @@ def resolve_source(source) -> Path:
 
 def detect_layout(tensors: dict, names: tuple[str, ...], where) -> tuple[Layout, str]:
     """The first layout (and prefix) whose anchor tensor is in the file."""
-    if any("MAPHead" in k for k in tensors):
-        raise CheckpointError(f"{where}: MAP head (attention pooling) checkpoints are not supported")
     for name in names:
         layout = LAYOUTS[name]
         for prefix in sorted(layout.prefixes, key=len, reverse=True):
@@ -156,6 +154,24 @@ def _shape(tensors: dict, name: str, ndim: int, where) -> tuple:
     return shape
 
 
+def _flax_classifier(tensors: dict, layout: Layout, p: str, token: bool, heads: int, where) -> str:
+    """The classifier a flax npz implies: token with a `cls`, map with a MAPHead_0 (big_vision), else gap."""
+    probe = next((r.theirs[0] for r in layout.rules if r.ours == "map_head.probe"), None)
+    if probe is None or p + probe not in tensors:
+        if any("MAPHead_0/" in k for k in tensors):
+            raise CheckpointError(f"{where}: has MAPHead_0 tensors but no {p}{probe}" if probe else
+                                  f"{where}: has a MAP head, which minivit reads only in the big_vision layout "
+                                  f"(this file is {layout.name})")
+        return "token" if token else "gap"
+    if token:
+        raise CheckpointError(f"{where}: has both a cls token and a MAP head; big_vision pools with one or the other")
+    query = p + next(r.theirs[0] for r in layout.rules if r.ours == "map_head.q.weight")
+    map_heads = _shape(tensors, query, 3, where)[1]
+    if map_heads != heads:  # minivit's MAPHead uses the encoder's head count, as big_vision does
+        raise CheckpointError(f"{where}: the MAP head has {map_heads} heads, the encoder {heads}; minivit needs them equal")
+    return "map"
+
+
 def infer_flax_config(tensors: dict, layout: Layout, prefix: str, where) -> tuple[ViTConfig, set]:
     """Everything from the shapes: kernel -> patch/in_chans/dim, (D, heads, hd) kernels -> heads, ..."""
     p = prefix
@@ -168,12 +184,13 @@ def infer_flax_config(tensors: dict, layout: Layout, prefix: str, where) -> tupl
     depth = 1 + max(int(m[1]) for k in tensors if (m := re.match(re.escape(p) + r"Transformer/encoderblock_(\d+)/", k)))
     mlp_dim = _shape(tensors, p + rule("blocks.{i}.mlp.fc1.weight").theirs[0].format(i=0), 2, where)[1]
     token = p + "cls" in tensors
+    classifier = _flax_classifier(tensors, layout, p, token, heads, where)
     n_pos = _shape(tensors, p + rule("pos_embed").theirs[0], 3, where)[1]
     side = _square_grid(n_pos - (1 if token and layout.pos_has_cls_slot else 0), where, "the position embedding")
     rep = tensors[p + "pre_logits/kernel"].shape[-1] if p + "pre_logits/kernel" in tensors else None
     classes = tensors[p + "head/kernel"].shape[-1] if p + "head/kernel" in tensors else 0
     fields = dict(image_size=side * ph, patch_size=ph, in_chans=in_chans, num_classes=classes, dim=dim, depth=depth,
-                  heads=heads, mlp_dim=mlp_dim, classifier="token" if token else "gap", norm_after_pool=False,
+                  heads=heads, mlp_dim=mlp_dim, classifier=classifier, norm_after_pool=False,
                   representation_size=rep, qkv_bias=p + b0.replace("/kernel", "/bias") in tensors)
     # gelu and norm_eps are the producing code's conventions, not stored in the file: overridable.
     return _make_config(dict(fields, gelu=layout.gelu, norm_eps=layout.norm_eps), where), set(fields)
@@ -220,6 +237,7 @@ def infer_hf_config(hf: dict, tensors: dict, layout: Layout, prefix: str, where)
 TIMM_FREE_ARGS = {"drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init",
                   "dynamic_img_size", "dynamic_img_pad"}
 TIMM_ACTIVATIONS = {None: "exact", "gelu": "exact", "gelu_tanh": "tanh"}
+TIMM_POOLS = {"token": "token", "avg": "gap", "map": "map"}  # timm global_pool -> minivit classifier
 
 
 def infer_timm_config(tc: dict, tensors: dict, where) -> tuple[ViTConfig, set]:
@@ -249,10 +267,10 @@ def infer_timm_config(tc: dict, tensors: dict, where) -> tuple[ViTConfig, set]:
     fields["num_classes"] = int(args.get("num_classes", fields["num_classes"]))
     pool = args.get("global_pool", tc.get("global_pool", "token"))
     class_token = bool(args.get("class_token", True))
-    if pool not in ("token", "avg") or (pool == "avg") == class_token:
+    if pool not in TIMM_POOLS or (pool == "token") != class_token:
         raise CheckpointError(f"{where}: timm global_pool={pool!r} with class_token={class_token} is not supported "
-                              "(supported: 'token' with a class token, 'avg' without)")
-    fields["classifier"] = "token" if pool == "token" else "gap"
+                              "(supported: 'token' with a class token, 'avg' or 'map' without)")
+    fields["classifier"] = TIMM_POOLS[pool]
     fc_norm = args.get("fc_norm")
     fields["norm_after_pool"] = bool(pool == "avg" if fc_norm is None else fc_norm)
     act = args.get("act_layer")
@@ -518,7 +536,7 @@ def timm_config(cfg: ViTConfig) -> dict:
     if cfg.norm_eps != 1e-6:
         _cannot("timm", f"timm's ViT uses LayerNorm eps 1e-6, this model {cfg.norm_eps:g}")
     h, w = cfg.image_hw
-    pool = "token" if cfg.classifier == "token" else "avg"
+    pool = {v: k for k, v in TIMM_POOLS.items()}[cfg.classifier]
     args = dict(img_size=[h, w], patch_size=cfg.patch_size, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
                 mlp_ratio=cfg.mlp_dim / cfg.dim, num_classes=cfg.num_classes, global_pool=pool,
                 class_token=cfg.classifier == "token", in_chans=cfg.in_chans, qkv_bias=cfg.qkv_bias,
