@@ -4,7 +4,8 @@
     python examples/evaluate_fer.py --checkpoint runs/fer2013-.../best.safetensors --data ../shared/data/fer2013 --tta
 
 Writes metrics.json (accuracy, macro/weighted F1, per-class precision/recall/F1/support, confusion
-matrix) and confusion_matrix.png into --out (default <run>/eval-<data>-<split>) and prints the table.
+matrix), confusion_matrix.png and attention_maps.png (a couple of images per class with their attention
+rollout) into --out (default <run>/eval-<data>-<split>) and prints the table.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 With no arguments it runs the embedded default: a short from-scratch run on minivit's
 procedurally drawn SYNTHETIC faces (not real data) that writes the full report -- metrics.json,
-confusion_matrix.png, curves.png, checkpoints and config.json -- into runs/<name>, in about a
-minute on 2 CPU cores.
+confusion_matrix.png, curves.png, attention_maps.png, checkpoints and config.json -- into
+runs/<name>, in about a minute on 2 CPU cores.
 
     python examples/finetune_fer.py                                  # synthetic demo run
     python examples/finetune_fer.py --data ../shared/data/fer2013 --weights ViT-B_16 --img-size 224

@@ -64,12 +64,17 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255 if images.dtype == torch.uint8 else images.float()
 
 
+def _channel_constant(values, x: torch.Tensor) -> torch.Tensor:
+    """Per-channel constants (1, C, 1, 1) on x's device. Built on the host and copied with
+    non_blocking=True: torch.tensor(..., device="cuda") is a blocking copy that synchronises the
+    stream, once per batch in the training loop."""
+    return torch.tensor(values, dtype=x.dtype).view(1, -1, 1, 1).to(x.device, non_blocking=True)
+
+
 def _finish(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     """(B, C, S, S) in [0, 1] -> (B, 3, S, S) normalised with cfg.mean / cfg.std."""
     x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # grayscale -> 3 channels (a view, no copy)
-    mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - mean) / std  # (B, 3, S, S)
+    return (x - _channel_constant(cfg.mean, x)) / _channel_constant(cfg.std, x)  # (B, 3, S, S)
 
 
 def _size(cfg: AugmentConfig) -> tuple[int, int]:
@@ -154,7 +159,8 @@ def train_transform(images: torch.Tensor, cfg: AugmentConfig,
             x = x * (1 + cfg.brightness * (2 * u[:, 0] - 1))
         if cfg.contrast:
             # contrast about the mean gray level of each image (torchvision's definition)
-            gray = x if C == 1 else (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            # (ITU-R 601 luma weights as Python scalars: no host-to-device copy, no sync)
+            gray = x if C == 1 else 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # (B, 1, S, S)
             m = gray.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
             x = (x - m) * (1 + cfg.contrast * (2 * u[:, 1] - 1)) + m
         x = x.clamp(0, 1)

@@ -4,6 +4,8 @@ The report of a model on a dataset is:
     metrics.json           accuracy, macro/weighted F1, per-class precision/recall/F1/support,
                            the confusion matrix (and with --tta, the flip-averaged numbers)
     confusion_matrix.png   rows: true class, columns: predicted, coloured by row rate
+    attention_maps.png     a couple of images per class with their attention rollout overlaid
+                           (attention_report), titled with the true and predicted labels
 
 Example:
     >>> import torch
@@ -16,13 +18,15 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from .plots import confusion_matrix_png
+from .plots import attention_grid_png, attention_rollout, confusion_matrix_png
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -134,6 +138,93 @@ def write_report(metrics: dict, out_dir, *, name: str = "metrics", extra: dict |
     return {"metrics": str(json_path), "confusion_matrix": cm_path}
 
 
+def select_examples(targets: torch.Tensor, num_classes: int, *, per_class: int = 2, min_images: int = 8) -> list[int]:
+    """Indices of a few examples per class, in class order: the first ones of each class in the set.
+
+    Takes ``per_class`` of every class present, more per class (up to the same number each) when
+    there are few classes, so that about ``min_images`` are picked where the set has them.
+
+    >>> select_examples(torch.tensor([1, 0, 1, 1, 0, 2, 1]), 3, per_class=1, min_images=4)
+    [1, 4, 0, 2, 5]
+    """
+    y = hard_targets(targets).cpu()
+    by_class = [torch.nonzero(y == c).flatten().tolist() for c in range(num_classes)]
+    present = sum(1 for idx in by_class if idx)
+    k = max(per_class, -(-min_images // max(present, 1)))  # ceil: fill ~min_images with few classes
+    return [i for idx in by_class for i in idx[:k]]
+
+
+def map_pool_attention(head: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """A MAP head's pooling attention (B, heads, 1, N) over its input tokens (B, N, D), float32.
+
+    The same probabilities minivit.model.MAPHead.forward feeds to its fused attention: the probe's
+    query against the keys, the first half of the fused ``kv`` projection ([k; v], heads contiguous).
+    """
+    B, N, D = tokens.shape
+    h = head.heads
+    q = head.q(head.probe).float().reshape(1, h, 1, D // h)  # (1, h, 1, hd)
+    k = head.kv(tokens).float()[..., :D].reshape(B, N, h, D // h).transpose(1, 2)  # (B, h, N, hd)
+    return (q @ k.transpose(-2, -1) / math.sqrt(D // h)).softmax(-1)  # (B, h, 1, N)
+
+
+@torch.no_grad()
+def attention_report(model: torch.nn.Module, dataset, transform, path, *, per_class: int = 2, min_images: int = 8,
+                     autocast_dtype: torch.dtype | None = None, title: str = "Attention maps") -> str:
+    """Draw ``attention_maps.png``: a few images per class (select_examples), each beside its attention
+    rollout overlay (minivit.plots.attention_rollout), captioned with the true and predicted labels.
+
+    The map follows the model's pooling: the CLS token's rollout row for ``classifier="token"``, the
+    mean of all rows for global average pooling ("gap": the pooled vector is the mean of the final
+    tokens), and for attention pooling ("map") the probe's attention over the final tokens times the
+    rollout. Runs on the model's device, under autocast when ``autocast_dtype`` is given; maps are
+    cast to float32 before any arithmetic.
+    Returns the path written.
+    """
+    device = next(model.parameters()).device
+    cfg = model.config
+    classes = list(dataset.classes)
+    was_training = model.training
+    model.eval()
+    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    truth = hard_targets(dataset.targets)
+    images, heats, captions, pooled_by = [], [], [], None
+    # A MAP head's pooling attention is not among forward_with_attention's maps: catch the head's
+    # input tokens and recompute it (map_pool_attention), so the map shows what the probe read.
+    map_head, pool_inputs = getattr(model, "map_head", None), []
+    hook = map_head.register_forward_hook(lambda m, args, out: pool_inputs.append(args[0])) if map_head else None
+    chosen = select_examples(dataset.targets, len(classes), per_class=per_class, min_images=min_images)
+    try:
+        for i in chosen:
+            image = dataset.images[i]  # (C, H, W) uint8
+            x = transform(image[None].to(device))  # (1, 3, S, S): one at a time, the maps are (heads, T, T) each
+            with amp:
+                logits, attentions = model.forward_with_attention(x)
+                if pool_inputs:
+                    attentions = [*attentions, map_pool_attention(map_head, pool_inputs.pop())]  # + (1, h, 1, N)
+            # heads averaged on the device (less to copy); float32 before numpy sees it
+            attentions = [a.float()[0].mean(0, keepdim=True).cpu() for a in attentions]  # each (1, Q, T)
+            last = attentions[-1].shape
+            pooled_by = ("the CLS token's row" if cfg.num_prefix_tokens else
+                         "weighted by the MAP head's probe attention" if last[-2] != last[-1] else
+                         "mean over all tokens (GAP)")
+            heats.append(attention_rollout(attentions, cfg.num_prefix_tokens, tuple(cfg.grid)))
+            pred, true = int(logits.float().argmax(-1)), int(truth[i])
+            name = classes[pred] if pred < len(classes) else str(pred)
+            captions.append([(f"true: {classes[true]}", "black"),
+                             (f"pred: {name}", (0, 128, 0) if pred == true else (200, 0, 0))])
+            images.append(image)
+    finally:
+        model.train(was_training)
+        if hook is not None:
+            hook.remove()
+    # whole classes per row: k examples of a class side by side, two classes a row when k is small
+    k = max(Counter(int(truth[i]) for i in chosen).values(), default=1)
+    subtitle = (f"left: input; right: attention rollout (Abnar & Zuidema 2020) over {cfg.depth} layers, "
+                f"{pooled_by}, scaled to [0, 1] per image")
+    return attention_grid_png(images, heats, captions, path, cols=k * max(1, 4 // k), title=title,
+                              subtitle=subtitle)
+
+
 def write_json(path, obj) -> None:
     """Atomically write JSON: a reader never sees half a file."""
     path = Path(path)
@@ -192,8 +283,10 @@ def evaluate_checkpoint(checkpoint, data: str = "synthetic", *, split: str = "va
     name = "synthetic" if data == "synthetic" else Path(data).name
     out = Path(out) if out else (run_dir or Path("runs")) / f"eval-{name}-{split}{'-tta' if tta else ''}"
     paths = write_report(metrics, out, extra=dict(checkpoint=str(path), data=dataset.source, split=split))
+    attention = attention_report(model, dataset, lambda x: eval_transform(x, aug), out / "attention_maps.png",
+                                 autocast_dtype=dtype, title=f"Attention maps: {path.name} on {name} ({split})")
     print(format_table(metrics))
-    print(f"report: {paths['metrics']}, {paths['confusion_matrix']}")
+    print(f"report: {paths['metrics']}, {paths['confusion_matrix']}, {attention}")
     return metrics
 
 
@@ -208,4 +301,4 @@ def _is_minivit_file(path: Path) -> bool:
 
 
 __all__ = ["evaluate_checkpoint", "confusion_matrix", "classification_metrics", "format_table", "hard_targets", "predict", "evaluate",
-           "write_report", "write_json"]
+           "write_report", "write_json", "select_examples", "attention_report", "map_pool_attention"]

@@ -186,34 +186,121 @@ def curves_png(history: list[dict], path, *, title: str = "Training curves") -> 
     return _save(img, path)
 
 
-def attention_rollout(attentions, num_prefix: int, grid: tuple[int, int]) -> np.ndarray:
-    """Attention rollout (Abnar & Zuidema, 2020) of one image: how much each patch feeds the output.
+def _head_mean(a) -> np.ndarray:
+    """One layer's attention as float64 (Q, T), heads averaged: from (T, T), (heads, Q, T) or (1, heads, Q, T)."""
+    a = np.asarray(a.detach().float().cpu() if hasattr(a, "detach") else a, dtype=np.float64)
+    return a.reshape(-1, a.shape[-2], a.shape[-1]).mean(axis=0)  # (Q, T)
 
-    attentions: per-layer probabilities, each (heads, T, T) or (1, heads, T, T). Heads are
-    averaged, the residual path is added as 0.5 * identity, and layers are multiplied.
-    Returns a (gh, gw) map in [0, 1]: the CLS row when there is a CLS token, else the mean row.
+
+def rollout_matrix(attentions) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema, 2020) of one image as a (T, T) matrix whose rows sum to 1.
+
+    Row i says how much of token i's final representation flows from each input token. Per
+    layer: heads averaged, the residual path added as 0.5 * identity, rows renormalised; the
+    layers are multiplied, last layer on the left (x_L = A_L ... A_1 x_0).
+
+    >>> a = np.array([[[0.0, 1.0], [0.0, 1.0]]])  # one head: both tokens attend to token 1
+    >>> rollout_matrix([a]).tolist()
+    [[0.5, 0.5], [0.0, 1.0]]
     """
     rollout = None
     for a in attentions:
-        a = np.asarray(a.detach().float().cpu() if hasattr(a, "detach") else a, dtype=np.float64)
-        a = a.reshape(-1, a.shape[-2], a.shape[-1]).mean(axis=0)  # (T, T)
+        a = _head_mean(a)  # (T, T)
         a = 0.5 * a + 0.5 * np.eye(a.shape[0])
-        a = a / a.sum(axis=-1, keepdims=True)
-        rollout = a if rollout is None else a @ rollout
-    row = rollout[0] if num_prefix else rollout.mean(axis=0)
+        a = a / a.sum(axis=-1, keepdims=True)  # rows of low-precision (bf16/fp16) maps sum to 1 again
+        rollout = a if rollout is None else a @ rollout  # (T, T)
+    return rollout
+
+
+def attention_rollout(attentions, num_prefix: int, grid: tuple[int, int]) -> np.ndarray:
+    """Attention rollout of one image: how much each patch feeds the classifier, as a (gh, gw) map in [0, 1].
+
+    attentions: per-layer probabilities, each (heads, T, T) or (1, heads, T, T). Which row of the
+    rollout is the classifier's input depends on the pooling:
+      * a CLS token (num_prefix > 0): its row;
+      * global average pooling (no prefix): the mean of all rows, exactly, since the pooled vector
+        is the mean of the final tokens;
+      * attention pooling (a MAP head): if the list ends with the pooling attention, a non-square
+        (heads, Q, T) map, its head-averaged weights times the rollout of the square layers.
+    Prefix tokens are dropped and the patch values are scaled to [0, 1] (min to max).
+    """
+    attentions = list(attentions)
+    pool = None
+    last = attentions[-1].shape if attentions else None
+    if last is not None and last[-2] != last[-1]:  # (.., Q, T) with Q != T: a pooling attention
+        pool = _head_mean(attentions.pop()).mean(axis=0)  # (T,) mean over the Q probe queries
+    rollout = rollout_matrix(attentions)  # (T, T)
+    if pool is not None:
+        row = pool @ rollout  # (T,)
+    else:
+        row = rollout[0] if num_prefix else rollout.mean(axis=0)  # (T,)
     patch = row[num_prefix:].reshape(grid)  # (gh, gw)
     patch = patch - patch.min()
     return patch / max(patch.max(), 1e-12)
 
 
-def attention_png(image, heat: np.ndarray, path, *, alpha: float = 0.5, size: int = 224, title: str = "") -> str:
-    """Overlay a (gh, gw) heat map in [0, 1] on an image (uint8 (C, H, W) tensor/array or PIL)."""
+def _to_pil(image) -> Image.Image:
+    """uint8 image (C, H, W) / (H, W, C) / (H, W) tensor or array, or a PIL image -> RGB PIL image."""
     if not isinstance(image, Image.Image):
         arr = np.asarray(image.cpu() if hasattr(image, "cpu") else image)
         if arr.ndim == 3 and arr.shape[0] in (1, 3):
             arr = arr.transpose(1, 2, 0)  # (H, W, C)
         image = Image.fromarray(arr.squeeze().astype(np.uint8))
-    base = image.convert("RGB").resize((size, size), Image.BICUBIC)
+    return image.convert("RGB")
+
+
+def attention_grid_png(images, heats, captions, path, *, cols: int = 4, cell: int = 144, alpha: float = 0.5,
+                       title: str = "Attention maps", subtitle: str = "") -> str:
+    """A grid of (image, heat-map overlay) pairs, each under a caption, written as one PNG.
+
+    images: uint8 images (C, H, W); heats: (gh, gw) maps in [0, 1]; captions: per image a list of
+    (text, colour) lines. Panels are ``cell`` pixels high (width follows the image's aspect).
+
+    >>> import tempfile, os
+    >>> imgs, heats = [np.zeros((1, 8, 8), np.uint8)] * 2, [np.eye(2)] * 2
+    >>> p = attention_grid_png(imgs, heats, [[("a", "black")], [("b", "red")]], os.path.join(tempfile.mkdtemp(), "a.png"))
+    >>> Image.open(p).size
+    (720, 252)
+    """
+    font, small, big = _font(13), _font(11), _font(17)
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = max(1, -(-n // cols))
+    h0, w0 = _to_pil(images[0]).size[::-1] if n else (1, 1)
+    pw = max(1, round(cell * w0 / h0))  # panel width: keep the image's aspect
+    lines = max((len(c) for c in captions), default=0)
+    cap_h, gap, pad, col_gap = 6 + 16 * lines, 6, 14, 30  # col_gap > gap: pairs read as pairs
+    cell_w, cell_h = 2 * pw + gap, cap_h + cell
+    head = 78 if subtitle else 58
+    width = max(2 * pad + cols * cell_w + (cols - 1) * col_gap, 720)
+    height = head + rows * (cell_h + pad) + pad
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((pad, 10), title, fill="black", font=big)
+    if subtitle:
+        draw.text((pad, 34), subtitle, fill=(90, 90, 90), font=small)
+    # colour bar, top right: what the overlay colours mean
+    bar_w, bx, by = 120, width - pad - 120 - 34, 14
+    for x, color in enumerate(colormap(np.linspace(0, 1, bar_w))):
+        draw.line([bx + x, by, bx + x, by + 12], fill=tuple(int(c) for c in color))
+    draw.rectangle([bx, by, bx + bar_w - 1, by + 12], outline="black")
+    draw.text((bx - 30, by), "low", fill="black", font=small)
+    draw.text((bx + bar_w + 4, by), "high", fill="black", font=small)
+    for k, (image, heat, caption) in enumerate(zip(images, heats, captions)):
+        x0 = pad + (k % cols) * (cell_w + col_gap)
+        y0 = head + (k // cols) * (cell_h + pad)
+        for j, (text, color) in enumerate(caption):
+            draw.text((x0, y0 + 16 * j), text, fill=color, font=font)
+        base = _to_pil(image).resize((pw, cell), Image.BICUBIC)
+        heat_img = Image.fromarray(colormap(heat)).resize((pw, cell), Image.BILINEAR)
+        img.paste(base, (x0, y0 + cap_h))
+        img.paste(Image.blend(base, heat_img, alpha), (x0 + pw + gap, y0 + cap_h))
+    return _save(img, path)
+
+
+def attention_png(image, heat: np.ndarray, path, *, alpha: float = 0.5, size: int = 224, title: str = "") -> str:
+    """Overlay a (gh, gw) heat map in [0, 1] on an image (uint8 (C, H, W) tensor/array or PIL)."""
+    base = _to_pil(image).resize((size, size), Image.BICUBIC)
     heat_img = Image.fromarray(colormap(heat)).resize((size, size), Image.BILINEAR)
     overlay = Image.blend(base, heat_img, alpha)
     canvas = Image.new("RGB", (2 * size + 30, size + (40 if title else 20)), "white")
@@ -251,5 +338,6 @@ def attention_map_png(model, image_u8, path, *, transform=None, title: str = "")
 
 
 __all__ = [
-    "colormap", "confusion_matrix_png", "curves_png", "attention_rollout", "attention_png", "attention_map_png",
+    "colormap", "confusion_matrix_png", "curves_png", "rollout_matrix", "attention_rollout", "attention_png",
+    "attention_grid_png", "attention_map_png",
 ]

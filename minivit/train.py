@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from .config import ViTConfig
 from .errors import CheckpointError, ConfigError
-from .evaluate import evaluate, write_json, write_report
+from .evaluate import attention_report, evaluate, write_json, write_report
 from .model import ViT, create_model
 from .plots import curves_png
 
@@ -143,11 +143,20 @@ def check_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(cfg, name)}")
 
 
+def cuda_has_bf16() -> bool:
+    """Native bf16 on the current GPU (Ampere and newer, ROCm). torch >= 2.4's is_bf16_supported()
+    also says yes to pre-Ampere GPUs (T4, V100) that only emulate bf16, slowly: those get fp16."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument (no emulation check either)
+        return torch.cuda.is_bf16_supported()
+
+
 def resolve_precision(precision: str, device: torch.device) -> tuple[str, torch.dtype | None, bool]:
     """("bf16"|"fp16"|"fp32", autocast dtype, needs GradScaler) for a --precision choice on a device."""
     if precision == "auto":
         if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            precision = "bf16" if cuda_has_bf16() else "fp16"
         else:
             precision = "fp32"  # CPU autocast is slower than fp32 for these small matmuls
     dtype, scaler = PRECISIONS[precision]
@@ -156,6 +165,10 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, torch.
 
 # ---------------------------------------------------------------------------------------------
 # optimiser: weight-decay rule, layer-wise LR decay, schedule
+
+
+# Learned tokens and embeddings: their scale is what they encode, so weight decay would erase it.
+NO_DECAY = ("pos_embed", "cls_token", "map_head.probe")
 
 
 def layer_id(name: str, depth: int) -> int:
@@ -171,7 +184,7 @@ def param_groups(model: ViT, weight_decay: float, layer_decay: float = 1.0) -> l
     """Parameter groups with ``weight_decay`` and ``lr_scale`` set.
 
     One rule for decay (as nanoGPT): decay matrices and conv kernels (2-D+); never biases, norm
-    gains, pos_embed or cls_token, whose scale is part of what they encode. With layer decay,
+    gains, pos_embed, cls_token or the MAP probe, whose scale is part of what they encode. With layer decay,
     earlier layers (general features from pre-training) move less than later ones.
 
     >>> from minivit import ViT, ViTConfig
@@ -184,7 +197,7 @@ def param_groups(model: ViT, weight_decay: float, layer_decay: float = 1.0) -> l
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        decay = p.ndim >= 2 and name not in ("pos_embed", "cls_token")
+        decay = p.ndim >= 2 and name not in NO_DECAY
         layer = layer_id(name, depth) if layer_decay != 1.0 else 0
         group = groups.setdefault((layer, decay), dict(
             params=[], names=[], layer=layer, weight_decay=weight_decay if decay else 0.0,
@@ -288,8 +301,10 @@ def rng_state() -> dict:
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
     }
-    if torch.cuda.is_available():
-        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    if torch.cuda.is_initialized():
+        # this process's GPU only: get_rng_state_all() would touch every visible GPU, and a resume
+        # with fewer GPUs visible could not restore it
+        state["cuda"] = _b64(torch.cuda.get_rng_state())
     return state
 
 
@@ -303,7 +318,8 @@ def set_rng_state(state: dict) -> None:
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensor(s) for s in state["cuda"]])
+        saved = state["cuda"][0] if isinstance(state["cuda"], list) else state["cuda"]  # list: older files
+        torch.cuda.set_rng_state(tensor(saved))
 
 
 def save_resume(path, model, optimizer, scaler, ema, state: dict) -> None:
@@ -533,6 +549,8 @@ def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
             state["sums"] = [0.0, 0.0, 0.0]
         order = epoch_indices(len(train_set), steps_per_epoch * micro_per_step, epoch, cfg.seed, rank, world,
                               sample_weights)
+        if on_device:  # index on the GPU: a per-step idx.to(device) would be a blocking, syncing copy
+            order = order.to(device)
         sums = torch.tensor(state["sums"], dtype=torch.float64, device=device)  # loss*n, correct, n
         bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (main and cfg.progress), initial=first, total=steps_per_epoch)
@@ -543,7 +561,7 @@ def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
                 t0 = time.perf_counter()
                 idx = order[(i * cfg.accum_steps + micro) * cfg.batch_size:][: cfg.batch_size]
                 if on_device:
-                    xb, yb = images[idx.to(device)], targets[idx.to(device)]  # (B, C, h, w) uint8
+                    xb, yb = images[idx], targets[idx]  # (B, C, h, w) uint8, gathered on the device
                 else:  # pinned host memory lets the copy overlap with compute
                     xb, yb = images[idx], targets[idx]
                     if device.type == "cuda":
@@ -569,7 +587,7 @@ def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
                     truth = yb.argmax(1) if yb.ndim == 2 else yb
                     sums += torch.stack([loss.detach().double() * len(yb),
                                          (logits.argmax(1) == truth).sum().double(),
-                                         torch.tensor(float(len(yb)), dtype=torch.float64, device=device)])
+                                         loss.new_full((), len(yb), dtype=torch.float64)])  # no H2D copy
             lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
@@ -642,6 +660,8 @@ def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
                            autocast_dtype=amp_dtype, tta=cfg.tta)
         write_report(metrics, out, extra=dict(split="val", data=val_set.source, checkpoint="best.safetensors",
                                               best_epoch=state["best_epoch"], history=state["history"]))
+        attention_report(best, val_set, eval_transform_fn, out / "attention_maps.png", autocast_dtype=amp_dtype,
+                         title=f"Attention maps: best.safetensors (epoch {state['best_epoch']}) on the val set")
         result.update(val_accuracy=metrics["accuracy"], val_macro_f1=metrics["macro_f1"],
                       val_weighted_f1=metrics["weighted_f1"], val_loss=metrics["loss"])
         if state["history"]:

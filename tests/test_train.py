@@ -43,6 +43,9 @@ def test_weight_decay_rule_and_layer_ids():
     assert scale["head.weight"] == 1.0 and scale["blocks.2.norm1.weight"] == 0.5 and scale["patch_embed.proj.weight"] == 0.5**4
     # every parameter in exactly one group
     assert sorted(n for g in groups for n in g["names"]) == sorted(shapes)
+    pooled = ViT(ViTConfig(image_size=8, patch_size=4, dim=8, depth=1, heads=2, mlp_dim=16, classifier="map"))
+    decayed = {n for g in param_groups(pooled, 0.1) if g["weight_decay"] > 0 for n in g["names"]}
+    assert "map_head.probe" not in decayed and "map_head.kv.weight" in decayed
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -57,6 +60,32 @@ def test_precision_choice_and_bad_options():
     assert resolve_precision("fp16", torch.device("cpu"))[1:] == (torch.float16, True)
     with pytest.raises(ConfigError, match="--precision"):
         train(TrainConfig(precision="fp8", progress=False, log=False))
+
+
+def test_bf16_autocast_on_cpu(tmp_path):
+    """--precision bf16 --device cpu: the autocast path the GPU takes, end to end (train, validate, report)."""
+    bf16 = train(tiny_cfg(tmp_path / "bf16", epochs=1, precision="bf16", device="cpu"))
+    fp32 = train(tiny_cfg(tmp_path / "fp32", epochs=1, precision="fp32", device="cpu"))
+    assert bf16["precision"] == "bf16" and json.loads((tmp_path / "bf16" / "config.json").read_text())["precision"] == "bf16"
+    # autocast really ran: bf16 matmuls change the loss a little, not a lot
+    assert bf16["train_loss"] != fp32["train_loss"] and abs(bf16["train_loss"] - fp32["train_loss"]) < 0.05
+    assert bf16["val_loss"] == pytest.approx(fp32["val_loss"], abs=0.05)
+    # weights and optimiser state stay fp32; only the compute was bf16
+    saved = read_all(tmp_path / "bf16" / "resume.safetensors")
+    assert {v.dtype for k, v in saved.items() if not k.endswith(".step")} == {torch.float32}
+    assert (tmp_path / "bf16" / "attention_maps.png").is_file() and (tmp_path / "bf16" / "metrics.json").is_file()
+
+
+def test_auto_precision_skips_emulated_bf16(monkeypatch):
+    """torch >= 2.4 says bf16 is "supported" on T4/V100 by emulation: auto must pick fp16 + GradScaler there."""
+    def fake(including_emulation=True, native=False):
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", fake)  # a pre-Ampere GPU
+    assert resolve_precision("auto", torch.device("cuda")) == ("fp16", torch.float16, True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere+
+    assert resolve_precision("auto", torch.device("cuda")) == ("bf16", torch.bfloat16, False)
+    assert resolve_precision("bf16", torch.device("cuda")) == ("bf16", torch.bfloat16, False)  # never a scaler
 
 
 def test_soft_cross_entropy_matches_torch():
@@ -101,7 +130,7 @@ def test_resume_after_interruption_is_exact(tmp_path):
 def test_run_folder_report_and_learning(tmp_path):
     result = train(tiny_cfg(tmp_path, synthetic_samples=448, epochs=10, lr=3e-3, label_smoothing=0.0, tta=True))
     for name in ("config.json", "metrics.json", "history.json", "confusion_matrix.png", "curves.png",
-                 "best.safetensors", "last.safetensors", "resume.safetensors"):
+                 "attention_maps.png", "best.safetensors", "last.safetensors", "resume.safetensors"):
         assert (tmp_path / name).is_file(), name
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["tta"] is True and len(metrics["per_class"]) == 7 and len(metrics["history"]) == 10
@@ -175,6 +204,7 @@ def test_cli_train_resume_and_evaluate(tmp_path):
     report = json.loads((out / "eval-synthetic-val-tta" / "metrics.json").read_text())
     assert report["tta"] and report["num_samples"] == 64 and "macro_f1" in report
     assert (out / "eval-synthetic-val-tta" / "confusion_matrix.png").is_file()
+    assert (out / "eval-synthetic-val-tta" / "attention_maps.png").is_file()
 
 
 def test_finetune_from_google_npz(tmp_path, fixtures_dir):
