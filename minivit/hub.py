@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             print(resolve(args.name, weights_dir=args.weights_dir))
     except MinivitError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

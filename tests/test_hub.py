@@ -388,5 +388,5 @@ def test_cli_list_and_download(server, tiny_manifest, tmp_path, capsys):
     assert "test/Tiny_8-test" in capsys.readouterr().out
     assert hub.main(["download", "test/Tiny_8-test", "--weights-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "test" / "Tiny_8-test.npz")
-    assert hub.main(["download", "nope"]) == 1
+    assert hub.main(["download", "nope"]) == 2  # bad input: one line on stderr, exit 2, as every minivit command
     assert capsys.readouterr().err.startswith("error: unknown checkpoint")
