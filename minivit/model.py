@@ -278,7 +278,7 @@ class ViT(nn.Module):
         w = self.patch_embed.proj.weight
         _trunc_normal(w, std=math.sqrt(1.0 / w[0].numel()) / 0.87962566)
         nn.init.zeros_(self.patch_embed.proj.bias)
-        for name, module in self.named_modules():
+        for module in self.modules():
             if isinstance(module, nn.Linear) and module is not self.head:
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:

@@ -42,9 +42,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .checkpoints.io import write_safetensors
+from .checkpoints.loader import CONFIG_KEY
 from .config import ViTConfig
 from .errors import CheckpointError, ConfigError
 from .evaluate import attention_report, evaluate, write_json, write_report
@@ -259,19 +260,15 @@ class EMA:
 # checkpoints: safetensors only, atomic writes, no pickle anywhere
 
 
-def atomic_save(tensors: dict, path: Path, metadata: dict) -> None:
-    """Write a safetensors file so that a reader sees the old file or the new one, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
 def save_weights(model: ViT, path, extra: dict | None = None) -> None:
-    """Model weights + ``minivit_config`` metadata: the file ViT.from_pretrained reads back."""
-    metadata = {"minivit_config": json.dumps(model.config.to_dict()), "format": "pt"}
+    """Model weights + ``minivit_config`` metadata: the file ViT.from_pretrained reads back.
+
+    Written atomically by the checkpoint layer (temp file + rename): a crash mid-write leaves
+    the previous file intact.
+    """
+    metadata = {CONFIG_KEY: json.dumps(model.config.to_dict())}
     metadata.update({k: json.dumps(v) for k, v in (extra or {}).items()})
-    atomic_save(model.state_dict(), path, metadata)
+    write_safetensors(model.state_dict(), path, metadata)
 
 
 def load_weights(path) -> tuple[ViTConfig, dict]:
@@ -282,11 +279,11 @@ def load_weights(path) -> tuple[ViTConfig, dict]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # a missing, truncated or foreign file
         raise CheckpointError(f"{path}: cannot read safetensors file ({type(e).__name__}: {e})") from None
-    if "minivit_config" not in meta:
-        raise CheckpointError(f"{path}: no 'minivit_config' metadata (not written by minivit)")
+    if CONFIG_KEY not in meta:
+        raise CheckpointError(f"{path}: no '{CONFIG_KEY}' metadata (not written by minivit)")
     if any(k.startswith("model.") for k in tensors):  # a resume file: take its model weights
         tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    return ViTConfig.from_dict(json.loads(meta["minivit_config"])), tensors
+    return ViTConfig.from_dict(json.loads(meta[CONFIG_KEY])), tensors
 
 
 def _b64(t: torch.Tensor) -> str:
@@ -334,8 +331,8 @@ def save_resume(path, model, optimizer, scaler, ema, state: dict) -> None:
                 tensors[f"optim.{idx}.{name}"] = value
     state = dict(state, optimizer_groups=osd["param_groups"], scaler=scaler.state_dict() if scaler.is_enabled()
                  else None, ema_updates=ema.updates if ema else 0, rng=rng_state())
-    metadata = {"minivit_config": json.dumps(model.config.to_dict()), "train_state": json.dumps(state)}
-    atomic_save(tensors, path, metadata)
+    metadata = {CONFIG_KEY: json.dumps(model.config.to_dict()), "train_state": json.dumps(state)}
+    write_safetensors(tensors, path, metadata)
 
 
 def load_resume(path) -> tuple[ViTConfig, dict, dict]:
@@ -346,9 +343,9 @@ def load_resume(path) -> tuple[ViTConfig, dict, dict]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read resume checkpoint ({type(e).__name__}: {e})") from None
-    if "train_state" not in meta or "minivit_config" not in meta:
+    if "train_state" not in meta or CONFIG_KEY not in meta:
         raise CheckpointError(f"{path}: not a minivit resume checkpoint (no train_state metadata)")
-    return ViTConfig.from_dict(json.loads(meta["minivit_config"])), tensors, json.loads(meta["train_state"])
+    return ViTConfig.from_dict(json.loads(meta[CONFIG_KEY])), tensors, json.loads(meta["train_state"])
 
 
 def restore(tensors: dict, state: dict, model, optimizer, scaler, ema) -> None:
