@@ -6,11 +6,12 @@ rotation and the resize to the model input together, so each output pixel is int
 
     x = train_transform(images_u8, cfg, generator)    # uint8 (B, C, h, w) -> float (B, 3, S, S)
     y = one_hot(targets, 7, smoothing=0.1)             # (B,) -> (B, 7)
-    x, y = cutmix(x, y, alpha=1.0, generator=generator)
+    x, y = cutmix(x, y, alpha=1.0, generator=cpu_generator)
 
-Determinism: every random draw takes `generator`, which must live on the same device as the data
-(torch.Generator(device="cuda").manual_seed(0) for CUDA batches). With generator=None torch's
-global RNG for that device is used.
+Determinism: every random draw takes a generator. The per-pixel transforms draw on the data's device
+(torch.Generator(device="cuda").manual_seed(0) for CUDA batches); CutMix/MixUp draw only a few
+numbers per batch that Python needs (lambda, box corners), so they take a CPU generator and never make
+the GPU sync with the host. With generator=None torch's global RNG is used.
 """
 
 import math
@@ -185,20 +186,28 @@ def one_hot(targets: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> 
     return y * (1 - smoothing) + smoothing / num_classes if smoothing else y
 
 
-def sample_beta(alpha: float, generator: torch.Generator | None = None, device=None) -> float:
-    """One Beta(alpha, alpha) draw, reproducible from `generator` (torch's Beta sampler takes no
-    generator, so a seed is drawn from it for numpy's)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
+def _check_host_generator(generator: torch.Generator | None) -> None:
+    # CutMix/MixUp draw a few numbers per batch that Python needs (lambda, box corners): drawing
+    # them on the host keeps the GPU from having to sync with the CPU at every step.
+    if generator is not None and generator.device.type != "cpu":
+        raise ConfigError(f"CutMix/MixUp draw their per-batch numbers on the host: pass a CPU generator, "
+                          f"not one on {generator.device}")
+
+
+def sample_beta(alpha: float, generator: torch.Generator | None = None) -> float:
+    """One Beta(alpha, alpha) draw, reproducible from the CPU `generator` (torch's Beta sampler
+    takes no generator, so a seed is drawn from it for numpy's)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
-def cutmix_box(height: int, width: int, lam: float, generator: torch.Generator | None = None,
-               device=None) -> tuple[int, int, int, int]:
+def cutmix_box(height: int, width: int, lam: float,
+               generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) of a box with area about (1 - lam) of the image, centred uniformly at random
     and clipped to the image (so its real area can be smaller: cutmix recomputes lambda from it)."""
     cut = math.sqrt(1 - lam)
     cut_h, cut_w = int(height * cut), int(width * cut)
-    cy, cx = torch.randint(0, 2**31 - 1, (2,), generator=generator, device=device).tolist()
+    cy, cx = torch.randint(0, 2**31 - 1, (2,), generator=generator).tolist()
     cy, cx = cy % height, cx % width
     y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
     x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
@@ -210,7 +219,8 @@ def cutmix(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 1.0,
     """CutMix (Yun et al. 2019): paste a box from the neighbouring sample (the batch rolled by one,
     so never a sample onto itself when B > 1) and mix labels by the pasted area:
     y = (1 - a) * y + a * y_rolled with a = box_area / image_area exactly (the clipped box).
-    One lambda ~ Beta(alpha, alpha) and one box per batch; alpha <= 0 returns the inputs unchanged.
+    One lambda ~ Beta(alpha, alpha) and one box per batch, drawn from the CPU ``generator`` whatever
+    the device of ``x``; alpha <= 0 returns the inputs unchanged.
 
     >>> x, y = cutmix(torch.zeros(2, 3, 8, 8), one_hot(torch.tensor([0, 1]), 2), generator=torch.Generator().manual_seed(0))
     >>> y.sum(1).tolist()
@@ -218,10 +228,10 @@ def cutmix(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 1.0,
     """
     if alpha <= 0:
         return x, y_soft
-    _check_generator(generator, x.device)
+    _check_host_generator(generator)
     H, W = x.shape[-2:]
-    lam = sample_beta(alpha, generator, x.device)
-    y0, y1, x0, x1 = cutmix_box(H, W, lam, generator, x.device)
+    lam = sample_beta(alpha, generator)
+    y0, y1, x0, x1 = cutmix_box(H, W, lam, generator)
     pasted = (y1 - y0) * (x1 - x0) / (H * W)  # area-adjusted: 1 - lambda_adjusted
     x = x.clone()
     x[..., y0:y1, x0:x1] = x.roll(1, 0)[..., y0:y1, x0:x1]  # (B, C, H, W)
@@ -234,8 +244,8 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 0.2,
     lam ~ Beta(alpha, alpha) per batch; alpha <= 0 returns the inputs unchanged."""
     if alpha <= 0:
         return x, y_soft
-    _check_generator(generator, x.device)
-    lam = sample_beta(alpha, generator, x.device)
+    _check_host_generator(generator)
+    lam = sample_beta(alpha, generator)
     return x * lam + x.roll(1, 0) * (1 - lam), y_soft * lam + y_soft.roll(1, 0) * (1 - lam)
 
 
@@ -244,7 +254,8 @@ def mix_batch(x: torch.Tensor, y_soft: torch.Tensor, *, mixup_alpha: float = 0.0
     """MixUp or CutMix for one batch (timm's Mixup policy): with both enabled, CutMix with
     probability switch_prob, else MixUp; with one enabled, that one; with neither, unchanged."""
     if mixup_alpha > 0 and cutmix_alpha > 0:
-        use_cutmix = float(torch.rand(1, generator=generator, device=x.device)) < switch_prob
+        _check_host_generator(generator)
+        use_cutmix = float(torch.rand(1, generator=generator)) < switch_prob
     else:
         use_cutmix = cutmix_alpha > 0
     if use_cutmix:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from .checkpoints.io import write_json
 from .plots import attention_grid_png, attention_rollout, confusion_matrix_png
 
 
@@ -134,7 +134,7 @@ def write_report(metrics: dict, out_dir, *, name: str = "metrics", extra: dict |
                                    out_dir / f"{stem}confusion_matrix.png",
                                    title=f"Confusion matrix (accuracy {100 * metrics['accuracy']:.1f}%)")
     json_path = out_dir / f"{name}.json"
-    write_json(json_path, {**metrics, **(extra or {})})
+    write_json({**metrics, **(extra or {})}, json_path)
     return {"metrics": str(json_path), "confusion_matrix": cm_path}
 
 
@@ -225,14 +225,6 @@ def attention_report(model: torch.nn.Module, dataset, transform, path, *, per_cl
                               subtitle=subtitle)
 
 
-def write_json(path, obj) -> None:
-    """Atomically write JSON: a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def evaluate_checkpoint(checkpoint, data: str = "synthetic", *, split: str = "val", out=None, tta: bool = False,
                         device: str = "auto", batch_size: int = 256, ferplus_images=None,
                         label_mode: str = "majority", progress: bool = True) -> dict:
@@ -301,4 +293,4 @@ def _is_minivit_file(path: Path) -> bool:
 
 
 __all__ = ["evaluate_checkpoint", "confusion_matrix", "classification_metrics", "format_table", "hard_targets", "predict", "evaluate",
-           "write_report", "write_json", "select_examples", "attention_report", "map_pool_attention"]
+           "write_report", "select_examples", "attention_report", "map_pool_attention"]

@@ -44,11 +44,11 @@ import torch.distributed as dist
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from .checkpoints.io import write_safetensors
+from .checkpoints.io import write_json, write_safetensors
 from .checkpoints.loader import CONFIG_KEY
 from .config import ViTConfig
 from .errors import CheckpointError, ConfigError
-from .evaluate import attention_report, evaluate, write_json, write_report
+from .evaluate import attention_report, evaluate, write_report
 from .model import ViT, create_model
 from .plots import curves_png
 
@@ -440,7 +440,7 @@ def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
 
     ``train_set``/``val_set`` (minivit.data.ImageSet) override ``cfg.data``.
     """
-    from .augment import AugmentConfig, cutmix, eval_transform, mixup, one_hot, train_transform
+    from .augment import AugmentConfig, eval_transform, mix_batch, one_hot, train_transform
 
     check_config(cfg)
     t_start = time.time()
@@ -524,11 +524,10 @@ def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"train": cfg.to_dict(), "model": model.config.to_dict(),
-                                         "precision": precision, "world_size": world, "device": str(device),
-                                         "data": {"train": train_set.source, "val": val_set.source,
-                                                  "classes": list(classes), "train_size": len(train_set),
-                                                  "val_size": len(val_set)}})
+        write_json({"train": cfg.to_dict(), "model": model.config.to_dict(),
+                    "precision": precision, "world_size": world, "device": str(device),
+                    "data": {"train": train_set.source, "val": val_set.source, "classes": list(classes),
+                             "train_size": len(train_set), "val_size": len(val_set)}}, out / "config.json")
         log(f"run {out}: {model.num_params() / 1e6:.2f}M params, {precision}, {device} x{world}, "
             f"{len(train_set)} train / {len(val_set)} val images ({train_set.source}), "
             f"{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, global batch {micro_per_step * world}")
@@ -557,22 +556,15 @@ def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
             for micro in range(cfg.accum_steps):
                 t0 = time.perf_counter()
                 idx = order[(i * cfg.accum_steps + micro) * cfg.batch_size:][: cfg.batch_size]
-                if on_device:
-                    xb, yb = images[idx], targets[idx]  # (B, C, h, w) uint8, gathered on the device
-                else:  # pinned host memory lets the copy overlap with compute
-                    xb, yb = images[idx], targets[idx]
-                    if device.type == "cuda":
-                        xb, yb = xb.pin_memory(), yb.pin_memory()
+                xb, yb = images[idx], targets[idx]  # (B, C, h, w) uint8, gathered where the set lives
+                if not on_device and device.type == "cuda":  # pinned host memory: the copy overlaps compute
+                    xb, yb = xb.pin_memory(), yb.pin_memory()
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 wait += time.perf_counter() - t0
                 gen, cpu_gen = step_generators(cfg.seed, step, micro, rank, device)
                 x = train_transform(xb, aug, generator=gen)  # (B, 3, S, S) float, normalised
                 y = one_hot(yb, num_classes, smoothing=cfg.label_smoothing)  # (B, K)
-                use_cutmix = cfg.cutmix > 0 and (cfg.mixup <= 0 or torch.rand(1, generator=cpu_gen).item() < 0.5)
-                if use_cutmix:
-                    x, y = cutmix(x, y, alpha=cfg.cutmix, generator=gen)
-                elif cfg.mixup > 0:
-                    x, y = mixup(x, y, alpha=cfg.mixup, generator=gen)
+                x, y = mix_batch(x, y, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, generator=cpu_gen)
                 # DDP: all-reduce gradients only on the last micro-step of an accumulation.
                 sync = net.no_sync() if world > 1 and micro < cfg.accum_steps - 1 else nullcontext()
                 with sync:
@@ -637,7 +629,7 @@ def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
             save_weights(ema.module if ema else model, out / "last.safetensors", {"epoch": epoch + 1})
             state["sums"] = [0.0, 0.0, 0.0]
             checkpoint(epoch + 1, step)
-            write_json(out / "history.json", state["history"])
+            write_json(state["history"], out / "history.json")
             curves_png(state["history"], out / "curves.png")
             ema_part = f" ema {row['val_ema_acc']:.3f}" if ema else ""
             log(f"epoch {epoch + 1:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "

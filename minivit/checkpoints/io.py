@@ -194,8 +194,9 @@ def write_safetensors(tensors: dict, path, metadata: dict | None = None) -> None
     _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})}))
 
 
-def write_json(d: dict, path) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(d, indent=2) + "\n"))
+def write_json(d, path) -> None:
+    """Atomically write JSON (configs, metrics, histories); paths and other objects as strings."""
+    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(d, indent=2, default=str) + "\n"))
 
 
 def write_npz(tensors: dict, path) -> None:
