@@ -14,11 +14,11 @@ from .labels import (AFFECTNET_CODES, ALIASES, DROPPED, FERPLUS_COLUMNS, LABELS,
                      code_table, label_index)
 from .loader import detect_format, load_dataset
 from .rafdb import load_rafdb
-from .synthetic import synthetic_faces
+from .synthetic import synthetic_faces, synthetic_split
 
 __all__ = [
     "LABELS", "NUM_CLASSES", "ALIASES", "DROPPED", "RAFDB_CODES", "AFFECTNET_CODES", "FERPLUS_COLUMNS",
     "label_index", "code_table", "ImageSet", "decode_images", "load_dataset", "detect_format",
     "load_fer2013_csv", "read_fer2013_rows", "load_ferplus", "read_ferplus_labels", "load_image_folder",
-    "load_rafdb", "synthetic_faces",
+    "load_rafdb", "synthetic_faces", "synthetic_split",
 ]

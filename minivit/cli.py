@@ -1,0 +1,127 @@
+"""What every minivit command shares: option checking up front, and one-line errors with exit code 2.
+
+Every numeric option states its valid range once, as the ``type=`` of its argparse argument, so
+a bad value stops the command before any file is read or any model is built:
+
+    >>> p = ArgumentParser(prog="demo")
+    >>> _ = p.add_argument("--lr", type=number(above=0), default=1e-3)
+    >>> p.parse_args(["--lr", "3e-4"]).lr
+    0.0003
+
+Bad values exit with status 2 and one line naming the option, never a traceback:
+
+    error: argument --lr: must be a finite number > 0, not '-1'
+
+and ``run(main)`` turns any ``MinivitError`` raised later (a missing file, a corrupt
+checkpoint) into the same kind of line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Callable
+
+from .errors import MinivitError
+
+EXIT_BAD_INPUT = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``error: argument --x: ...`` (no usage block), exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def number(*, above: float | None = None, at_least: float | None = None, below: float | None = None,
+           at_most: float | None = None) -> Callable[[str], float]:
+    """An argparse ``type`` for a finite float in a range, e.g. ``number(at_least=0, below=1)`` is [0, 1).
+
+    >>> number(at_least=0, below=1)("0.5")
+    0.5
+    >>> number(at_least=0, below=1)("1")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be a finite number in [0, 1), not '1'
+    """
+    lo = f"[{_fmt(at_least)}" if at_least is not None else f"({_fmt(above)}" if above is not None else None
+    hi = f"{_fmt(at_most)}]" if at_most is not None else f"{_fmt(below)})" if below is not None else None
+    if lo and hi:
+        wanted = f"in {lo}, {hi}"
+    elif lo:
+        wanted = f">= {_fmt(at_least)}" if at_least is not None else f"> {_fmt(above)}"
+    elif hi:
+        wanted = f"<= {_fmt(at_most)}" if at_most is not None else f"< {_fmt(below)}"
+    else:
+        wanted = ""
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            x = math.nan
+        ok = math.isfinite(x) and not (
+            (above is not None and x <= above) or (at_least is not None and x < at_least)
+            or (below is not None and x >= below) or (at_most is not None and x > at_most))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be a finite number{' ' + wanted if wanted else ''}, not {text!r}")
+        return x
+
+    parse.__name__ = "number"
+    return parse
+
+
+def integer(*, at_least: int | None = None, at_most: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for an int in [at_least, at_most], e.g. ``integer(at_least=1)``.
+
+    >>> integer(at_least=1)("8")
+    8
+    >>> integer(at_least=1)("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be an integer >= 1, not '0'
+    """
+    if at_least is not None and at_most is not None:
+        wanted = f" in [{at_least}, {at_most}]"
+    elif at_least is not None:
+        wanted = f" >= {at_least}"
+    elif at_most is not None:
+        wanted = f" <= {at_most}"
+    else:
+        wanted = ""
+
+    def parse(text: str) -> int:
+        try:
+            x = int(text)
+        except ValueError:
+            x = None
+        if x is None or (at_least is not None and x < at_least) or (at_most is not None and x > at_most):
+            raise argparse.ArgumentTypeError(f"must be an integer{wanted}, not {text!r}")
+        return x
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def fail(message: str) -> int:
+    """Print ``error: <message>`` (first line only) to stderr; return the bad-input exit code."""
+    print(f"error: {str(message).strip().splitlines()[0] if str(message).strip() else 'failed'}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Call ``main(argv)``; a MinivitError becomes one line on stderr and exit code 2.
+
+    Ctrl-C exits 130 with one line, never a traceback.
+    """
+    try:
+        return main(argv)
+    except MinivitError as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
