@@ -33,9 +33,17 @@ SIZES: dict[str, dict[str, int]] = {
 }
 # timm spells the sizes out.
 TIMM_SIZE_NAMES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
+# The patch sizes of published checkpoints. Google's and timm's names use only these; the paper
+# dialect ("Ti/4", "S/2") also takes any power of two, as from-scratch models on small images do.
 PATCH_SIZES = (8, 14, 16, 32)
 # How the tokens are pooled into one vector: CLS token, mean, or multihead attention pooling.
 CLASSIFIERS = ("token", "gap", "map")
+# How the image becomes tokens: one patchify conv, or a small convolutional stem (see model.ConvStem).
+STEMS = ("patch", "conv")
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
 
 
 @dataclass
@@ -49,8 +57,8 @@ class ViTConfig:
     """
 
     image_size: int | tuple[int, int] = 224  # (H, W) when not square
-    patch_size: int = 16
-    in_chans: int = 3
+    patch_size: int = 16  # side of the square patch; with stem="conv", the stem's total stride (a power of 2)
+    in_chans: int = 3  # 3: RGB (every published checkpoint); 1: grayscale, e.g. FER2013 trained from scratch
     num_classes: int = 1000  # 0: no head; the model returns the pooled features
     dim: int = 768
     depth: int = 12
@@ -74,6 +82,10 @@ class ViTConfig:
     # flax's nn.gelu is the tanh approximation, so Google's checkpoints need "tanh";
     # PyTorch-trained ones (timm, transformers) use the exact erf form.
     gelu: str = "exact"
+    # "patch": Google's patchify conv (kernel = stride = patch_size), what every checkpoint has.
+    # "conv": 3x3 conv + BatchNorm + GELU layers downsampling to the same grid, then a 1x1
+    # projection (Xiao et al. 2021, "Early Convolutions Help Transformers See Better").
+    stem: str = "patch"
 
     def __post_init__(self):
         if isinstance(self.image_size, (list, tuple)):
@@ -86,9 +98,18 @@ class ViTConfig:
             problems.append(f"classifier must be one of {', '.join(map(repr, CLASSIFIERS))}, not {self.classifier!r}")
         if self.gelu not in ("exact", "tanh"):
             problems.append(f"gelu must be 'exact' or 'tanh', not {self.gelu!r}")
-        if self.dim % self.heads:
+        if self.stem not in STEMS:
+            problems.append(f"stem must be one of {', '.join(map(repr, STEMS))}, not {self.stem!r}")
+        elif self.stem == "conv" and not is_power_of_two(self.patch_size):
+            problems.append(f"stem='conv' needs a power-of-two patch_size (each stage halves the grid), "
+                            f"not {self.patch_size}")
+        if self.in_chans not in (1, 3):
+            problems.append(f"in_chans must be 1 (grayscale) or 3 (RGB), not {self.in_chans!r}")
+        if self.heads < 1 or self.dim % self.heads:
             problems.append(f"dim={self.dim} is not divisible by heads={self.heads}")
-        if h % self.patch_size or w % self.patch_size:
+        if self.patch_size < 1 or min(h, w) < 1:
+            problems.append(f"patch_size={self.patch_size} and image_size={self.image_size} must be >= 1")
+        elif h % self.patch_size or w % self.patch_size:
             problems.append(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
         if problems:
             raise ConfigError("invalid ViT config: " + "; ".join(problems))
@@ -113,6 +134,11 @@ class ViTConfig:
         gh, gw = self.grid
         return self.num_prefix_tokens + gh * gw
 
+    @property
+    def stem_depth(self) -> int:
+        """3x3 conv layers of the conv stem: one at full resolution, then two per halving (0 for "patch")."""
+        return 1 + 2 * (self.patch_size.bit_length() - 1) if self.stem == "conv" else 0
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         if isinstance(d["image_size"], tuple):
@@ -131,34 +157,41 @@ class ViTConfig:
         return dataclasses.replace(self, **changes)
 
 
+# (dialect, pattern): the paper's dialect is the one people write for new models ("Ti/4").
 _NAME_PATTERNS = [
     # Google's file names: ViT-B_16, ViT-B_16-384, B_16-i21k-300ep-... (AugReg)
-    re.compile(r"^(?:vit-)?(?P<size>ti|s|b|l|h)_(?P<patch>\d+)(?:-(?P<res>\d{3}))?(?:\b|-|$)", re.I),
-    # The paper's and big_vision's: B/16, ViT-B/16, ViT-B/16-384
-    re.compile(r"^(?:vit-)?(?P<size>ti|s|b|l|h)/(?P<patch>\d+)(?:-(?P<res>\d{3}))?$", re.I),
+    ("google", re.compile(r"^(?:vit-)?(?P<size>ti|s|b|l|h)_(?P<patch>\d+)(?:-(?P<res>\d{3}))?(?:\b|-|$)", re.I)),
+    # The paper's and big_vision's: B/16, ViT-B/16, ViT-B/16-384, Ti/4
+    ("paper", re.compile(r"^(?:vit-)?(?P<size>ti|s|b|l|h)/(?P<patch>\d+)(?:-(?P<res>\d{2,4}))?$", re.I)),
     # timm's: vit_base_patch16_224, vit_tiny_patch16_384.augreg_in21k
-    re.compile(r"^vit_(?P<size>tiny|small|base|large|huge)_patch(?P<patch>\d+)(?:_(?P<res>\d{3})(?:[._].*)?|\..*)?$", re.I),
+    ("timm", re.compile(r"^vit_(?P<size>tiny|small|base|large|huge)_patch(?P<patch>\d+)(?:_(?P<res>\d{3})(?:[._].*)?|\..*)?$", re.I)),
 ]
 
 
 def parse_name(name: str) -> tuple[str, int, int]:
     """Split a model name into (size, patch, image_size).
 
+    Google's and timm's names only come with the published patch sizes 8/14/16/32; the paper
+    dialect also takes any power of two ("Ti/4" for 48x48 faces).
+
     >>> parse_name("vit_large_patch32_384")
     ('L', 32, 384)
+    >>> parse_name("Ti/4")
+    ('Ti', 4, 224)
     """
-    for pattern in _NAME_PATTERNS:
+    for dialect, pattern in _NAME_PATTERNS:
         m = pattern.match(name.strip())
         if m:
             size = m["size"].lower()
             size = TIMM_SIZE_NAMES.get(size) or {"ti": "Ti"}.get(size, size.upper())
             patch, res = int(m["patch"]), int(m["res"] or 224)
-            if patch not in PATCH_SIZES:
+            if patch not in PATCH_SIZES and not (dialect == "paper" and is_power_of_two(patch)):
                 break
             return size, patch, res
     raise ConfigError(
-        f"unknown model name {name!r}: expected e.g. 'ViT-B_16', 'B/16' or 'vit_base_patch16_224' "
-        f"with size in {'/'.join(SIZES)} and patch in {'/'.join(map(str, PATCH_SIZES))}"
+        f"unknown model name {name!r}: expected e.g. 'ViT-B_16', 'B/16', 'Ti/4' or 'vit_base_patch16_224' "
+        f"with size in {'/'.join(SIZES)} and patch in {'/'.join(map(str, PATCH_SIZES))} "
+        "(or any power of two in the 'S/4' form)"
     )
 
 

@@ -9,29 +9,29 @@ For each source it prints the inferred config, the parameter count and the sha25
 written weights, then loads the written file back, runs source and result on the same
 random input and prints the largest absolute difference (0 for an exact conversion). Exit
 status: 0 ok, 1 a result differs by more than --tolerance, 2 bad input (one-line message).
+An output that exists already is refused (exit 2) unless --overwrite is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, MinivitError
+from . import cli
+from .checkpoints import LAYOUTS, export, layout_names
+from .checkpoints.io import hash_file
+from .errors import CheckpointError, ConfigError, MinivitError
+from .model import ViT
 
-TARGETS = ("minivit", "transformers", "timm")
 CHECKPOINT_SUFFIXES = (".npz", ".safetensors", ".bin")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def targets() -> list[str]:
+    """The layouts a model can be written in: every writable entry of the registry."""
+    return layout_names(writable=True)
 
 
 def is_model_folder(path: Path) -> bool:
@@ -50,38 +50,33 @@ def sources_in(src: Path) -> list[Path]:
 
 
 def default_output(src: Path, to: str, out_dir: Path) -> Path:
+    """<name>.safetensors for minivit, <name>-<layout>.npz for Google layouts, <name>-<layout>/ for folders."""
     stem = src.name if src.is_dir() else src.stem
-    if to != "minivit":
-        return out_dir / f"{stem}-{to}"
-    out = out_dir / f"{stem}.safetensors"
-    return out if out.resolve() != src.resolve() else out_dir / f"{stem}.minivit.safetensors"
+    kind = {"minivit": ".safetensors", "npz": ".npz"}.get(LAYOUTS[to].kind, "")
+    out = out_dir / (f"{stem}{kind}" if to == "minivit" else f"{stem}-{to}{kind}")
+    if out.exists() and out.resolve() == src.resolve():
+        return out_dir / f"{stem}.{to}{kind}"
+    return out
 
 
 def parse_image_size(text: str) -> int | tuple[int, int]:
+    """``S`` or ``HxW``, each >= 1: the argparse type of --image-size."""
     parts = text.lower().replace(",", "x").split("x")
     try:
         sizes = [int(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--image-size {text!r}: expected S or HxW, e.g. 224 or 160x224") from None
-    if len(sizes) == 1:
-        return sizes[0]
-    if len(sizes) == 2:
-        return (sizes[0], sizes[1])
-    raise argparse.ArgumentTypeError(f"--image-size {text!r}: expected S or HxW")
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected S or HxW with sizes >= 1, e.g. 224 or 160x224, not {text!r}")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
 
 
 def convert_one(src: Path, out: Path, to: str, num_classes, image_size, tolerance: float, seed: int) -> bool:
     """Convert, write, reload, compare. True if the result matches within tolerance."""
-    from .checkpoints import from_pretrained, save_checkpoint, save_folder
-
-    model = from_pretrained(src, num_classes=num_classes, image_size=image_size)
+    model = ViT.from_pretrained(src, num_classes=num_classes, image_size=image_size)
     cfg = model.config
     try:
-        if to == "minivit":
-            save_checkpoint(model, out)
-            weights = out
-        else:
-            weights = save_folder(model, out, to)
+        weights = export(model, out, to)
     except CheckpointError as e:
         raise CheckpointError(f"{src}: {e}") from None
     print(f"{src} -> {out}  [{model.load_report.layout} -> {to}]")
@@ -89,9 +84,11 @@ def convert_one(src: Path, out: Path, to: str, num_classes, image_size, toleranc
     for line in str(model.load_report).splitlines()[1:]:
         print("  " + line.strip())
     print(f"  parameters: {model.num_params():,}")
-    print(f"  sha256: {sha256(weights)}  {weights.name}")
+    print(f"  sha256: {hash_file(weights).hexdigest()}  {weights.name}")
 
-    result = from_pretrained(out)
+    # An .npz states neither GELU variant nor LayerNorm eps: reload with the source's (equal values
+    # never contradict a layout that does state them).
+    result = ViT.from_pretrained(out, gelu=cfg.gelu, norm_eps=cfg.norm_eps)
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(2, cfg.in_chans, *cfg.image_hw, generator=g) * 2 - 1  # [-1, 1]: Google's input range
     with torch.no_grad():
@@ -102,10 +99,10 @@ def convert_one(src: Path, out: Path, to: str, num_classes, image_size, toleranc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m minivit.convert",
         description="Convert ViT checkpoints (Google .npz from vit_jax/AugReg/big_vision, transformers or timm folders, "
-                    "minivit .safetensors, manifest names, Hugging Face repo ids) to minivit, transformers or timm, "
+                    "minivit .safetensors, manifest names, Hugging Face repo ids) to any writable layout, "
                     "and verify that the result computes the same outputs.",
         epilog="Exit status: 0 ok; 1 a result differs by more than --tolerance; 2 bad input or option. "
                "See docs/checkpoints.md for the layout tables.",
@@ -113,49 +110,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="checkpoint file, model folder, manifest name, HF repo id, "
                                "or a folder of checkpoints (each one is converted)")
     p.add_argument("-o", "--output", metavar="OUT", type=Path,
-                   help="output file (minivit) or folder (transformers/timm); for several sources, or an existing "
-                        "folder, the folder to write into. Default: beside the source, named "
-                        "<name>.safetensors or <name>-<target>/")
-    p.add_argument("--to", choices=TARGETS, default="minivit",
-                   help="target layout: minivit = one .safetensors with the config in its metadata; transformers / "
-                        "timm = a folder with config.json + model.safetensors that the library loads (default: minivit)")
-    p.add_argument("--num-classes", type=int, metavar="N",
-                   help="replace the head by a zero-initialised one with N classes (0: no head); drops the "
-                        "representation layer as in the ViT paper's fine-tuning")
+                   help="output file (minivit, npz) or folder (transformers/timm); for several sources, or an "
+                        "existing folder, the folder to write into. Default: beside the source, named "
+                        "<name>.safetensors, <name>-<target>.npz or <name>-<target>/")
+    p.add_argument("--to", choices=targets(), default="minivit",
+                   help="target layout: minivit = one .safetensors with the config in its metadata (the only one "
+                        "that holds a conv stem); vit_jax / big_vision = a Google .npz; transformers / timm = a "
+                        "folder with config.json + model.safetensors that the library loads (default: minivit)")
+    p.add_argument("--num-classes", type=cli.integer(at_least=0), metavar="N",
+                   help="replace the head by a zero-initialised one with N classes; 0 = no head (the model "
+                        "returns its pooled features); drops the representation layer as in the ViT paper's "
+                        "fine-tuning. Integer >= 0")
     p.add_argument("--image-size", type=parse_image_size, metavar="S",
-                   help="input size S or HxW: resample the position embeddings once")
-    p.add_argument("--tolerance", type=float, default=5e-5, help="largest allowed max abs difference (default: 5e-5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random verification input (default: 0)")
+                   help="input size S or HxW (each >= 1 and a multiple of the patch size): resample the position "
+                        "embeddings once")
+    p.add_argument("--tolerance", type=cli.number(above=0), default=5e-5,
+                   help="largest allowed max abs difference, > 0 (default: 5e-5)")
+    p.add_argument("--seed", type=cli.integer(at_least=0), default=0,
+                   help="seed of the random verification input, integer >= 0 (default: 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output file or folder that exists already (otherwise that is refused)")
     return p
+
+
+def check_outputs(outputs: list[Path], overwrite: bool) -> None:
+    """Never replace a file (or a non-empty folder) without --overwrite: refuse before anything is written."""
+    if overwrite:
+        return
+    for out in outputs:
+        if out.is_file() or (out.is_dir() and any(out.iterdir())):
+            raise ConfigError(f"{out}: exists already; pass --overwrite to replace it, or -o to write elsewhere")
+
+
+def plan(args) -> tuple[list[Path], list[Path]]:
+    """(sources, outputs) for the command line, before anything is read or written."""
+    src = Path(args.src).expanduser()
+    if not src.exists():
+        from .checkpoints.loader import resolve_source
+
+        src = resolve_source(args.src)
+    sources = sources_in(src)
+    if len(sources) > 1 or (args.output is not None and args.output.is_dir() and not is_model_folder(args.output)):
+        out_dir = args.output or src
+        outputs = [default_output(s, args.to, out_dir) for s in sources]
+    else:
+        outputs = [args.output or default_output(sources[0], args.to, sources[0].parent)]
+    check_outputs(outputs, args.overwrite)
+    return sources, outputs
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        src = Path(args.src).expanduser()
-        if not src.exists():
-            from .checkpoints.loader import resolve_source
-
-            src = resolve_source(args.src)
-        sources = sources_in(src)
-        if len(sources) > 1 or (args.output is not None and args.output.is_dir() and not is_model_folder(args.output)):
-            out_dir = args.output or src
-            outputs = [default_output(s, args.to, out_dir) for s in sources]
-        else:
-            outputs = [args.output or default_output(sources[0], args.to, sources[0].parent)]
-    except MinivitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    sources, outputs = plan(args)  # a MinivitError here: cli.run prints one line, exit 2
     status = 0
     for s, out in zip(sources, outputs):
         try:
             if not convert_one(s, Path(out), args.to, args.num_classes, args.image_size, args.tolerance, args.seed):
                 status = max(status, 1)
-        except MinivitError as e:
-            print(f"error: {e}", file=sys.stderr)
+        except MinivitError as e:  # one bad checkpoint in a folder: report it, convert the others
+            cli.fail(str(e))
             status = 2
     return status
 
 
+def console_main() -> int:
+    """The ``minivit-convert`` console script: ``main`` with one-line errors and exit code 2."""
+    return cli.run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -25,3 +25,7 @@ class DownloadError(MinivitError):
 
 class DataError(MinivitError):
     """A dataset file, row or image that cannot be read."""
+
+
+class OutputError(MinivitError):
+    """An output file or folder that cannot be written (a file where a folder should be, no permission, disk full)."""

@@ -24,7 +24,6 @@ Command line: ``python -m minivit.hub list`` and ``python -m minivit.hub downloa
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import hashlib
 import http.client
@@ -39,7 +38,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import DownloadError, MinivitError
+from . import cli
+from .checkpoints.io import ensure_folder, hash_file, looks_like_html
+from .errors import DownloadError
 
 log = logging.getLogger(__name__)
 
@@ -215,16 +216,39 @@ def resolve(source: str | os.PathLike, *, weights_dir: str | Path | None = None,
                 errors.append(e)
         raise errors[0]
 
-    if _REPO_ID.match(source) and not source.lower().endswith(_FILE_SUFFIXES):
+    if could_be_repo_id(source):
         try:
             return hf_snapshot(source, offline=offline)
         except DownloadError as e:
             # "org/name" may also be a mistyped manifest name ("imagenet21k/ViT-B_61"): say so.
             hint = _close_names(source)
-            raise DownloadError(f"{e}; or did you mean the manifest's {hint}?" if hint else str(e)) from e.__cause__
-    if source.lower().endswith(_FILE_SUFFIXES) or os.sep in source or source.startswith((".", "~")):
-        raise DownloadError(f"{path}: no such file, and {path.name!r} is not a checkpoint in {MANIFEST_PATH}")
+            raise DownloadError(f"{source}: no such file or folder, and not available as a Hugging Face repo ({e})"
+                                + (f"; or did you mean the manifest's {hint}?" if hint else "")) from e.__cause__
+    if looks_like_a_path(source):
+        raise DownloadError(f"{source}: no such file or folder")
     raise DownloadError(_unknown_message(source))
+
+
+def looks_like_a_path(source: str) -> bool:
+    """A string meant as a local path: a file suffix, a path separator, ./ ~ or an existing parent folder.
+
+    >>> looks_like_a_path("runs/nope"), looks_like_a_path("weights.npz"), looks_like_a_path("ViT-B_16")
+    (True, True, False)
+    """
+    has_separator = "/" in source or os.sep in source
+    parent = Path(source).expanduser().parent
+    return (source.lower().endswith(_FILE_SUFFIXES) or has_separator or source.startswith((".", "~"))
+            or (parent != Path(".") and parent.is_dir()))
+
+
+def could_be_repo_id(source: str) -> bool:
+    """``owner/name`` as the Hub spells repo ids, with no file suffix and no local folder ``owner``.
+
+    >>> could_be_repo_id("google/vit-base-patch16-224"), could_be_repo_id("weights/x.npz")
+    (True, False)
+    """
+    return (bool(_REPO_ID.match(source)) and not source.lower().endswith(_FILE_SUFFIXES)
+            and not Path(source).parent.is_dir())
 
 
 # ----------------------------------------------------------------------------- Hugging Face
@@ -260,11 +284,6 @@ def hf_snapshot(repo_id: str, *, revision: str | None = None, cache_dir: str | P
 
 # ----------------------------------------------------------------------------- download
 
-def _looks_like_html(head: bytes) -> bool:
-    start = head.lstrip()[:15].lower()
-    return start.startswith((b"<!doctype", b"<html"))
-
-
 def download(url: str, dest: str | Path, *, sha256: str | None = None, progress: bool = True,
              timeout: float = 30.0) -> Path:
     """Fetch url to dest (resumable, checksummed, atomic) and return dest.
@@ -278,7 +297,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
     b'weights'
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(dest.parent, dest)
     part = dest.with_name(dest.name + ".part")
     by_hand = f"fetch {url} and save it as {dest}"
 
@@ -294,7 +313,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
             total = (e.headers.get("Content-Range") or "").rpartition("/")[2]
             e.close()
             if total.isdigit() and int(total) == done:
-                return _finish(part, dest, url, sha256, _hash_file(part))
+                return _finish(part, dest, url, sha256, hash_file(part))
             part.unlink()
             return download(url, dest, sha256=sha256, progress=progress, timeout=timeout)
         e.close()
@@ -313,7 +332,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
         length = resp.headers.get("Content-Length")
         total = done + int(length) if length and length.isdigit() else None
 
-        digest = _hash_file(part) if done else hashlib.sha256()
+        digest = hash_file(part) if done else hashlib.sha256()
         written = done
         bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=dest.name, disable=not progress, leave=False)
@@ -326,7 +345,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
                         break
                     if first:
                         first = False
-                        if _looks_like_html(chunk):
+                        if looks_like_html(chunk[:512]):
                             f.close()
                             part.unlink()
                             raise DownloadError(f"{url} returned an HTML page, not a checkpoint; {by_hand}")
@@ -345,14 +364,6 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
     return _finish(part, dest, url, sha256, digest)
 
 
-def _hash_file(path: Path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest
-
-
 def _finish(part: Path, dest: Path, url: str, sha256: str | None, digest) -> Path:
     got = digest.hexdigest()
     if sha256 and got != sha256.lower():
@@ -367,24 +378,21 @@ def _finish(part: Path, dest: Path, url: str, sha256: str | None, digest) -> Pat
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minivit.hub", description="List or download ViT checkpoints.")
+    parser = cli.ArgumentParser(prog="python -m minivit.hub", description="List or download ViT checkpoints.",
+                                epilog="Exit status: 0 ok; 2 bad input (one line on stderr).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the checkpoint names in the manifest")
     get = sub.add_parser("download", help="download a checkpoint (manifest name or org/name repo) and print its path")
     get.add_argument("name")
     get.add_argument("--weights-dir", default=None, help=f"default: ${WEIGHTS_DIR_ENV} or {DEFAULT_WEIGHTS_DIR}")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "list":
-            for e in load_manifest():
-                print(f"{e['name']}  [{e['format']}; {e['trained_on']}]")
-        else:
-            print(resolve(args.name, weights_dir=args.weights_dir))
-    except MinivitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "list":
+        for e in load_manifest():
+            print(f"{e['name']}  [{e['format']}; {e['trained_on']}]")
+    else:
+        print(resolve(args.name, weights_dir=args.weights_dir))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

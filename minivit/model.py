@@ -4,11 +4,16 @@ An image is cut into patches, each patch becomes a token, the tokens talk to eac
 through self-attention, and one vector summarising them is classified:
 
     image (B, C, H, W)
-      -> PatchEmbed            (B, N, D)      N = (H/p) * (W/p) patches of p x p pixels
-      -> [CLS] + pos_embed     (B, 1 + N, D)  a learned token to classify from; where each patch was
-      -> Block x depth         (B, 1 + N, D)  pre-norm attention + MLP, with residuals
-      -> norm, pool            (B, D)         the CLS token, the mean of the patch tokens, or attention pooling
-      -> pre_logits, head      (B, num_classes)
+      -> PatchEmbed or ConvStem  (B, N, D)      N = (H/p) * (W/p) tokens, one per p x p patch
+      -> [CLS] + pos_embed       (B, 1 + N, D)  a learned token to classify from; where each patch was
+      -> Block x depth           (B, 1 + N, D)  pre-norm attention + MLP, with residuals
+      -> norm, pool              (B, D)         the CLS token, the mean of the patch tokens, or attention pooling
+      -> pre_logits, head        (B, num_classes)
+
+There is one forward pass. ``model(x)`` returns the logits; ``model(x, return_out=True)``
+also returns big_vision's ``out`` dict of intermediates (the tokens after every block, the
+encoded tokens, the pooled vector), and ``model(x, attention=True)`` adds every block's
+attention probabilities, computed by the explicit softmax path beside the fused kernel.
 
 Shapes are written for ViT-B/16 at 224x224 in docs/architecture.md. The names of modules
 and parameters here are minivit's checkpoint layout; minivit/checkpoints maps every other
@@ -19,6 +24,9 @@ Example:
     >>> model = minivit.create_model("Ti/16", image_size=48, patch_size=4, num_classes=7)
     >>> model(torch.randn(2, 3, 48, 48)).shape
     torch.Size([2, 7])
+    >>> logits, out = model(torch.randn(2, 3, 48, 48), attention=True)
+    >>> len(out["tokens"]), out["encoded"].shape, out["attention"][0].shape
+    (12, torch.Size([2, 145, 192]), torch.Size([2, 3, 145, 145]))
 """
 
 from __future__ import annotations
@@ -33,40 +41,17 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import ViTConfig, config_from_name
 from .errors import ConfigError
-
-
-def resample_pos_embed(
-    pos_embed: torch.Tensor,
-    new_grid: tuple[int, int],
-    old_grid: tuple[int, int],
-    num_prefix: int,
-    mode: str = "bicubic",
-    antialias: bool = True,
-) -> torch.Tensor:
-    """Resample position embeddings learned on one patch grid to another.
-
-    The CLS slot has no place on the grid, so it is kept apart and put back unchanged.
-    The grid is interpolated in float32 whatever the model's dtype (bf16 interpolation
-    visibly blurs the embeddings), and antialiased so that shrinking a 14x14 grid to a
-    3x3 one (a 48x48 face with 16x16 patches) averages neighbours instead of sampling a few.
-
-    Example:
-        >>> pe = torch.randn(1, 1 + 14 * 14, 8)
-        >>> resample_pos_embed(pe, (3, 4), (14, 14), num_prefix=1).shape
-        torch.Size([1, 13, 8])
-    """
-    if tuple(new_grid) == tuple(old_grid):
-        return pos_embed
-    prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]  # (1, P, D), (1, gh*gw, D)
-    grid = rearrange(grid.float(), "1 (h w) d -> 1 d h w", h=old_grid[0], w=old_grid[1])  # (1, D, gh, gw)
-    grid = F.interpolate(grid, size=tuple(new_grid), mode=mode, antialias=antialias, align_corners=False)
-    grid = rearrange(grid, "1 d h w -> 1 (h w) d").to(pos_embed.dtype)  # (1, h*w, D)
-    return torch.cat([prefix, grid], dim=1)  # (1, P + h*w, D)
-
+from .pos_embed import resample_pos_embed
 
 def _trunc_normal(tensor: torch.Tensor, std: float) -> None:
     # torch's a/b bounds are absolute (default +-2), not in units of std: pass them scaled.
     nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+
+
+def _lecun_normal(weight: torch.Tensor) -> None:
+    # flax's default for Conv/Dense: truncated normal with variance 1 / fan_in. (0.8796 is the
+    # std of a unit normal truncated at 2 std; dividing by it restores the variance.)
+    _trunc_normal(weight, std=math.sqrt(1.0 / weight[0].numel()) / 0.87962566)
 
 
 class PatchEmbed(nn.Module):
@@ -78,21 +63,85 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
-        self.patch_size = cfg.patch_size
         self.proj = nn.Conv2d(cfg.in_chans, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        _lecun_normal(self.proj.weight)  # it is a Linear on flattened patches: LeCun normal, as flax's Conv
+        nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)  # (B, D, H/p, W/p)
         return rearrange(x, "b d h w -> b (h w) d")  # (B, N, D), patches in row-major order
 
 
+class ConvBNGELU(nn.Module):
+    """3x3 convolution (no bias: the BatchNorm after it has one), BatchNorm, GELU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.norm(self.conv(x)))  # (B, c_out, H/stride, W/stride)
+
+
+class ConvStem(nn.Module):
+    """A small convolutional stem instead of the patchify conv (Xiao et al. 2021, "Early
+    Convolutions Help Transformers See Better"; the ViT paper's hybrids are the same idea).
+
+    For a patch size p = 2**k: one 3x3 stride-1 conv at full resolution, then k stages of
+    (3x3 stride-2, 3x3 stride-1), each conv + BatchNorm + GELU; a 1x1 conv projects to D.
+    Widths double each stage and end at D/2: stage j of k has D / 2**(k + 1 - j) channels
+    (at least 8), so p=4, D=384 runs 48 -> 96 -> 192 -> 384. For a 48x48 gray face, p=4:
+
+        (B, 1, 48, 48) -> conv s1 (B, 48, 48, 48) -> conv s2 (B, 96, 24, 24) -> conv s1 (B, 96, 24, 24)
+                       -> conv s2 (B, 192, 12, 12) -> conv s1 (B, 192, 12, 12) -> 1x1 (B, 384, 12, 12)
+                       -> tokens (B, 144, 384)
+
+    Overlapping 3x3 kernels see across patch borders and BatchNorm keeps the early activations
+    well scaled, which makes ViTs train faster and less sensitively to the optimiser on small
+    datasets; the token grid, and everything after it, is the same as with patches.
+    """
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        k = cfg.patch_size.bit_length() - 1  # p = 2**k stages of stride 2
+        width = lambda j: max(cfg.dim // 2 ** (k + 1 - j), 8)  # noqa: E731 - stage j's channels, D/2 at j = k
+        layers = [ConvBNGELU(cfg.in_chans, width(0), stride=1)]
+        for j in range(1, k + 1):
+            layers += [ConvBNGELU(width(j - 1), width(j), stride=2), ConvBNGELU(width(j), width(j), stride=1)]
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(width(k), cfg.dim, kernel_size=1)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """He (kaiming) normal for the 3x3 convs, fan_out as torchvision's ResNets: each is followed by
+        BatchNorm, which fixes the forward scale, so the init is chosen to keep the gradients' scale
+        through the stack. The 1x1 projection feeds the residual stream directly, like the patchify
+        conv, so it gets the same LeCun normal; BatchNorm starts as the identity (weight 1, bias 0)."""
+        for layer in self.convs:
+            nn.init.kaiming_normal_(layer.conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.ones_(layer.norm.weight)
+            nn.init.zeros_(layer.norm.bias)
+        _lecun_normal(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.convs(x)  # (B, D/2, H/p, W/p)
+        x = self.proj(x)  # (B, D, H/p, W/p)
+        return rearrange(x, "b d h w -> b (h w) d")  # (B, N, D), row-major as PatchEmbed
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection.
 
-    ``forward`` uses PyTorch's fused scaled_dot_product_attention (flash / memory-efficient
-    kernels). ``forward_explicit`` spells the same function out and also returns the
-    attention probabilities: it is the documentation of the fast path, and what attention
-    maps are drawn from. tests/test_model.py checks that both agree.
+    softmax(q k^T / sqrt(head_dim)) v for every head. The fast path is PyTorch's fused
+    ``scaled_dot_product_attention`` (flash / memory-efficient kernels that never hold the
+    (T, T) score matrix); with ``attention=True`` the same function is spelled out and the
+    probabilities are returned too: the slow path is the documentation of the fast one, and
+    what attention maps are drawn from. tests/test_model.py checks that both agree.
     """
 
     def __init__(self, cfg: ViTConfig):
@@ -103,26 +152,20 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.dim)
         self.proj_drop = nn.Dropout(cfg.dropout)
 
-    def _split_heads(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, D) -> ((B, T, D), probabilities (B, heads, T, T) if ``attention`` else None)."""
         qkv = self.qkv(x)  # (B, T, 3D)
-        return rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.heads)  # 3 x (B, h, T, hd)
-
-    def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
-        x = rearrange(x, "b h t d -> b t (h d)")  # (B, T, D)
-        return self.proj_drop(self.proj(x))  # (B, T, D)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._split_heads(x)
+        q, k, v = rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.heads)  # 3 x (B, h, T, hd)
         dropout = self.attn_dropout if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # (B, h, T, hd)
-        return self._merge_heads(x)
-
-    def forward_explicit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = self._split_heads(x)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, h, T, T)
-        probs = scores.softmax(dim=-1)  # (B, h, T, T), each row sums to 1
-        x = F.dropout(probs, self.attn_dropout, self.training) @ v  # (B, h, T, hd)
-        return self._merge_heads(x), probs
+        if attention:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, h, T, T)
+            probs = scores.softmax(dim=-1)  # (B, h, T, T), each row sums to 1
+            x = F.dropout(probs, dropout, self.training) @ v  # (B, h, T, hd)
+        else:
+            probs = None
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # (B, h, T, hd)
+        x = rearrange(x, "b h t d -> b t (h d)")  # (B, T, D)
+        return self.proj_drop(self.proj(x)), probs
 
 
 class MLP(nn.Module):
@@ -172,15 +215,21 @@ class MAPHead(nn.Module):
         for b in (self.q.bias, self.kv.bias, self.proj.bias):
             nn.init.zeros_(b)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens (B, N, D) -> (pooled (B, D), the probe's attention (B, heads, 1, N) if ``attention``)."""
         B = x.shape[0]
         q = self.q(self.probe).expand(B, -1, -1)  # (B, 1, D): the same query for every image
         q = rearrange(q, "b t (h d) -> b h t d", h=self.heads)  # (B, h, 1, hd)
         k, v = rearrange(self.kv(x), "b n (two h d) -> two b h n d", two=2, h=self.heads)  # 2 x (B, h, N, hd)
-        x = F.scaled_dot_product_attention(q, k, v)  # (B, h, 1, hd): per head, a weighted mean of the values
+        if attention:  # the explicit path, as in Attention
+            probs = ((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])).softmax(dim=-1)  # (B, h, 1, N)
+            x = probs @ v  # (B, h, 1, hd)
+        else:
+            probs = None
+            x = F.scaled_dot_product_attention(q, k, v)  # (B, h, 1, hd): per head, a weighted mean of the values
         x = self.proj(rearrange(x, "b h t d -> b t (h d)"))  # (B, 1, D)
         x = x + self.mlp(self.norm(x))  # (B, 1, D)
-        return x[:, 0]  # (B, D)
+        return x[:, 0], probs  # (B, D)
 
 
 class DropPath(nn.Module):
@@ -216,14 +265,11 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))  # (B, T, D)
-        return x + self.drop_path(self.mlp(self.norm2(x)))  # (B, T, D)
-
-    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        attn_out, probs = self.attn.forward_explicit(self.norm1(x))
+    def forward(self, x: torch.Tensor, attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, D) -> ((B, T, D), attention probabilities (B, heads, T, T) or None)."""
+        attn_out, probs = self.attn(self.norm1(x), attention)  # (B, T, D)
         x = x + self.drop_path(attn_out)  # (B, T, D)
-        return x + self.drop_path(self.mlp(self.norm2(x))), probs
+        return x + self.drop_path(self.mlp(self.norm2(x))), probs  # (B, T, D)
 
 
 class ViT(nn.Module):
@@ -242,7 +288,7 @@ class ViT(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.config = cfg = config
-        self.patch_embed = PatchEmbed(cfg)
+        self.patch_embed = PatchEmbed(cfg) if cfg.stem == "patch" else ConvStem(cfg)
         if cfg.classifier == "token":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, cfg.dim))
@@ -255,7 +301,6 @@ class ViT(nn.Module):
         self.pre_logits = nn.Linear(cfg.dim, cfg.representation_size) if cfg.representation_size else None
         self.head = self._new_head(cfg.num_classes)
         self.grad_checkpointing = False
-        self._pos_cache: dict = {}
         self.init_weights()
 
     def _new_head(self, num_classes: int) -> nn.Linear | None:
@@ -273,11 +318,7 @@ class ViT(nn.Module):
         _trunc_normal(self.pos_embed, std=0.02)
         if self.config.classifier == "token":
             _trunc_normal(self.cls_token, std=0.02)
-        # The patch projection is a Linear on flattened patches: LeCun normal, as flax's Conv.
-        # (0.8796 is the std of a unit normal truncated at 2 std; dividing restores the variance.)
-        w = self.patch_embed.proj.weight
-        _trunc_normal(w, std=math.sqrt(1.0 / w[0].numel()) / 0.87962566)
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        self.patch_embed.init_weights()
         for module in self.modules():
             if isinstance(module, nn.Linear) and module is not self.head:
                 nn.init.xavier_uniform_(module.weight)
@@ -286,29 +327,13 @@ class ViT(nn.Module):
         if self.map_head is not None:
             self.map_head.init_weights()  # after the loop above: its probe and split kv init differ
 
-    # -- position embeddings -------------------------------------------------------------
-
-    def _pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
-        """The position embedding for a patch grid, resampled if the grid is not the trained one.
-
-        In inference the resampled table is cached per grid size (and dropped when the
-        weights change); in training it is recomputed so that gradients reach pos_embed.
-        """
-        cfg = self.config
-        if grid == cfg.grid:
-            return self.pos_embed
-        resample = lambda: resample_pos_embed(self.pos_embed, grid, cfg.grid, cfg.num_prefix_tokens)  # noqa: E731
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and self.pos_embed.requires_grad):
-            return resample()
-        p = self.pos_embed
-        key = (p._version, p.device, p.dtype, p.data_ptr())
-        cached = self._pos_cache.get(grid)
-        if cached is None or cached[0] != key:
-            cached = self._pos_cache[grid] = (key, resample().detach())
-        return cached[1]
+    # -- input size ----------------------------------------------------------------------
 
     def resize_image(self, new_size: int | tuple[int, int]) -> None:
         """Resample the position embedding once for a new input size (e.g. 224 -> 48).
+
+        The same rule as the forward pass uses for an input of another size (minivit.pos_embed),
+        so a resized model computes exactly what the original computes on the new size.
 
         Example:
             >>> m = ViT(ViTConfig(image_size=32, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32))
@@ -320,7 +345,6 @@ class ViT(nn.Module):
         new = resample_pos_embed(self.pos_embed.data, new_config.grid, old_grid, new_config.num_prefix_tokens)
         self.pos_embed = nn.Parameter(new)
         self.config = new_config
-        self._pos_cache.clear()
 
     # -- head ----------------------------------------------------------------------------
 
@@ -345,82 +369,109 @@ class ViT(nn.Module):
         """Recompute block activations in the backward pass: less memory, ~30% more compute."""
         self.grad_checkpointing = enabled
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
-        p = self.config.patch_size
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> tokens with position embeddings (B, T, D), T = prefix + patches.
+
+        An input whose patch grid is not the config's gets the position embeddings resampled
+        on the fly (differentiably, every call); ``resize_image`` does it once instead.
+        """
+        cfg = self.config
+        B, C, H, W = x.shape
+        if C != cfg.in_chans:
+            raise ConfigError(f"input has {C} channel{'s' if C != 1 else ''} but the model expects {cfg.in_chans} "
+                              f"(in_chans={cfg.in_chans})")
+        p = cfg.patch_size
         if H % p or W % p:
             raise ConfigError(f"input size {H}x{W} is not a multiple of the patch size {p}")
         x = self.patch_embed(x)  # (B, N, D)
-        if self.config.classifier == "token":
+        if cfg.classifier == "token":
             x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # (B, 1 + N, D)
-        x = x + self._pos_embed_for((H // p, W // p))  # (B, T, D)
-        return self.pos_drop(x)
+        pos_embed = resample_pos_embed(self.pos_embed, (H // p, W // p), cfg.grid, cfg.num_prefix_tokens)  # (1, T, D)
+        return self.pos_drop(x + pos_embed)  # (B, T, D)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batch (B, C, H, W) -> encoded tokens (B, T, D), T = prefix + patches.
+    def forward(self, x: torch.Tensor, *, return_out: bool = False, attention: bool = False):
+        """Images (B, C, H, W) -> logits (B, num_classes), or the pooled features without a head.
 
-        The tokens are layer-normed, except with ``norm_after_pool`` where the norm
-        belongs to the pooled vector (see ``forward_head``).
+        ``return_out=True`` returns ``(logits, out)``, big_vision's dict of intermediates:
+        ``out["tokens"]`` the (B, T, D) tokens after each block, ``out["encoded"]`` after the
+        final norm (before it with ``norm_after_pool``), ``out["pooled"]`` (B, D) the pooled vector
+        (normed with ``norm_after_pool``), ``out["pre_logits"]`` what the head reads.
+        ``attention=True`` (implies return_out) runs the explicit softmax path and adds
+        ``out["attention"]``, one (B, heads, T, T) per block, and for a MAP head
+        ``out["map_attention"]`` (B, heads, 1, N), the probe's weights over the tokens.
         """
-        x = self._embed(x)  # (B, T, D)
+        cfg = self.config
+        out: dict = {"tokens": []}
+        maps = []
+        x = self.embed(x)  # (B, T, D)
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x, probs = checkpoint(block, x, attention, use_reentrant=False)
             else:
-                x = block(x)  # (B, T, D)
-        return x if self.config.norm_after_pool else self.norm(x)
-
-    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Encoded tokens (B, T, D) -> logits (B, num_classes), or features if there is no head."""
-        if self.config.classifier == "token":
-            x = tokens[:, 0]  # (B, D)
-        elif self.config.classifier == "map":
-            x = self.map_head(tokens)  # (B, D)
+                x, probs = block(x, attention)  # (B, T, D), (B, h, T, T) or None
+            out["tokens"].append(x)
+            maps.append(probs)
+        x = out["encoded"] = x if cfg.norm_after_pool else self.norm(x)  # (B, T, D)
+        if cfg.classifier == "token":
+            x = x[:, 0]  # (B, D): the CLS token
+        elif cfg.classifier == "map":
+            x, map_probs = self.map_head(x, attention)  # (B, D), (B, h, 1, N) or None
+            if attention:
+                out["map_attention"] = map_probs
         else:
-            x = tokens[:, self.config.num_prefix_tokens :].mean(dim=1)  # (B, D)
-        if self.config.norm_after_pool:
-            x = self.norm(x)
+            x = x[:, cfg.num_prefix_tokens:].mean(dim=1)  # (B, D)
+        x = out["pooled"] = self.norm(x) if cfg.norm_after_pool else x  # (B, D)
         if self.pre_logits is not None:
             x = torch.tanh(self.pre_logits(x))  # (B, rep)
-        return x if self.head is None else self.head(x)  # (B, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and every layer's attention probabilities (B, heads, T, T), by the explicit path.
-
-        Only the encoder's maps: a MAP head's pooling attention is not among them.
-        """
-        x = self._embed(x)  # (B, T, D)
-        maps = []
-        for block in self.blocks:
-            x, probs = block.forward_with_attention(x)
-            maps.append(probs)
-        if not self.config.norm_after_pool:
-            x = self.norm(x)
-        return self.forward_head(x), maps
+        out["pre_logits"] = x
+        logits = x if self.head is None else self.head(x)  # (B, num_classes)
+        if attention:
+            out["attention"] = maps
+        return (logits, out) if return_out or attention else logits
 
     # -- construction --------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, source: str, *, num_classes: int | None = None,
+    def from_pretrained(cls, source, *, num_classes: int | None = None,
                         image_size: int | tuple[int, int] | None = None, strict: bool = True,
                         keep_representation: bool = False, **overrides) -> "ViT":
         """Load a checkpoint in any supported layout; returns the model in eval mode.
 
-        ``source``: a Google ``.npz`` (vit_jax, AugReg, big_vision), a ``.safetensors`` file,
-        a transformers/timm folder, a name from weights/manifest.json (``"ViT-B_16"``) or a
-        Hugging Face repo id. ``num_classes`` gives a new zero-initialised head; ``image_size``
-        resamples the position embeddings once. See docs/checkpoints.md.
+        ``source``: a Google ``.npz`` (vit_jax, AugReg, big_vision), minivit's ``.safetensors``
+        (``save_checkpoint``'s, a run's ``best.safetensors``, the model part of a
+        ``resume.safetensors``), a transformers/timm folder, a name from weights/manifest.json
+        (``"ViT-B_16"``) or a Hugging Face repo id. ``num_classes`` gives a new zero-initialised
+        head; ``image_size`` resamples the position embeddings once (minivit.pos_embed's rule).
+        What was loaded is in ``model.load_report``. See docs/checkpoints.md.
 
         Example:
-            >>> model = ViT.from_pretrained("ViT-B_16.npz", num_classes=7, image_size=112)  # doctest: +SKIP
+            >>> import os, tempfile, torch
+            >>> from minivit.checkpoints import save_checkpoint
+            >>> m = ViT(ViTConfig(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32, num_classes=3))
+            >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+            >>> save_checkpoint(m, path)
+            >>> x = torch.randn(1, 3, 16, 16)
+            >>> torch.equal(ViT.from_pretrained(path)(x), m.eval()(x))
+            True
         """
-        from .checkpoints import from_pretrained
+        from .checkpoints import load_state  # the checkpoint layer maps tensors and never imports the model
+        from .errors import CheckpointError
 
-        return from_pretrained(source, num_classes=num_classes, image_size=image_size, strict=strict,
-                               keep_representation=keep_representation, **overrides)
+        cfg, state, report = load_state(source, num_classes=num_classes, image_size=image_size, strict=strict,
+                                        keep_representation=keep_representation, **overrides)
+        model = cls(cfg)
+        target = model.state_dict()
+        for k, t in state.items():  # as nanoGPT: every name and every shape must fit before anything is copied
+            if k not in target or t.shape != target[k].shape:
+                need = f"needs {tuple(target[k].shape)}" if k in target else "has no such tensor"
+                raise CheckpointError(f"{report.source}: {k} has shape {tuple(t.shape)} in the checkpoint but the "
+                                      f"config {need}")
+        with torch.no_grad():
+            for k, t in state.items():
+                target[k].copy_(t)  # copy_ casts float16/float64 checkpoints to the model's dtype
+        model.eval()
+        model.load_report = report
+        return model
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

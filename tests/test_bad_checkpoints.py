@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minivit import ViT, ViTConfig
-from minivit.checkpoints import from_pretrained, save_checkpoint, save_npz
+from minivit.checkpoints import save_checkpoint, save_npz
 from minivit.errors import CheckpointError, MinivitError
 
 
@@ -31,7 +31,7 @@ def good_files(tmp_path_factory):
 
 def expect_error(path, match, **kw):
     with pytest.raises(CheckpointError) as info:
-        from_pretrained(path, **kw)
+        ViT.from_pretrained(path, **kw)
     msg = str(info.value)
     assert "\n" not in msg and path.name in msg, msg
     assert match in msg, msg
@@ -99,7 +99,7 @@ def test_unknown_layout_and_type(tmp_path):
 
 def test_missing_file_and_empty_folder(tmp_path):
     with pytest.raises(MinivitError) as info:  # not a local path: resolved through minivit.hub, which fails
-        from_pretrained(str(tmp_path / "nothing_here.npz"))
+        ViT.from_pretrained(str(tmp_path / "nothing_here.npz"))
     assert "nothing_here.npz" in str(info.value) and "\n" not in str(info.value)
     expect_error(tmp_path, "config.json")
 
@@ -117,7 +117,7 @@ def test_random_damage_loads_or_raises_checkpoint_error(good_files, tmp_path, ki
     path = tmp_path / f"damaged.{kind}"
     path.write_bytes(bytes(raw))
     try:
-        model = from_pretrained(path)
+        model = ViT.from_pretrained(path)
     except CheckpointError as e:
         assert "\n" not in str(e) and path.name in str(e)
         return

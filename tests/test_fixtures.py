@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from minivit.checkpoints import from_pretrained
+from minivit import ViT
 
 ATOL = 5e-5
 FIXTURES = {
@@ -29,7 +29,7 @@ def _input(folder, name):
 def test_fixture_matches_producer(fixtures_dir, name):
     ckpt, inp, expected, gelu = FIXTURES[name]
     folder = fixtures_dir / name
-    model = from_pretrained(folder / ckpt)
+    model = ViT.from_pretrained(folder / ckpt)
     assert not model.training
     assert model.config.gelu == gelu
     assert model.load_report.ok and not model.load_report.new and not model.load_report.dropped
@@ -42,7 +42,7 @@ def test_fixture_matches_producer(fixtures_dir, name):
 @pytest.mark.parametrize("name", ["vitjax_token_rep", "bigvision_gap"])
 def test_npz_with_exact_gelu_matches_timm(fixtures_dir, name):
     folder = fixtures_dir / name
-    model = from_pretrained(folder / "model.npz", gelu="exact")
+    model = ViT.from_pretrained(folder / "model.npz", gelu="exact")
     x = _input(folder, "input_nhwc.npy")
     with torch.no_grad():
         out = model(x)
@@ -54,9 +54,9 @@ def test_npz_with_exact_gelu_matches_timm(fixtures_dir, name):
 
 
 def test_fixture_facts(fixtures_dir):
-    vj = from_pretrained(fixtures_dir / "vitjax_token_rep" / "model.npz").config
+    vj = ViT.from_pretrained(fixtures_dir / "vitjax_token_rep" / "model.npz").config
     assert (vj.representation_size, vj.classifier, vj.norm_eps, vj.heads, vj.mlp_dim) == (64, "token", 1e-6, 4, 128)
-    bv = from_pretrained(fixtures_dir / "bigvision_gap" / "model.npz").config
+    bv = ViT.from_pretrained(fixtures_dir / "bigvision_gap" / "model.npz").config
     assert (bv.classifier, bv.norm_after_pool, bv.representation_size) == ("gap", False, None)
-    hf = from_pretrained(fixtures_dir / "hf_vit_cls" / "hf_model").config
+    hf = ViT.from_pretrained(fixtures_dir / "hf_vit_cls" / "hf_model").config
     assert hf.norm_eps == 1e-12  # transformers' default, read from config.json

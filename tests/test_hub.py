@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from minivit import hub
+from minivit import cli, hub
 from minivit.errors import DownloadError
 
 PAYLOAD = bytes(range(256)) * 40 + b"end"  # 10243 bytes, not a multiple of anything convenient
@@ -388,5 +388,41 @@ def test_cli_list_and_download(server, tiny_manifest, tmp_path, capsys):
     assert "test/Tiny_8-test" in capsys.readouterr().out
     assert hub.main(["download", "test/Tiny_8-test", "--weights-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "test" / "Tiny_8-test.npz")
-    assert hub.main(["download", "nope"]) == 2  # bad input: one line on stderr, exit 2, as every minivit command
+    assert cli.run(hub.main, ["download", "nope"]) == 2  # bad input: one line on stderr, exit 2, as every minivit command
     assert capsys.readouterr().err.startswith("error: unknown checkpoint")
+
+
+# ----------------------------------------------------------------------------- mistyped local paths
+
+@pytest.mark.parametrize("typed", ["runs/nope", "weights/x.npz", "nothing.safetensors", "model.bin", "./nope",
+                                   "runs/deeper/nope"])
+def test_mistyped_local_path_is_a_missing_path_not_a_hub_failure(tmp_path, monkeypatch, typed):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # "runs/nope": the parent exists, so it is a local path, not a repo id
+    (tmp_path / "weights").mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(DownloadError) as err:
+        hub.resolve(typed, offline=True)
+    msg = one_line(err)
+    assert msg == f"{typed}: no such file or folder", msg  # names the path; says nothing of the Hub
+
+
+def test_owner_name_without_local_parent_names_the_hub_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(DownloadError) as err:
+        hub.resolve("someone/tiny-vit", offline=True)
+    msg = one_line(err)
+    assert msg.startswith("someone/tiny-vit: no such file or folder") and "Hugging Face" in msg
+
+
+def test_cli_mistyped_path_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert cli.run(hub.main, ["download", "runs/nope"]) == 2
+    assert capsys.readouterr().err == "error: runs/nope: no such file or folder\n"
+    with pytest.raises(SystemExit) as exited:  # argparse errors: one line, exit 2 too
+        cli.run(hub.main, ["downlaod", "x"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument command") and err.count("\n") == 1

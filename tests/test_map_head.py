@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from minivit import ViT, ViTConfig
-from minivit.checkpoints import from_pretrained, save_checkpoint, save_folder, save_npz, timm_config
+from minivit.checkpoints import save_checkpoint, save_folder, save_npz, timm_config
 from minivit.errors import CheckpointError, ConfigError
 
 P = "params/"
@@ -143,7 +143,7 @@ def map_npz(request, tmp_path):
 
 def test_map_npz_matches_independent_reference(map_npz):
     path, arrays, x = map_npz
-    model = from_pretrained(path)
+    model = ViT.from_pretrained(path)
     cfg = model.config
     assert (cfg.classifier, cfg.num_prefix_tokens, cfg.gelu, cfg.norm_after_pool) == ("map", 0, "tanh", False)
     assert model.load_report.ok and not model.load_report.new
@@ -166,14 +166,14 @@ def test_map_npz_matches_independent_reference(map_npz):
 
 def test_big_vision_roundtrip_bit_exact(map_npz, tmp_path):
     path, arrays, x = map_npz
-    model = from_pretrained(path)
+    model = ViT.from_pretrained(path)
     save_npz(model, tmp_path / "back.npz", "big_vision", P)
     with np.load(tmp_path / "back.npz", allow_pickle=False) as z:
         back = {k: z[k] for k in z.files}
     assert set(back) == set(arrays)
     for k, v in arrays.items():
         assert back[k].shape == v.shape and np.array_equal(back[k], v), k
-    again = from_pretrained(tmp_path / "back.npz")
+    again = ViT.from_pretrained(tmp_path / "back.npz")
     assert again.config == model.config
     assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
 
@@ -182,14 +182,14 @@ def test_timm_and_minivit_roundtrips_and_refused_targets(tmp_path):
     rng = np.random.default_rng(1)
     arrays = {**synthetic_gap_arrays(rng), **map_head_arrays(rng, 32, 4, 64)}
     np.savez(tmp_path / "m.npz", **arrays)
-    model = from_pretrained(tmp_path / "m.npz")
+    model = ViT.from_pretrained(tmp_path / "m.npz")
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     save_folder(model, tmp_path / "timm", "timm")  # timm's global_pool="map": AttentionPoolLatent at attn_pool.*
     tc = timm_config(model.config)
     assert tc["global_pool"] == "map" and tc["model_args"]["class_token"] is False
     save_checkpoint(model, tmp_path / "m.safetensors")
     for src, layout in [(tmp_path / "timm", "timm"), (tmp_path / "m.safetensors", "minivit")]:
-        back = from_pretrained(src)
+        back = ViT.from_pretrained(src)
         assert back.load_report.layout == layout and back.load_report.ok and back.config.classifier == "map"
         assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
         with torch.no_grad():
@@ -204,8 +204,8 @@ def test_fine_tuning_setup_keeps_the_map_head(tmp_path):
     rng = np.random.default_rng(2)
     arrays = {**synthetic_gap_arrays(rng), **map_head_arrays(rng, 32, 4, 64)}
     np.savez(tmp_path / "m.npz", **arrays)
-    full = from_pretrained(tmp_path / "m.npz")
-    model = from_pretrained(tmp_path / "m.npz", num_classes=7, image_size=32)
+    full = ViT.from_pretrained(tmp_path / "m.npz")
+    model = ViT.from_pretrained(tmp_path / "m.npz", num_classes=7, image_size=32)
     assert set(model.load_report.new) == {"head.weight", "head.bias"} and model.pos_embed.shape == (1, 16, 32)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in full.state_dict().items() if k.startswith("map_head."))
     with torch.no_grad():
@@ -231,7 +231,7 @@ def test_bad_map_heads_are_one_line_errors(tmp_path, damage, message):
         arrays[f"{P}cls"] = np.zeros((1, 1, 32), np.float32)
     np.savez(tmp_path / "bad.npz", **arrays, **head)
     with pytest.raises(CheckpointError, match=message) as e:
-        from_pretrained(tmp_path / "bad.npz")
+        ViT.from_pretrained(tmp_path / "bad.npz")
     assert "\n" not in str(e.value) and "bad.npz" in str(e.value)
 
 
@@ -263,13 +263,35 @@ def test_map_pooling_ignores_token_order_and_matches_explicit_path():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
         x = torch.randn(2, 3, 16, 16)
-        tokens = model.forward_features(x)  # (2, 16, 32)
-        pooled = model.map_head(tokens)
+        logits, out = model(x, return_out=True)
+        tokens = out["encoded"]  # (2, 16, 32)
+        pooled, _ = model.map_head(tokens)
+        torch.testing.assert_close(pooled, out["pooled"])
         # Attention pooling is a weighted sum over the tokens: their order does not matter.
-        torch.testing.assert_close(model.map_head(tokens[:, torch.randperm(16)]), pooled, atol=1e-5, rtol=1e-5)
-        logits, maps = model.forward_with_attention(x)
-        torch.testing.assert_close(logits, model(x), atol=1e-5, rtol=1e-5)
-        assert len(maps) == 1 and maps[0].shape == (2, 4, 16, 16)  # encoder maps only, no CLS slot
+        torch.testing.assert_close(model.map_head(tokens[:, torch.randperm(16)])[0], pooled, atol=1e-5, rtol=1e-5)
+        explicit, out = model(x, attention=True)
+        torch.testing.assert_close(explicit, logits, atol=1e-5, rtol=1e-5)
+        assert len(out["attention"]) == 1 and out["attention"][0].shape == (2, 4, 16, 16)  # no CLS slot
+        assert out["map_attention"].shape == (2, 4, 1, 16)
+
+
+def test_map_attention_equals_an_independent_einsum():
+    """out["map_attention"] is softmax(q(probe) . k(tokens) / sqrt(hd)) per head, computed here from the weights."""
+    torch.manual_seed(1)
+    model = tiny_map().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+        _, out = model(torch.randn(3, 3, 16, 16), attention=True)
+        head, tokens = model.map_head, out["encoded"].double()  # (3, 16, 32)
+        heads, hd = 4, 8
+        q = (head.probe.double()[0] @ head.q.weight.double().T + head.q.bias.double()).view(1, heads, hd)  # (1, h, hd)
+        k_w, k_b = head.kv.weight.double()[:32], head.kv.bias.double()[:32]  # rows [k; v]: the k half
+        k = (torch.einsum("bnd,ed->bne", tokens, k_w) + k_b).view(3, 16, heads, hd)  # (B, N, h, hd)
+        scores = torch.einsum("qhc,bnhc->bhqn", q, k) / hd**0.5  # (B, h, 1, N)
+        expected = scores.softmax(dim=-1).float()
+    torch.testing.assert_close(out["map_attention"], expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out["map_attention"].sum(-1), torch.ones(3, 4, 1))
 
 
 def test_config_validation_names_the_choices():

@@ -1,7 +1,10 @@
-"""The model: published sizes, both attention paths, resampling, precision, compile."""
+"""The model: published sizes, the one forward and its out dict, both attention paths, the conv stem,
+resampling, precision, compile."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,16 +103,42 @@ def test_init_is_deterministic_under_seed_and_follows_reference():
 def test_explicit_attention_matches_sdpa(classifier):
     model = randomized(ViT(tiny(classifier=classifier)))
     x = torch.randn(3, 3, 32, 32)
-    logits, maps = model.forward_with_attention(x)
+    logits, out = model(x, attention=True)
     torch.testing.assert_close(logits, model(x), atol=1e-5, rtol=1e-5)
     tokens = 16 + (classifier == "token")
-    assert [m.shape for m in maps] == [(3, 4, tokens, tokens)] * 2
-    torch.testing.assert_close(maps[0].sum(-1), torch.ones(3, 4, tokens))
+    assert [m.shape for m in out["attention"]] == [(3, 4, tokens, tokens)] * 2
+    for probs in out["attention"]:
+        torch.testing.assert_close(probs.sum(-1), torch.ones(3, 4, tokens))
+        assert probs.min() >= 0
+    assert ("map_attention" in out) == (classifier == "map")
+
+
+@pytest.mark.parametrize("classifier, norm_after_pool", [("token", False), ("gap", False), ("gap", True), ("map", False)])
+def test_out_dict_holds_every_intermediate(classifier, norm_after_pool):
+    model = randomized(ViT(tiny(classifier=classifier, norm_after_pool=norm_after_pool, representation_size=24)))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits, out = model(x, return_out=True)
+        T = 16 + (classifier == "token")
+        assert [t.shape for t in out["tokens"]] == [(2, T, 32)] * 2
+        assert out["encoded"].shape == (2, T, 32) and out["pooled"].shape == (2, 32)
+        assert "attention" not in out and "map_attention" not in out  # only on request
+        if norm_after_pool:  # the norm belongs to the pooled vector: encoded is the last block's output
+            assert torch.equal(out["encoded"], out["tokens"][-1])
+            torch.testing.assert_close(out["pooled"], model.norm(out["tokens"][-1].mean(dim=1)))
+        else:  # the last block's tokens, normed, are the encoded tokens
+            assert torch.equal(model.norm(out["tokens"][-1]), out["encoded"])
+        if classifier == "token":
+            assert torch.equal(out["pooled"], out["encoded"][:, 0])
+        torch.testing.assert_close(out["pre_logits"], torch.tanh(model.pre_logits(out["pooled"])))
+        assert torch.equal(logits, model.head(out["pre_logits"]))
+        # Each block's output is that block applied to the previous one.
+        assert torch.equal(out["tokens"][1], model.blocks[1](out["tokens"][0])[0])
 
 
 def test_representation_layer_and_headless_model():
     model = randomized(ViT(tiny(representation_size=24)))
-    features = model.forward_head(model.forward_features(torch.randn(2, 3, 32, 32)))
+    features = model(torch.randn(2, 3, 32, 32))
     assert features.shape == (2, 5)
     headless = randomized(ViT(tiny(representation_size=24, num_classes=0)))
     pooled = headless(torch.randn(2, 3, 32, 32))
@@ -129,25 +158,22 @@ def test_reset_head_drops_representation_like_the_paper():
 def test_norm_after_pool_normalises_the_pooled_vector():
     model = randomized(ViT(tiny(classifier="gap", norm_after_pool=True, num_classes=0)))
     x = torch.randn(2, 3, 32, 32)
-    tokens = model.forward_features(x)
-    expected = model.norm(tokens.mean(dim=1))
-    torch.testing.assert_close(model(x), expected)
+    features, out = model(x, return_out=True)
+    expected = model.norm(out["encoded"].mean(dim=1))
+    torch.testing.assert_close(features, expected)
 
 
-def test_on_the_fly_resampling_matches_resize_image_and_is_cached():
+def test_on_the_fly_resampling_equals_resize_image():
     model = randomized(ViT(tiny()))
     x = torch.randn(2, 3, 48, 64)
     with torch.no_grad():
         on_the_fly = model(x)
-        assert (6, 8) in model._pos_cache
-        again = model(x)
     resized = randomized(ViT(tiny()))
     resized.resize_image((48, 64))
     assert resized.config.grid == (6, 8) and resized.pos_embed.shape == (1, 1 + 48, 32)
-    torch.testing.assert_close(on_the_fly, resized(x))
-    assert torch.equal(on_the_fly, again)
-    # The cache must not outlive a weight update.
     with torch.no_grad():
+        assert torch.equal(on_the_fly, resized(x))  # one rule, so the very same numbers
+        # No cache: a weight update is seen by the next forward.
         model.pos_embed.add_(1.0)
         assert not torch.equal(model(x), on_the_fly)
 
@@ -158,13 +184,31 @@ def test_resampled_pos_embed_gets_gradients_in_training():
     assert model.pos_embed.grad is not None and model.pos_embed.grad.abs().sum() > 0
 
 
-def test_resample_keeps_cls_slot_and_is_smooth():
-    pe = torch.randn(1, 1 + 4 * 4, 8)
-    out = resample_pos_embed(pe, (8, 8), (4, 4), num_prefix=1)
-    assert torch.equal(out[:, 0], pe[:, 0])
+def pil_bicubic(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An independent reference: Pillow's antialiased bicubic resize of each (h, w) channel of (h, w, D)."""
+    channels = [np.asarray(Image.fromarray(grid[..., d].numpy().astype(np.float32), mode="F")
+                           .resize((size[1], size[0]), Image.BICUBIC)) for d in range(grid.shape[-1])]
+    return torch.from_numpy(np.stack(channels, axis=-1))  # (h', w', D)
+
+
+@pytest.mark.parametrize("old, new", [((4, 4), (8, 8)), ((14, 14), (3, 3)), ((4, 6), (7, 3)), ((5, 5), (5, 9))])
+def test_resampling_matches_an_independent_bicubic(old, new):
+    torch.manual_seed(0)
+    pe = torch.randn(1, 1 + old[0] * old[1], 6)
+    out = resample_pos_embed(pe, new, old, num_prefix=1)
+    assert out.shape == (1, 1 + new[0] * new[1], 6)
+    assert torch.equal(out[:, 0], pe[:, 0])  # the CLS slot is kept apart
+    expected = pil_bicubic(pe[0, 1:].reshape(*old, 6), new).reshape(1, -1, 6)
+    torch.testing.assert_close(out[:, 1:], expected, atol=1e-5, rtol=1e-5)
+    # bf16 weights are resampled in float32 and only then cast back (at most one bf16 rounding step off).
+    half = pe.bfloat16()
+    from_half = pil_bicubic(half[0, 1:].float().reshape(*old, 6), new).reshape(1, -1, 6).bfloat16()
+    out_half = resample_pos_embed(half, new, old, 1)
+    assert out_half.dtype == torch.bfloat16
+    torch.testing.assert_close(out_half[:, 1:].float(), from_half.float(), atol=1e-2, rtol=1e-2)
     # A constant grid stays constant under any interpolation.
-    const = torch.cat([pe[:, :1], torch.full((1, 16, 8), 0.3)], dim=1)
-    torch.testing.assert_close(resample_pos_embed(const, (3, 5), (4, 4), 1)[:, 1:], torch.full((1, 15, 8), 0.3))
+    const = torch.cat([pe[:, :1], torch.full((1, old[0] * old[1], 6), 0.3)], dim=1)
+    torch.testing.assert_close(resample_pos_embed(const, new, old, 1)[:, 1:], torch.full((1, new[0] * new[1], 6), 0.3))
 
 
 def test_drop_path_and_dropout_are_training_only():
@@ -210,14 +254,99 @@ def test_compiles_with_no_graph_break():
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(x), model(x))
     torch.testing.assert_close(compiled(torch.randn(2, 3, 48, 48)).shape, torch.Size([2, 5]))
+    logits, out = torch.compile(model, fullgraph=True, backend="eager")(x, attention=True)  # the out dict too
+    torch.testing.assert_close(logits, model(x), atol=1e-5, rtol=1e-5)
     model.train()
     torch.compile(model, fullgraph=True, backend="eager")(x).sum().backward()
 
 
 def test_public_api():
-    for name in ["ViT", "ViTConfig", "create_model", "config_from_name", "MinivitError"]:
-        assert hasattr(minivit, name)
+    assert minivit.ViT is ViT and minivit.ViTConfig is ViTConfig and minivit.create_model is create_model
+    assert minivit.config_from_name("Ti/16").dim == 192
+    assert minivit.resample_pos_embed is resample_pos_embed
+    assert issubclass(minivit.ConfigError, minivit.MinivitError)
     assert isinstance(create_model("Ti/16", num_classes=7).head, torch.nn.Linear)
+
+
+# --- the convolutional stem and the input channels ------------------------------------
+
+
+def conv_tiny(**overrides) -> ViTConfig:
+    return tiny(**{**dict(stem="conv", patch_size=4, image_size=48, dim=64), **overrides})
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize("size", [(32, 32), (48, 48), (64, 64), (48, 64)])
+def test_conv_stem_output_shapes(in_chans, size):
+    model = randomized(ViT(conv_tiny(in_chans=in_chans)))
+    x = torch.randn(2, in_chans, *size)
+    with torch.no_grad():
+        tokens = model.patch_embed(x)
+        logits, out = model(x, return_out=True)
+    grid = (size[0] // 4, size[1] // 4)
+    assert tokens.shape == (2, grid[0] * grid[1], 64)
+    assert logits.shape == (2, 5) and out["encoded"].shape == (2, 1 + grid[0] * grid[1], 64)
+
+
+def test_conv_stem_structure_follows_xiao_et_al():
+    """p = 4: five 3x3 conv+BN+GELU layers (stride 1, 2, 1, 2, 1), widths D/8 -> D/4 -> D/2, then a 1x1 to D."""
+    stem = ViT(conv_tiny(dim=384, heads=6, in_chans=1)).patch_embed
+    convs = [layer.conv for layer in stem.convs]
+    assert [c.stride[0] for c in convs] == [1, 2, 1, 2, 1] and all(c.kernel_size == (3, 3) for c in convs)
+    assert [c.out_channels for c in convs] == [48, 96, 96, 192, 192] and convs[0].in_channels == 1
+    assert all(c.bias is None for c in convs)  # BatchNorm follows: a bias would be redundant
+    assert all(torch.equal(layer.norm.weight, torch.ones(c.out_channels)) for layer, c in zip(stem.convs, convs))
+    assert all(torch.count_nonzero(layer.norm.bias) == 0 for layer in stem.convs)
+    assert stem.proj.kernel_size == (1, 1) and (stem.proj.in_channels, stem.proj.out_channels) == (192, 384)
+    x = torch.randn(2, 1, 48, 48)
+    assert stem.convs(x).shape == (2, 192, 12, 12)
+    assert len(ViT(tiny(stem="conv", patch_size=16, image_size=32)).patch_embed.convs) == 1 + 2 * 4
+
+
+def test_conv_stem_needs_a_power_of_two_patch():
+    with pytest.raises(ConfigError, match="stem='conv' needs a power-of-two patch_size"):
+        tiny(stem="conv", patch_size=6, image_size=36)
+    with pytest.raises(ConfigError, match="stem must be one of 'patch', 'conv'"):
+        tiny(stem="resnet")
+    with pytest.raises(ConfigError, match="in_chans must be 1"):
+        tiny(in_chans=4)
+
+
+@pytest.mark.parametrize("in_chans, given", [(3, 1), (1, 3), (3, 4)])
+def test_wrong_channel_count_is_a_config_error(in_chans, given):
+    model = ViT(tiny(in_chans=in_chans))
+    plural = "s" if given != 1 else ""
+    with pytest.raises(ConfigError) as err:
+        model(torch.randn(1, given, 32, 32))
+    assert str(err.value) == f"input has {given} channel{plural} but the model expects {in_chans} (in_chans={in_chans})"
+
+
+def test_conv_stem_compiles_forward_and_backward_with_no_graph_break():
+    model = randomized(ViT(conv_tiny(in_chans=1, depth=1))).train()
+    x = torch.randn(2, 1, 32, 32)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    compiled(x).square().sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    model.zero_grad()
+    model(x).square().sum().backward()  # batch statistics of the same batch: the same gradients eagerly
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, msg=n)
+
+
+def test_conv_stem_init_and_batchnorm_running_stats():
+    torch.manual_seed(0)
+    stem = ViT(conv_tiny(dim=256, heads=4)).patch_embed
+    w = stem.convs[1].conv.weight  # kaiming normal, fan_out: std sqrt(2 / (out * 3 * 3))
+    assert w.std().item() == pytest.approx((2 / (w.shape[0] * 9)) ** 0.5, rel=0.1)
+    model = ViT(conv_tiny()).train()
+    model(torch.randn(4, 3, 48, 48))
+    assert model.patch_embed.convs[0].norm.num_batches_tracked.item() == 1  # BN statistics move in training only
+    before = model.patch_embed.convs[0].norm.running_mean.clone()
+    model.eval()(torch.randn(4, 3, 48, 48))
+    assert torch.equal(model.patch_embed.convs[0].norm.running_mean, before)
 
 
 # --- properties ------------------------------------------------------------------------
@@ -252,17 +381,16 @@ def test_properties_of_any_config(cfg, batch, seed, extra):
         out = model(x)
         width = cfg.num_classes or cfg.representation_size or cfg.dim
         assert out.shape == (batch, width)
-        assert model.forward_features(x).shape == (batch, cfg.num_tokens, cfg.dim)
+        logits, att = model(x, attention=True)
+        assert att["encoded"].shape == (batch, cfg.num_tokens, cfg.dim)
         # A batch and its halves give the same outputs: no sample leaks into another.
         halves = torch.cat([model(x[: batch // 2]), model(x[batch // 2 :])])
         torch.testing.assert_close(halves, out, atol=1e-5, rtol=1e-5)
         # The explicit attention path computes the same function as SDPA.
-        torch.testing.assert_close(model.forward_with_attention(x)[0], out, atol=1e-5, rtol=1e-5)
-        # Resampling to the same grid is the identity.
-        assert torch.equal(resample_pos_embed(model.pos_embed, cfg.grid, cfg.grid, cfg.num_prefix_tokens), model.pos_embed)
+        torch.testing.assert_close(logits, out, atol=1e-5, rtol=1e-5)
         # Any other grid runs, and equals resizing once.
         other = (cfg.patch_size * extra[0], cfg.patch_size * extra[1])
         y = torch.randn(batch, 3, *other)
         resized = randomized(ViT(cfg), seed)
         resized.resize_image(other)
-        torch.testing.assert_close(model(y), resized(y), atol=1e-5, rtol=1e-5)
+        assert torch.equal(model(y), resized(y))

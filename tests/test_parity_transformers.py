@@ -47,7 +47,13 @@ def test_image_classification_logits_match(config):
     with torch.no_grad():
         expected = hf(pixel_values=x).logits
         torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=0)
-        torch.testing.assert_close(ours.forward_with_attention(x)[0], expected, atol=1e-5, rtol=0)
+        explicit, out = ours(x, attention=True)  # the explicit softmax path
+        torch.testing.assert_close(explicit, expected, atol=1e-5, rtol=0)
+        hf_out = hf(pixel_values=x, output_attentions=True, output_hidden_states=True)
+        for ours_probs, theirs_probs in zip(out["attention"], hf_out.attentions, strict=True):
+            torch.testing.assert_close(ours_probs, theirs_probs, atol=1e-5, rtol=0)
+        for ours_tokens, theirs_tokens in zip(out["tokens"], hf_out.hidden_states[1:], strict=True):
+            torch.testing.assert_close(ours_tokens, theirs_tokens, atol=1e-5, rtol=0)
 
 
 def test_headless_model_returns_the_pooler_output():
@@ -64,4 +70,4 @@ def test_headless_model_returns_the_pooler_output():
     with torch.no_grad():
         out = hf(pixel_values=x)
         torch.testing.assert_close(ours(x), out.pooler_output, atol=1e-5, rtol=0)
-        torch.testing.assert_close(ours.forward_features(x), out.last_hidden_state, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours(x, return_out=True)[1]["encoded"], out.last_hidden_state, atol=1e-5, rtol=0)

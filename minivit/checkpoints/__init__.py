@@ -1,42 +1,48 @@
 """Checkpoints: reading every supported layout into minivit, and writing minivit out again.
 
-    layouts.py   one key-mapping table per layout (Google vit_jax / big_vision .npz,
-                 transformers, timm, minivit), used forwards to load and backwards to export
-    io.py        defensive readers (never unpickle) and atomic writers
-    loader.py    from_pretrained, config inference, the load report, export
+    layouts.py   the registry LAYOUTS: one key-mapping table per layout (Google vit_jax /
+                 big_vision .npz, transformers, timm, minivit), used forwards to load and
+                 backwards to export, with how each layout is detected, read and written
+    configs.py   each layout's config: inferred from its files, and written for its library
+    io.py        defensive readers (never unpickle), atomic writers, sha256, HTML sniffing
+    loader.py    load_state (file -> config + state + report), save_checkpoint / read_extra, export
+
+This package never imports the model: ``ViT.from_pretrained`` (minivit/model.py) calls
+``load_state`` and builds the model from what it returns.
 
 Example:
     >>> import os, tempfile, torch
     >>> from minivit import ViT, ViTConfig
-    >>> from minivit.checkpoints import save_checkpoint, from_pretrained
+    >>> from minivit.checkpoints import save_checkpoint
     >>> m = ViT(ViTConfig(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32, num_classes=3))
     >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
     >>> save_checkpoint(m, path)
     >>> x = torch.randn(1, 3, 16, 16)
-    >>> torch.equal(from_pretrained(path)(x), m.eval()(x))
+    >>> torch.equal(ViT.from_pretrained(path)(x), m.eval()(x))
     True
 """
 
-from .layouts import LAYOUTS, Layout, Rule, from_minivit, table_markdown, to_minivit
+from .configs import CONFIG_KEY, timm_config, transformers_config
+from .layouts import LAYOUTS, Layout, Rule, from_minivit, layout_names, table_markdown, to_minivit
 from .loader import (
-    CONFIG_KEY,
+    EXTRA_KEY,
     Checkpoint,
     LoadReport,
     build_state,
     convert_transformers_state_dict,
+    export,
     export_tensors,
-    from_pretrained,
+    load_state,
     read_checkpoint,
+    read_extra,
     save_checkpoint,
     save_folder,
     save_npz,
-    timm_config,
-    transformers_config,
 )
 
 __all__ = [
-    "LAYOUTS", "Layout", "Rule", "from_minivit", "to_minivit", "table_markdown",
-    "CONFIG_KEY", "Checkpoint", "LoadReport", "build_state", "convert_transformers_state_dict", "export_tensors",
-    "from_pretrained", "read_checkpoint", "save_checkpoint", "save_folder", "save_npz", "timm_config",
-    "transformers_config",
+    "LAYOUTS", "Layout", "Rule", "from_minivit", "to_minivit", "layout_names", "table_markdown",
+    "CONFIG_KEY", "EXTRA_KEY", "Checkpoint", "LoadReport", "build_state", "convert_transformers_state_dict",
+    "export", "export_tensors", "load_state", "read_checkpoint", "read_extra", "save_checkpoint", "save_folder",
+    "save_npz", "timm_config", "transformers_config",
 ]

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputError
 
 MAX_HEADER = 100 * 1024 * 1024  # safetensors refuses headers above 100 MB too
 
@@ -33,6 +34,31 @@ MAX_HEADER = 100 * 1024 * 1024  # safetensors refuses headers above 100 MB too
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def looks_like_html(head: bytes) -> bool:
+    """True for the first bytes of a web page (a login, quota or error page saved as a checkpoint).
+
+    >>> looks_like_html(b"\\n <!DOCTYPE html><html>"), looks_like_html(b"PK\\x03\\x04")
+    (True, False)
+    """
+    text = head.lstrip().lower()
+    return text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")) or (text.startswith(b"<") and b"<html" in text)
+
+
+def hash_file(path, digest=None):
+    """sha256 of a file's bytes, read in 1 MiB chunks; pass ``digest`` to continue one (a resumed download).
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "x"); _ = open(path, "wb").write(b"abc")
+    >>> hash_file(path).hexdigest()[:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = digest or hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest
 
 
 def sniff(path: Path) -> None:
@@ -46,13 +72,13 @@ def sniff(path: Path) -> None:
         raise CheckpointError(f"{path}: file is empty")
     if head.startswith(b"version https://git-lfs"):
         raise CheckpointError(f"{path}: is a Git LFS pointer, not the weights (run `git lfs pull` or download the file itself)")
-    text = head.lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")) or (text.startswith(b"<") and b"<html" in text):
+    if looks_like_html(head):
         raise CheckpointError(f"{path}: is an HTML page, not a checkpoint (a failed or login-walled download?)")
 
 
 def _check_float(name: str, t: torch.Tensor, path: Path) -> torch.Tensor:
-    if not t.is_floating_point():
+    # Weights are floats; the one integer a model holds is BatchNorm's step counter (conv stem).
+    if not t.is_floating_point() and not (name.endswith("num_batches_tracked") and t.dtype == torch.int64):
         raise CheckpointError(f"{path}: tensor {name} has dtype {t.dtype}, expected floating point weights")
     return t
 
@@ -168,12 +194,48 @@ def read_weights_in_folder(folder: Path) -> tuple[dict, dict, Path]:
 # -- atomic writes -----------------------------------------------------------------------------
 
 
+def file_in_the_way(target) -> Path | None:
+    """The file that sits where a folder of ``target``'s path should be (``notes.txt`` for
+    ``notes.txt/sub/out.png``), else None: the deepest ancestor that exists, when it is not a folder."""
+    existing = next((p for p in Path(target).parents if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
+def cannot_write(target, e: OSError) -> OutputError:
+    """The one-line error for an OSError while writing ``target`` (a file in the way, no permission, disk full).
+
+    >>> str(cannot_write("out.png", PermissionError(13, "Permission denied", "out.png")))
+    'out.png: cannot write it (Permission denied: out.png)'
+    """
+    blocker = file_in_the_way(target)
+    if blocker is not None:
+        what = f"{blocker} is a file, not a folder"
+    else:
+        what = (e.strerror or type(e).__name__) + (f": {e.filename}" if e.filename else "")
+    return OutputError(f"{target}: cannot write it ({what})")
+
+
+def ensure_folder(folder, target=None) -> Path:
+    """Create ``folder`` (and its parents) for writing ``target`` (default: the folder itself); one-line
+    OutputError naming it when that is impossible."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise cannot_write(target or folder, e) from None
+    return folder
+
+
 def _atomic(path: Path, write) -> None:
     """Write through ``write(tmp_path)`` to a temp file beside ``path``, then os.replace: a reader
-    never sees a half-written checkpoint, and a crash leaves the old file intact."""
+    never sees a half-written checkpoint, and a crash leaves the old file intact. An OSError
+    (a file where the folder should be, no permission, disk full) is a one-line OutputError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    ensure_folder(path.parent, path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise cannot_write(path, e) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -181,11 +243,15 @@ def _atomic(path: Path, write) -> None:
         write(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise cannot_write(path, e) from None
         raise
 
+
+atomic_write = _atomic  # the public name: plots and reports write their files the same way
 
 def write_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file

@@ -1,6 +1,6 @@
-"""Checkpoint layouts as data: one table of key mappings per layout, used in both directions.
+"""Checkpoint layouts as data: the registry ``LAYOUTS``, one table of key mappings per layout.
 
-Each row of a table says where one minivit parameter lives in another layout and how the
+Each row of a table says where one minivit tensor lives in another layout and how the
 tensor is transformed on the way:
 
     Rule("blocks.{i}.attn.qkv.weight",                                   # minivit name
@@ -9,15 +9,22 @@ tensor is transformed on the way:
 
 ``to_minivit`` reads a table left to right (loading), ``from_minivit`` right to left
 (exporting). A transform is a pair of functions, forward and inverse, so the loader and
-the converter cannot disagree. Rows whose minivit name the model does not have (no CLS
-token, no representation layer, no head) are skipped; ``when`` picks between two rows
-that fill the same minivit parameter from different sources.
+the converter cannot disagree. ``when`` names the condition on the config under which a
+row applies (a CLS token, a head, a representation layer, a MAP head, ...).
+
+Each ``Layout`` also owns how it is recognised (the kind of file, its config file, an
+anchor tensor), how its config is read (``infer``, from configs.py) and what config file
+it is written with (``export``). Everything else -- the loader's detection, the
+converter's ``--to`` choices, the error messages, the docs -- is derived from ``LAYOUTS``:
+adding a layout is one entry plus its table.
 
 Example:
     >>> from minivit.checkpoints.layouts import LAYOUTS
     >>> rule = LAYOUTS["vit_jax"].rules[0]
     >>> rule.ours, rule.theirs, rule.kind
     ('patch_embed.proj.weight', ('embedding/kernel',), 'conv')
+    >>> [name for name, layout in LAYOUTS.items() if layout.writable]
+    ['vit_jax', 'big_vision', 'transformers', 'timm', 'minivit']
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch
 
 from ..config import ViTConfig
 from ..errors import CheckpointError
+from . import configs
 
 # -- transforms: (forward: their tensors -> ours, inverse: ours -> their tensors) ---------------
 
@@ -96,18 +104,23 @@ TRANSFORMS: dict[str, tuple[Callable, Callable, str]] = {
     "posemb_cls_slot": (_posemb_cls_slot, _posemb_cls_slot_inv, "(1, N, D) -> prepend a zero CLS slot -> (1, 1 + N, D)"),
 }
 
-# `when` conditions: which of two rows filling the same minivit parameter applies.
+# `when` conditions: the parts a config has, and which of two rows filling the same parameter applies.
 CONDITIONS: dict[str, Callable[[ViTConfig], bool]] = {
-    "token": lambda c: c.classifier == "token",
+    "token": lambda c: c.classifier == "token",  # a CLS token
     "no_token": lambda c: c.classifier != "token",  # gap or map: no CLS token
+    "map": lambda c: c.classifier == "map",  # a MAP head
+    "rep": lambda c: bool(c.representation_size),  # a representation layer (pre_logits)
+    "head": lambda c: bool(c.num_classes),  # a classifier head
     "fc_norm": lambda c: c.norm_after_pool,
     "final_norm": lambda c: not c.norm_after_pool,
+    "conv_stem": lambda c: c.stem == "conv",
+    "qkv_bias": lambda c: c.qkv_bias,
 }
 
 
 @dataclass(frozen=True)
 class Rule:
-    ours: str  # minivit state-dict name; "{i}" = block index
+    ours: str  # minivit state-dict name; "{i}" = block index, "{j}" = conv stem layer index
     theirs: tuple[str, ...]  # name(s) in the other layout, without its prefix
     kind: str = "copy"  # key of TRANSFORMS
     when: str | None = None  # key of CONDITIONS, or None: always
@@ -118,13 +131,34 @@ class Layout:
     name: str
     description: str
     rules: tuple[Rule, ...]
+    kind: str  # "npz", "folder" (config.json + weights) or "minivit" (.safetensors with the config inside)
+    infer: Callable  # (tensors, layout, prefix, config json / metadata, where) -> (ViTConfig, stated fields)
+    export: Callable | None  # ViTConfig -> config file dict (None for npz); raises what it cannot express
+    anchor: str  # a name (without prefix) present in every file of this layout
     prefixes: tuple[str, ...] = ("",)  # tried longest first; the first that finds `anchor` wins
-    anchor: str = ""  # a name (without prefix) present in every file of this layout
     unprefixed: tuple[str, ...] = ()  # names that sit at the root even when the body has a prefix
+    claims: Callable[[dict], bool] = lambda cfg_json: True  # folder layouts: does this config.json belong to it?
+    export_prefix: Callable[[ViTConfig], str] = lambda cfg: ""
+    writable: bool = True  # False: read only (an in-memory naming that is never written to disk)
+    stems: tuple[str, ...] = ("patch",)  # the stems the layout can express
     gelu: str = "exact"  # the activation of the producing implementation
     norm_eps: float | None = 1e-6  # None: read from config.json
     pos_has_cls_slot: bool = True  # does the stored pos_embed include the CLS slot?
-    resample: tuple[str, bool] = ("bicubic", True)  # (mode, antialias) for image_size changes
+
+    def theirs(self, ours: str, i: int = 0) -> str | None:
+        """This layout's (first) name, without prefix, for a minivit name: ``theirs("cls_token") == "cls"``."""
+        rule = next((r for r in self.rules if r.ours == ours), None)
+        return None if rule is None else rule.theirs[0].format(i=i, j=i)
+
+    def full_name(self, name: str, prefix: str) -> str:
+        return name if name.startswith(self.unprefixed) else prefix + name
+
+    def check_expressible(self, cfg: ViTConfig) -> None:
+        """One-line CheckpointError for a model this layout cannot hold; else its config file (or None)."""
+        if cfg.stem not in self.stems:
+            raise CheckpointError(f"stem={cfg.stem!r} cannot be expressed in the {self.name} layout; "
+                                  "save it as minivit .safetensors")
+        return self.export(cfg) if self.export else None
 
 
 def R(ours: str, theirs: str | tuple[str, ...], kind: str = "copy", when: str | None = None) -> Rule:
@@ -138,12 +172,12 @@ def _flax_rules(block: str, ln1: str, attn: str, ln2: str, mlp: str, pos: tuple[
     return (
         R("patch_embed.proj.weight", "embedding/kernel", "conv"),
         R("patch_embed.proj.bias", "embedding/bias"),
-        R("cls_token", "cls"),
+        R("cls_token", "cls", when="token"),
         *pos,
         R("blocks.{i}.norm1.weight", f"{b}{ln1}/scale"),
         R("blocks.{i}.norm1.bias", f"{b}{ln1}/bias"),
         R("blocks.{i}.attn.qkv.weight", qkv("kernel"), "flax_qkv"),
-        R("blocks.{i}.attn.qkv.bias", qkv("bias"), "flax_qkv_bias"),
+        R("blocks.{i}.attn.qkv.bias", qkv("bias"), "flax_qkv_bias", when="qkv_bias"),
         R("blocks.{i}.attn.proj.weight", f"{b}{attn}/out/kernel", "flax_out"),
         R("blocks.{i}.attn.proj.bias", f"{b}{attn}/out/bias"),
         R("blocks.{i}.norm2.weight", f"{b}{ln2}/scale"),
@@ -155,10 +189,10 @@ def _flax_rules(block: str, ln1: str, attn: str, ln2: str, mlp: str, pos: tuple[
         R("norm.weight", "Transformer/encoder_norm/scale"),
         R("norm.bias", "Transformer/encoder_norm/bias"),
         *pool,
-        R("pre_logits.weight", "pre_logits/kernel", "dense"),
-        R("pre_logits.bias", "pre_logits/bias"),
-        R("head.weight", "head/kernel", "dense"),
-        R("head.bias", "head/bias"),
+        R("pre_logits.weight", "pre_logits/kernel", "dense", when="rep"),
+        R("pre_logits.bias", "pre_logits/bias", when="rep"),
+        R("head.weight", "head/kernel", "dense", when="head"),
+        R("head.bias", "head/bias", when="head"),
     )
 
 
@@ -169,12 +203,13 @@ def _torch_rules(embed: dict[str, str], block: str, names: dict[str, str], final
     return (
         R("patch_embed.proj.weight", f"{embed['patch']}.weight"),
         R("patch_embed.proj.bias", f"{embed['patch']}.bias"),
-        R("cls_token", embed["cls"]),
+        R("cls_token", embed["cls"], when="token"),
         R("pos_embed", embed["pos"]),
         R("blocks.{i}.norm1.weight", f"{b}{names['norm1']}.weight"),
         R("blocks.{i}.norm1.bias", f"{b}{names['norm1']}.bias"),
         R("blocks.{i}.attn.qkv.weight", f"{b}{names['qkv']}.weight") if fused else R("blocks.{i}.attn.qkv.weight", qkv("weight"), "cat"),
-        R("blocks.{i}.attn.qkv.bias", f"{b}{names['qkv']}.bias") if fused else R("blocks.{i}.attn.qkv.bias", qkv("bias"), "cat"),
+        R("blocks.{i}.attn.qkv.bias", f"{b}{names['qkv']}.bias", when="qkv_bias") if fused
+        else R("blocks.{i}.attn.qkv.bias", qkv("bias"), "cat", when="qkv_bias"),
         R("blocks.{i}.attn.proj.weight", f"{b}{names['proj']}.weight"),
         R("blocks.{i}.attn.proj.bias", f"{b}{names['proj']}.bias"),
         R("blocks.{i}.norm2.weight", f"{b}{names['norm2']}.weight"),
@@ -191,23 +226,23 @@ def _torch_rules(embed: dict[str, str], block: str, names: dict[str, str], final
 # (AttentionPoolLatent) torch Linears with the same fused [k; v] as minivit.
 _BV_MHA = "MAPHead_0/MultiHeadDotProductAttention_0"
 _BV_MAP = (
-    R("map_head.probe", "MAPHead_0/probe"),
-    R("map_head.q.weight", f"{_BV_MHA}/query/kernel", "flax_q"),
-    R("map_head.q.bias", f"{_BV_MHA}/query/bias", "flax_q_bias"),
-    R("map_head.kv.weight", (f"{_BV_MHA}/key/kernel", f"{_BV_MHA}/value/kernel"), "flax_kv"),
-    R("map_head.kv.bias", (f"{_BV_MHA}/key/bias", f"{_BV_MHA}/value/bias"), "flax_kv_bias"),
-    R("map_head.proj.weight", f"{_BV_MHA}/out/kernel", "flax_out"),
-    R("map_head.proj.bias", f"{_BV_MHA}/out/bias"),
-    R("map_head.norm.weight", "MAPHead_0/LayerNorm_0/scale"),
-    R("map_head.norm.bias", "MAPHead_0/LayerNorm_0/bias"),
-    R("map_head.mlp.fc1.weight", "MAPHead_0/MlpBlock_0/Dense_0/kernel", "dense"),
-    R("map_head.mlp.fc1.bias", "MAPHead_0/MlpBlock_0/Dense_0/bias"),
-    R("map_head.mlp.fc2.weight", "MAPHead_0/MlpBlock_0/Dense_1/kernel", "dense"),
-    R("map_head.mlp.fc2.bias", "MAPHead_0/MlpBlock_0/Dense_1/bias"),
+    R("map_head.probe", "MAPHead_0/probe", when="map"),
+    R("map_head.q.weight", f"{_BV_MHA}/query/kernel", "flax_q", when="map"),
+    R("map_head.q.bias", f"{_BV_MHA}/query/bias", "flax_q_bias", when="map"),
+    R("map_head.kv.weight", (f"{_BV_MHA}/key/kernel", f"{_BV_MHA}/value/kernel"), "flax_kv", when="map"),
+    R("map_head.kv.bias", (f"{_BV_MHA}/key/bias", f"{_BV_MHA}/value/bias"), "flax_kv_bias", when="map"),
+    R("map_head.proj.weight", f"{_BV_MHA}/out/kernel", "flax_out", when="map"),
+    R("map_head.proj.bias", f"{_BV_MHA}/out/bias", when="map"),
+    R("map_head.norm.weight", "MAPHead_0/LayerNorm_0/scale", when="map"),
+    R("map_head.norm.bias", "MAPHead_0/LayerNorm_0/bias", when="map"),
+    R("map_head.mlp.fc1.weight", "MAPHead_0/MlpBlock_0/Dense_0/kernel", "dense", when="map"),
+    R("map_head.mlp.fc1.bias", "MAPHead_0/MlpBlock_0/Dense_0/bias", when="map"),
+    R("map_head.mlp.fc2.weight", "MAPHead_0/MlpBlock_0/Dense_1/kernel", "dense", when="map"),
+    R("map_head.mlp.fc2.bias", "MAPHead_0/MlpBlock_0/Dense_1/bias", when="map"),
 )
 _TIMM_MAP = (
-    R("map_head.probe", "attn_pool.latent"),
-    *(R(f"map_head.{name}.{leaf}", f"attn_pool.{name}.{leaf}")
+    R("map_head.probe", "attn_pool.latent", when="map"),
+    *(R(f"map_head.{name}.{leaf}", f"attn_pool.{name}.{leaf}", when="map")
       for name in ("q", "kv", "proj", "norm", "mlp.fc1", "mlp.fc2") for leaf in ("weight", "bias")),
 )
 
@@ -215,12 +250,30 @@ _HF_EMBED = dict(patch="embeddings.patch_embeddings.projection", cls="embeddings
 _HF_FINAL = (
     R("norm.weight", "layernorm.weight"),
     R("norm.bias", "layernorm.bias"),
-    R("pre_logits.weight", "pooler.dense.weight"),  # ViTModel's pooler: tanh(dense(CLS))
-    R("pre_logits.bias", "pooler.dense.bias"),
-    R("head.weight", "classifier.weight"),
-    R("head.bias", "classifier.bias"),
+    R("pre_logits.weight", "pooler.dense.weight", when="rep"),  # ViTModel's pooler: tanh(dense(CLS))
+    R("pre_logits.bias", "pooler.dense.bias", when="rep"),
+    R("head.weight", "classifier.weight", when="head"),
+    R("head.bias", "classifier.bias", when="head"),
 )
 _TIMM_BLOCK = dict(norm1="norm1", qkv="attn.qkv", proj="attn.proj", norm2="norm2", fc1="mlp.fc1", fc2="mlp.fc2")
+_TIMM_RULES = _torch_rules(dict(patch="patch_embed.proj", cls="cls_token", pos="pos_embed"), "blocks.{i}", _TIMM_BLOCK, (
+    R("norm.weight", "norm.weight", when="final_norm"),
+    R("norm.bias", "norm.bias", when="final_norm"),
+    R("norm.weight", "fc_norm.weight", when="fc_norm"),  # timm's `norm` is Identity then
+    R("norm.bias", "fc_norm.bias", when="fc_norm"),
+    *_TIMM_MAP,
+    R("head.weight", "head.weight", when="head"),
+    R("head.bias", "head.bias", when="head"),
+))
+# The conv stem's layers (model.ConvStem): only minivit's own layout can hold them.
+_CONV_STEM = tuple(R(f"patch_embed.convs.{{j}}.{name}", f"patch_embed.convs.{{j}}.{name}", when="conv_stem")
+                   for name in ("conv.weight", "norm.weight", "norm.bias", "norm.running_mean", "norm.running_var",
+                                "norm.num_batches_tracked"))
+
+
+def _identity(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    return tuple(dict.fromkeys(R(r.ours, r.ours, when=r.when) for r in rules))
+
 
 LAYOUTS: dict[str, Layout] = {
     "vit_jax": Layout(
@@ -228,10 +281,10 @@ LAYOUTS: dict[str, Layout] = {
         "Google vision_transformer .npz (ViT-B_16.npz, AugReg); prefix '' or 'opt/target/'",
         _flax_rules("Transformer/encoderblock_{i}", "LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3",
                     (R("pos_embed", "Transformer/posembed_input/pos_embedding"),)),
-        prefixes=("opt/target/", ""),
+        kind="npz", infer=configs.infer_flax, export=configs.export_flax("vit_jax"),
         anchor="Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel",
+        prefixes=("opt/target/", ""),
         gelu="tanh",
-        resample=("bilinear", False),
     ),
     "big_vision": Layout(
         "big_vision",
@@ -239,11 +292,11 @@ LAYOUTS: dict[str, Layout] = {
         _flax_rules("Transformer/encoderblock_{i}", "LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0",
                     (R("pos_embed", "pos_embedding", when="no_token"),
                      R("pos_embed", "pos_embedding", "posemb_cls_slot", when="token")), _BV_MAP),
-        prefixes=("params/img/", "params/", ""),
+        kind="npz", infer=configs.infer_flax, export=configs.export_flax("big_vision"),
         anchor="Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel",
+        prefixes=("params/img/", "params/", ""),
         gelu="tanh",
         pos_has_cls_slot=False,
-        resample=("bilinear", False),
     ),
     "transformers": Layout(
         "transformers",
@@ -252,74 +305,82 @@ LAYOUTS: dict[str, Layout] = {
                      dict(norm1="layernorm_before", q="attention.attention.query", k="attention.attention.key",
                           v="attention.attention.value", proj="attention.output.dense", norm2="layernorm_after",
                           fc1="intermediate.dense", fc2="output.dense"), _HF_FINAL),
-        prefixes=("vit.", ""),
+        kind="folder", infer=configs.infer_transformers, export=configs.transformers_config,
         anchor="encoder.layer.0.attention.attention.query.weight",
+        prefixes=("vit.", ""),
         unprefixed=("classifier.",),
+        claims=lambda cfg_json: not configs.is_timm_config(cfg_json),
+        export_prefix=lambda cfg: "vit." if cfg.num_classes else "",  # ViTForImageClassification's body
         norm_eps=None,
     ),
     "transformers_v5": Layout(
         "transformers_v5",
-        "transformers >= 5 ViT in memory (model.state_dict()); body prefix 'vit.' or ''",
+        "transformers >= 5 ViT in memory (model.state_dict()); body prefix 'vit.' or ''; read only",
         _torch_rules(_HF_EMBED, "layers.{i}",
                      dict(norm1="layernorm_before", q="attention.q_proj", k="attention.k_proj", v="attention.v_proj",
                           proj="attention.o_proj", norm2="layernorm_after", fc1="mlp.fc1", fc2="mlp.fc2"), _HF_FINAL),
-        prefixes=("vit.", ""),
+        kind="folder", infer=configs.infer_transformers, export=None,
         anchor="layers.0.attention.q_proj.weight",
+        prefixes=("vit.", ""),
         unprefixed=("classifier.",),
+        claims=lambda cfg_json: not configs.is_timm_config(cfg_json),
+        writable=False,
         norm_eps=None,
     ),
     "timm": Layout(
         "timm",
         "timm VisionTransformer (save_for_hf folder: config.json with architecture + model_args)",
-        _torch_rules(dict(patch="patch_embed.proj", cls="cls_token", pos="pos_embed"), "blocks.{i}", _TIMM_BLOCK, (
-            R("norm.weight", "norm.weight", when="final_norm"),
-            R("norm.bias", "norm.bias", when="final_norm"),
-            R("norm.weight", "fc_norm.weight", when="fc_norm"),  # timm's `norm` is Identity then
-            R("norm.bias", "fc_norm.bias", when="fc_norm"),
-            *_TIMM_MAP,
-            R("head.weight", "head.weight"),
-            R("head.bias", "head.bias"),
-        )),
+        _TIMM_RULES,
+        kind="folder", infer=configs.infer_timm, export=configs.timm_config,
         anchor="blocks.0.attn.qkv.weight",
+        claims=configs.is_timm_config,
+    ),
+    # minivit's own layout: every name maps to itself (timm's names, which minivit shares, plus the
+    # representation layer and the conv stem, BatchNorm statistics included).
+    "minivit": Layout(
+        "minivit",
+        "minivit .safetensors (ViTConfig as JSON in metadata 'minivit_config')",
+        _identity(_CONV_STEM + _TIMM_RULES[:-2] + _HF_FINAL[2:4] + _TIMM_RULES[-2:]),
+        kind="minivit", infer=configs.infer_minivit, export=configs.minivit_config,
+        anchor="blocks.0.attn.qkv.weight",
+        stems=("patch", "conv"),
     ),
 }
-# minivit's own layout: every name maps to itself (the timm table with identity names).
-LAYOUTS["minivit"] = Layout(
-    "minivit",
-    "minivit .safetensors (ViTConfig as JSON in metadata 'minivit_config')",
-    tuple(dict.fromkeys(R(r.ours, r.ours) for r in LAYOUTS["timm"].rules + _HF_FINAL)),
-    anchor="blocks.0.attn.qkv.weight",
-)
+
+
+def layout_names(kind: str | None = None, writable: bool = False) -> list[str]:
+    """Names of the registered layouts (of one kind, or the ones that can be written)."""
+    return [n for n, lay in LAYOUTS.items() if (kind is None or lay.kind == kind) and (lay.writable or not writable)]
 
 
 # -- applying a table --------------------------------------------------------------------------
 
 
-def expand(layout: Layout, cfg: ViTConfig, our_keys) -> list[tuple[str, tuple[str, ...], str]]:
+def expand(layout: Layout, cfg: ViTConfig) -> list[tuple[str, tuple[str, ...], str]]:
     """Rows for this config: (our key, their keys with prefix-free names, transform), one per
-    minivit parameter that the model has (``our_keys``)."""
+    minivit tensor a model of this config has."""
     rows = []
     for rule in layout.rules:
         if rule.when and not CONDITIONS[rule.when](cfg):
             continue
-        for i in range(cfg.depth) if "{i}" in rule.ours else [None]:
-            ours = rule.ours.format(i=i)
-            if ours in our_keys:
-                rows.append((ours, tuple(t.format(i=i) for t in rule.theirs), rule.kind))
+        if "{i}" in rule.ours:
+            indices = range(cfg.depth)  # blocks
+        elif "{j}" in rule.ours:
+            indices = range(cfg.stem_depth)  # conv stem layers
+        else:
+            indices = [0]
+        for i in indices:
+            ours = rule.ours.format(i=i, j=i)
+            rows.append((ours, tuple(t.format(i=i, j=i) for t in rule.theirs), rule.kind))
     return rows
 
 
-def full_name(layout: Layout, name: str, prefix: str) -> str:
-    return name if name.startswith(layout.unprefixed) else prefix + name
-
-
-def to_minivit(tensors: dict, layout: Layout, prefix: str, cfg: ViTConfig, our_keys, where: str = "checkpoint"):
+def to_minivit(tensors: dict, layout: Layout, prefix: str, cfg: ViTConfig, where: str = "checkpoint"):
     """Their tensors -> (minivit state dict, their names used, minivit names not found)."""
     state, used, missing = {}, set(), []
-    for ours, theirs, kind in expand(layout, cfg, our_keys):
-        names = [full_name(layout, t, prefix) for t in theirs]
-        absent = [n for n in names if n not in tensors]
-        if absent:
+    for ours, theirs, kind in expand(layout, cfg):
+        names = [layout.full_name(t, prefix) for t in theirs]
+        if any(n not in tensors for n in names):
             missing.append(ours)
             continue
         try:
@@ -333,13 +394,16 @@ def to_minivit(tensors: dict, layout: Layout, prefix: str, cfg: ViTConfig, our_k
 
 def from_minivit(state: dict, layout: Layout, cfg: ViTConfig, prefix: str = "") -> dict:
     """minivit state dict -> tensors named as in ``layout`` (the same table, read backwards)."""
+    layout.check_expressible(cfg)
     out, done = {}, set()
-    for ours, theirs, kind in expand(layout, cfg, state.keys()):
+    for ours, theirs, kind in expand(layout, cfg):
+        if ours not in state:
+            continue
         for name, t in zip(theirs, TRANSFORMS[kind][1](state[ours], cfg)):
-            out[full_name(layout, name, prefix)] = t.contiguous()
+            out[layout.full_name(name, prefix)] = t.contiguous()
         done.add(ours)
     left = [k for k in state if k not in done]
-    if left:  # e.g. pre_logits into timm, which has no representation layer
+    if left:  # e.g. a MAP head into vit_jax, which has no place for one
         raise CheckpointError(f"the {layout.name} layout has no place for {', '.join(left)}")
     return out
 
