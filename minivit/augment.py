@@ -4,9 +4,14 @@ Training images stay uint8 in memory (N, C, h, w) and are augmented a whole batc
 GPU (or CPU): one affine_grid + grid_sample per batch does random-resized-crop, horizontal flip,
 rotation and the resize to the model input together, so each output pixel is interpolated once.
 
-    x = train_transform(images_u8, cfg, generator)    # uint8 (B, C, h, w) -> float (B, 3, S, S)
+    x = train_transform(images_u8, cfg, generator)    # uint8 (B, 1|3, h, w) -> float (B, cfg.channels, S, S)
     y = one_hot(targets, 7, smoothing=0.1)             # (B,) -> (B, 7)
     x, y = cutmix(x, y, alpha=1.0, generator=cpu_generator)
+
+Channels: the output has ``cfg.channels`` channels, whatever the input has. Grayscale is repeated
+to three channels for RGB models (a view, no copy); RGB is converted to luminance (ITU-R 601:
+0.299 R + 0.587 G + 0.114 B) for one-channel models, before any other work, so the augmentation
+then runs on a third of the data.
 
 Determinism: every random draw takes a generator. The per-pixel transforms draw on the data's device
 (torch.Generator(device="cuda").manual_seed(0) for CUDA batches); CutMix/MixUp draw only a few
@@ -33,9 +38,12 @@ class AugmentConfig:
     >>> x = train_transform(torch.zeros(2, 1, 48, 48, dtype=torch.uint8), cfg)
     >>> x.shape, x.dtype
     (torch.Size([2, 3, 64, 64]), torch.float32)
+    >>> eval_transform(torch.zeros(2, 3, 48, 48, dtype=torch.uint8), AugmentConfig(48, channels=1)).shape
+    torch.Size([2, 1, 48, 48])
     """
 
     image_size: int                              # model input side S (or an (H, W) tuple)
+    channels: int = 3                           # channels the model takes (its in_chans): 1 or 3
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)   # Google's ViTs expect [-1, 1] inputs: (x - 0.5) / 0.5
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     scale: tuple[float, float] = (0.8, 1.0)     # crop area as a fraction of the image area
@@ -46,9 +54,11 @@ class AugmentConfig:
     contrast: float = 0.2                       # scale deviations from the image mean by [1 - c, 1 + c]
 
 
-def _check_batch(images: torch.Tensor) -> None:
+def _check_batch(images: torch.Tensor, cfg: AugmentConfig) -> None:
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ConfigError(f"images must be (B, 1|3, H, W), got {tuple(images.shape)}")
+    if cfg.channels not in (1, 3):
+        raise ConfigError(f"AugmentConfig.channels must be 1 or 3, not {cfg.channels!r}")
 
 
 def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
@@ -60,9 +70,25 @@ def _check_generator(generator: torch.Generator | None, device: torch.device) ->
                           f"make it with torch.Generator(device={str(device)!r})")
 
 
-def _to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1]; float input is taken to be in [0, 1] already."""
-    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+def _to_float(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1] (float input is taken to be in [0, 1] already); RGB input
+    becomes luminance here when the model takes one channel."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # (B, C, h, w)
+    if cfg.channels == 1 and x.shape[1] == 3:
+        # ITU-R 601 luma weights as Python scalars: no host-to-device copy, no sync
+        x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # (B, 1, h, w)
+    return x
+
+
+def _stats(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """cfg.mean / cfg.std for ``channels`` channels: RGB statistics become their luminance for one channel."""
+    if len(values) == channels:
+        return tuple(values)
+    if channels == 1 and len(values) == 3:
+        return (0.299 * values[0] + 0.587 * values[1] + 0.114 * values[2],)
+    if channels == 3 and len(values) == 1:
+        return tuple(values) * 3
+    raise ConfigError(f"mean/std {tuple(values)} do not fit {channels} channel(s)")
 
 
 def _channel_constant(values, x: torch.Tensor) -> torch.Tensor:
@@ -73,9 +99,13 @@ def _channel_constant(values, x: torch.Tensor) -> torch.Tensor:
 
 
 def _finish(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """(B, C, S, S) in [0, 1] -> (B, 3, S, S) normalised with cfg.mean / cfg.std."""
-    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # grayscale -> 3 channels (a view, no copy)
-    return (x - _channel_constant(cfg.mean, x)) / _channel_constant(cfg.std, x)  # (B, 3, S, S)
+    """(B, 1|channels, S, S) in [0, 1] -> (B, channels, S, S) normalised with cfg.mean / cfg.std."""
+    if cfg.channels == 3 and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)  # grayscale -> 3 channels (a view, no copy): (B, 3, S, S)
+    mean, std = _stats(cfg.mean, cfg.channels), _stats(cfg.std, cfg.channels)
+    if len(set(mean)) == 1 and len(set(std)) == 1:  # the usual case (Google's 0.5): scalars, no tensor to copy
+        return (x - mean[0]) / std[0]  # (B, channels, S, S)
+    return (x - _channel_constant(mean, x)) / _channel_constant(std, x)  # (B, channels, S, S)
 
 
 def _size(cfg: AugmentConfig) -> tuple[int, int]:
@@ -84,13 +114,14 @@ def _size(cfg: AugmentConfig) -> tuple[int, int]:
 
 
 def eval_transform(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """Resize (bilinear, antialiased when shrinking) and normalise: uint8 (B, C, h, w) -> float (B, 3, S, S).
+    """Resize (bilinear, antialiased when shrinking) and normalise: uint8 (B, 1|3, h, w) -> float
+    (B, cfg.channels, S, S). The one preprocessing of evaluation, prediction and validation.
 
     >>> eval_transform(torch.full((1, 1, 48, 48), 255, dtype=torch.uint8), AugmentConfig(32)).unique().tolist()
     [1.0]
     """
-    _check_batch(images)
-    x = _to_float(images)  # (B, C, h, w)
+    _check_batch(images, cfg)
+    x = _to_float(images, cfg)  # (B, C, h, w), C = 1 for one-channel models
     size = _size(cfg)
     if tuple(x.shape[-2:]) != size:
         shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
@@ -130,18 +161,18 @@ def crop_flip_rotate_theta(batch: int, height: int, width: int, cfg: AugmentConf
 def train_transform(images: torch.Tensor, cfg: AugmentConfig,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Random resized crop + flip + rotation + resize (one grid_sample), brightness/contrast jitter,
-    grayscale -> 3 channels, normalisation: uint8 (B, C, h, w) -> float32 (B, 3, S, S), same device.
+    channel conversion, normalisation: uint8 (B, 1|3, h, w) -> float32 (B, cfg.channels, S, S), same device.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> x = train_transform(torch.randint(0, 256, (4, 1, 48, 48), dtype=torch.uint8), AugmentConfig(32), g)
     >>> tuple(x.shape), bool(x.min() >= -1 and x.max() <= 1)
     ((4, 3, 32, 32), True)
     """
-    _check_batch(images)
+    _check_batch(images, cfg)
     _check_generator(generator, images.device)
-    B, C, H, W = images.shape
+    x = _to_float(images, cfg)  # (B, C, H, W), C = 1 for one-channel models
+    B, C, H, W = x.shape
     size = _size(cfg)
-    x = _to_float(images)  # (B, C, H, W)
     # grid_sample does not antialias: when the source is much larger than the crops need,
     # shrink it first (antialiased) so the smallest crop still has >= S pixels a side.
     need = math.ceil(max(size) / math.sqrt(cfg.scale[0]))
@@ -250,9 +281,25 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, alpha: float = 0.2,
 
 
 def mix_batch(x: torch.Tensor, y_soft: torch.Tensor, *, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-              switch_prob: float = 0.5, generator: torch.Generator | None = None):
-    """MixUp or CutMix for one batch (timm's Mixup policy): with both enabled, CutMix with
-    probability switch_prob, else MixUp; with one enabled, that one; with neither, unchanged."""
+              switch_prob: float = 0.5, mix_prob: float = 1.0, generator: torch.Generator | None = None):
+    """MixUp or CutMix for one batch (timm's Mixup policy): the batch is mixed at all with probability
+    ``mix_prob`` (mixing every batch makes a small model underfit: it never sees a clean face); then,
+    with both enabled, CutMix with probability switch_prob, else MixUp; with one enabled, that one;
+    with neither, unchanged. mix_prob=1 draws nothing for the decision; mix_prob=0 never mixes.
+
+    >>> x, y = torch.rand(4, 1, 8, 8), one_hot(torch.tensor([0, 1, 2, 3]), 4)
+    >>> x2, y2 = mix_batch(x, y, cutmix_alpha=1.0, mix_prob=0.0, generator=torch.Generator().manual_seed(0))
+    >>> torch.equal(x2, x) and torch.equal(y2, y)
+    True
+    """
+    if not 0 <= mix_prob <= 1:
+        raise ConfigError(f"mix_prob={mix_prob}: expected 0 <= mix_prob <= 1")
+    if mix_prob == 0 or (mixup_alpha <= 0 and cutmix_alpha <= 0):
+        return x, y_soft
+    if mix_prob < 1:
+        _check_host_generator(generator)
+        if float(torch.rand(1, generator=generator)) >= mix_prob:
+            return x, y_soft
     if mixup_alpha > 0 and cutmix_alpha > 0:
         _check_host_generator(generator)
         use_cutmix = float(torch.rand(1, generator=generator)) < switch_prob

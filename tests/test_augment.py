@@ -222,3 +222,54 @@ def test_mix_batch_deterministic_and_valid():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     torch.testing.assert_close(a[1].sum(1), torch.ones(8))
     assert not math.isnan(float(a[0].sum()))
+
+
+@FAST
+@given(b=st.integers(2, 6), cutmix_alpha=st.floats(0, 2), mixup_alpha=st.floats(0, 2), seed=st.integers(0, 2**16))
+def test_mix_prob_zero_never_mixes(b, cutmix_alpha, mixup_alpha, seed):
+    x, y = torch.rand(b, 1, 8, 8), one_hot(torch.arange(b) % 3, 3, smoothing=0.1)
+    x2, y2 = mix_batch(x, y, cutmix_alpha=cutmix_alpha, mixup_alpha=mixup_alpha, mix_prob=0.0,
+                       generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(x2, x) and torch.equal(y2, y)
+
+
+def test_mix_prob_is_the_share_of_mixed_batches():
+    x, y = torch.rand(4, 1, 8, 8), one_hot(torch.arange(4), 4)
+    mixed = 0
+    for seed in range(400):
+        _, y2 = mix_batch(x, y, cutmix_alpha=1.0, mix_prob=0.5, generator=torch.Generator().manual_seed(seed))
+        mixed += not torch.equal(y2, y)
+    assert 150 < mixed < 250  # ~200 (a CutMix box can be empty, so a few "mixed" batches stay unchanged)
+    # mix_prob=1 draws nothing for the decision: the same batch as before mix_prob existed
+    a = mix_batch(x, y, cutmix_alpha=1.0, generator=torch.Generator().manual_seed(3))
+    b = cutmix(x, y, 1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ConfigError, match="mix_prob"):
+        mix_batch(x, y, cutmix_alpha=1.0, mix_prob=1.5)
+
+
+@FAST
+@given(c=st.sampled_from([1, 3]), size=st.integers(8, 40), seed=st.integers(0, 2**16))
+def test_one_channel_models_get_one_channel(c, size, seed):
+    x = _images(3, c, 24, 24, seed)
+    cfg = AugmentConfig(size, channels=1)
+    for out in (train_transform(x, cfg, torch.Generator().manual_seed(seed)), eval_transform(x, cfg)):
+        assert out.shape == (3, 1, size, size) and out.dtype == torch.float32
+        assert out.min() >= -1 - 1e-5 and out.max() <= 1 + 1e-5
+
+
+def test_rgb_becomes_luminance_for_one_channel_models():
+    x = _images(2, 3, 16, 16)
+    out = eval_transform(x, AugmentConfig(16, channels=1))  # (2, 1, 16, 16), (x - 0.5) / 0.5
+    luma = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).float() / 255
+    torch.testing.assert_close(out, luma * 2 - 1, atol=1e-5, rtol=0)
+    # grayscale to a 3-channel model: the gray repeated; RGB statistics become luminance ones for 1 channel
+    gray = _images(2, 1, 16, 16)
+    three = eval_transform(gray, AugmentConfig(16, channels=3))
+    assert three.shape == (2, 3, 16, 16) and torch.equal(three[:, 0], three[:, 2])
+    imagenet = AugmentConfig(16, channels=1, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    m = 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406
+    s = 0.299 * 0.229 + 0.587 * 0.224 + 0.114 * 0.225
+    torch.testing.assert_close(eval_transform(gray, imagenet), (gray.float() / 255 - m) / s, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="channels"):
+        eval_transform(gray, AugmentConfig(16, channels=2))

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from minivit import ViT, ViTConfig
+from minivit import ViT, ViTConfig, create_model
+from minivit.checkpoints import read_extra
+from minivit.device import resolve_precision
 from minivit.errors import ConfigError
-from minivit.train import (TrainConfig, epoch_indices, layer_id, load_weights, lr_at, param_groups,
-                           resolve_precision, soft_cross_entropy, train)
+from minivit.train import EMA, TrainConfig, epoch_indices, layer_id, lr_at, param_groups, soft_cross_entropy, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64)
@@ -119,9 +120,11 @@ def test_resume_after_interruption_is_exact(tmp_path):
     assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a) and any(k.startswith("ema.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    # and the run actually trained (the weights moved away from the initial ones)
-    first = ViT(load_weights(tmp_path / "full" / "last.safetensors")[0])
+    # and the run actually trained: the weights moved away from the initial ones (seed 0, as the run drew them)
+    torch.manual_seed(0)
+    first = create_model("Ti/16", image_size=16, num_classes=7, drop_path=0.1, **TINY)
     assert not torch.equal(first.blocks[0].attn.qkv.weight, a["model.blocks.0.attn.qkv.weight"])
+    assert full["train_img_per_s"] > 0
     hist_a = json.loads((tmp_path / "full" / "history.json").read_text())
     hist_b = json.loads((tmp_path / "part" / "history.json").read_text())
     assert [h["val_acc"] for h in hist_a] == [h["val_acc"] for h in hist_b]
@@ -137,20 +140,26 @@ def test_run_folder_report_and_learning(tmp_path):
     assert result["val_accuracy"] == metrics["accuracy"] > 0.3  # chance is 1/7 = 0.14
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["train"]["epochs"] == 10 and saved["model"]["dim"] == 32
-    # best.safetensors carries its config: it loads back into the same function
-    cfg, state = load_weights(tmp_path / "best.safetensors")
-    assert cfg.dim == 32 and cfg.num_classes == 7 and set(state) == set(ViT(cfg).state_dict())
+    # best.safetensors carries its config and the epoch it was picked at: it loads back into the same function
+    best = ViT.from_pretrained(str(tmp_path / "best.safetensors"))
+    assert best.config.dim == 32 and best.config.num_classes == 7
+    extra = read_extra(tmp_path / "best.safetensors")
+    assert extra["epoch"] == metrics["best_epoch"] == result["best_epoch"]
+    assert extra["val_accuracy"] == max(h["val_acc"] for h in metrics["history"])
 
 
 def test_from_pretrained_reads_our_checkpoints(tmp_path):
     train(tiny_cfg(tmp_path, epochs=1))
-    try:
-        model = ViT.from_pretrained(str(tmp_path / "best.safetensors"))
-    except (ImportError, AttributeError) as e:  # minivit.checkpoints not there yet
-        pytest.skip(f"from_pretrained unavailable: {e}")
-    _, state = load_weights(tmp_path / "best.safetensors")
+    model = ViT.from_pretrained(str(tmp_path / "best.safetensors"))
+    state = read_all(tmp_path / "best.safetensors")
+    assert set(model.state_dict()) == set(state)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
+    # the model part of resume.safetensors too: the weights after the last step
+    resumed = ViT.from_pretrained(str(tmp_path / "resume.safetensors"))
+    saved = read_all(tmp_path / "resume.safetensors")
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, saved[f"model.{k}"]), k
 
 
 def _run(args, timeout=90):
@@ -175,7 +184,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     """torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes the run folder."""
     out = tmp_path / "ddp"
     r = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-              "examples/finetune_fer.py", *TINY_CLI, "--epochs", "2", "--out", str(out)])
+              "examples/finetune_fer.py", *TINY_CLI, "--epochs", "2", "--device", "cpu", "--out", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
     saved = json.loads((out / "config.json").read_text())
     assert saved["world_size"] == 2
@@ -212,7 +221,46 @@ def test_finetune_from_google_npz(tmp_path, fixtures_dir):
     npz = fixtures_dir / "vitjax_token_rep" / "model.npz"
     result = train(tiny_cfg(tmp_path, weights=str(npz), img_size=16, epochs=1, optimizer="sgd", lr=0.01,
                             weight_decay=0.0, model_overrides={}))
-    assert result["val_accuracy"] is not None
-    cfg, state = load_weights(tmp_path / "best.safetensors")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["val_accuracy"] == metrics["accuracy"] and 0 <= result["val_accuracy"] <= 1
+    assert metrics["num_samples"] == 64 and sum(metrics["confusion_matrix"][0]) + sum(
+        sum(row) for row in metrics["confusion_matrix"][1:]) == 64
+    best = ViT.from_pretrained(str(tmp_path / "best.safetensors"))
+    cfg = best.config
     assert cfg.gelu == "tanh" and cfg.dim == 64 and cfg.num_classes == 7 and cfg.grid == (2, 2)
-    assert state["pos_embed"].shape == (1, 5, 64)
+    assert best.pos_embed.shape == (1, 5, 64)
+    # the pretrained blocks were loaded and fine-tuned (close to the checkpoint's, not equal); the head is new
+    start = ViT.from_pretrained(str(npz), num_classes=7, image_size=16)
+    w0, w1 = start.blocks[0].attn.qkv.weight, best.blocks[0].attn.qkv.weight
+    assert not torch.equal(w0, w1) and (w1 - w0).abs().max() < 0.1 * w0.abs().max()
+    assert not torch.equal(best.head.weight, torch.zeros_like(best.head.weight))
+
+
+def test_ema_averages_parameters_and_copies_buffers():
+    """BatchNorm running statistics (the conv stem's) are copied into the EMA model at every update."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA(model, decay=0.9)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model.train()(torch.randn(8, 3))  # moves BatchNorm's running mean/var
+    ema.update(model)  # update 1: decay min(0.9, 2/11)
+    d = 2 / 11
+    torch.testing.assert_close(ema.module[0].weight, d * start + (1 - d) * model[0].weight.detach())
+    for name, buf in model.named_buffers():
+        assert torch.equal(dict(ema.module.named_buffers())[name], buf), name
+    assert int(ema.module[1].num_batches_tracked) == 1
+
+
+def test_conv_stem_resume_is_exact_with_batchnorm(tmp_path):
+    """The conv stem's BatchNorm buffers travel through resume.safetensors: kill-and-resume stays bit-exact."""
+    kw = dict(model_overrides={**TINY, "stem": "conv", "in_chans": 1}, ema=0.9, mix_prob=0.5, cutmix=1.0,
+              ckpt_every=2, epochs=2, synthetic_samples=96)
+    train(tiny_cfg(tmp_path / "full", **kw))
+    train(tiny_cfg(tmp_path / "part", stop_after=9, **kw))  # mid-epoch 2; last save: step 8
+    train(tiny_cfg(tmp_path / "part", resume=str(tmp_path / "part"), **kw))
+    a, b = read_all(tmp_path / "full" / "resume.safetensors"), read_all(tmp_path / "part" / "resume.safetensors")
+    assert any("running_mean" in k for k in a) and any(k.startswith("ema.") and "running_var" in k for k in a)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

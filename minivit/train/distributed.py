@@ -1,0 +1,79 @@
+"""Several processes, one run (DDP): joining the process group, and the few collective calls the loop makes.
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; each process trains on its own
+shard of every epoch, DistributedDataParallel averages the gradients, and rank 0 alone validates,
+logs and writes files while the others wait at a barrier. With one process every helper here is a
+no-op, so the loop reads the same either way.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+
+from ..device import pick_device
+
+
+def world_from_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment (0, 1, 0 without torchrun)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device). Under torchrun, joins the process group from its env vars.
+
+    Too few GPUs for the processes raises ConfigError (from pick_device) on every rank before any
+    rank waits for another, so each exits with one line instead of hanging.
+    """
+    rank, world, local_rank = world_from_env()
+    device = pick_device(device_choice, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        # NCCL between GPUs, gloo on CPU; MASTER_ADDR/PORT, RANK and WORLD_SIZE come from the env.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group (call once at the end of a torchrun script)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, world: int) -> torch.nn.Module:
+    """The module the loop runs forward/backward through: DDP averages gradients across processes."""
+    if world == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def no_sync(net: torch.nn.Module, skip: bool):
+    """DDP's no_sync() while accumulating (skip the gradient all-reduce), else a null context."""
+    return net.no_sync() if skip and isinstance(net, torch.nn.parallel.DistributedDataParallel) else nullcontext()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_string(text: str, device: torch.device, max_bytes: int = 4096) -> str:
+    """Rank 0's ``text`` on every rank (as a uint8 tensor: no pickled objects cross processes)."""
+    if not dist.is_initialized():
+        return text
+    buf = torch.zeros(max_bytes + 1, dtype=torch.uint8, device=device)  # NUL-terminated
+    data = text.encode()[:max_bytes]
+    buf[: len(data)] = torch.tensor(list(data), dtype=torch.uint8, device=device)
+    dist.broadcast(buf, src=0)
+    raw = bytes(buf.cpu().tolist())
+    return raw[: raw.index(0)].decode()

@@ -1,0 +1,137 @@
+"""The training loop, in the style of nanoGPT's train.py: set up the run, then for each epoch train
+one pass over the data and finish the epoch (validate, checkpoint, report).
+
+One step (``train_step``): for each micro-batch, index it out of the in-memory uint8 set, augment it
+on the device, mix it (CutMix/MixUp) and smooth its labels, forward under autocast, backward; then
+clip the gradient norm, step the optimiser at the scheduled LR, and update the EMA. Nothing in a step
+waits for the GPU: loss and accuracy add up on the device and are read every few seconds at most.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..augment import mix_batch, one_hot, train_transform
+from .config import TrainConfig
+from .data import step_generators
+from .distributed import all_reduce_sum, barrier, no_sync
+from .optim import lr_at, set_lr
+from .report import EpochProgress, final_report, record_epoch, start_report, validate
+from .rundir import prepare_out_dir
+from .saving import save_epoch_weights, save_resume_point
+from .setup import Run, setup_run
+
+
+def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
+    """Train (or resume) a run and write its report into its folder; returns the final metrics.
+
+    ``train_set``/``val_set`` (minivit.data.ImageSet) override ``cfg.data``. The result holds the
+    validation metrics of best.safetensors, the run folder, and ``train_img_per_s``: the loop's
+    steady-state training throughput (first steps of each epoch and validation excluded).
+    """
+    run = setup_run(cfg, train_set, val_set)
+    if run.main:
+        prepare_out_dir(run.out, replace=cfg.overwrite and not cfg.resume)
+        start_report(run)
+    for epoch in range(run.state["epoch"], cfg.epochs):
+        sums = train_one_epoch(run, epoch)
+        if run.interrupted:
+            break
+        end_of_epoch(run, epoch, sums)
+    result = final_report(run)
+    barrier()
+    return result
+
+
+def train_one_epoch(run: Run, epoch: int) -> torch.Tensor:
+    """The epoch's optimiser steps (from mid-epoch when resuming); returns [loss sum, correct] on the device."""
+    cfg, steps = run.cfg, run.data.steps_per_epoch
+    first = run.step - epoch * steps  # > 0 only when resuming mid-epoch
+    sums = torch.tensor(run.state["sums"] if first else [0.0, 0.0], dtype=torch.float64, device=run.device)
+    order = run.data.epoch_order(epoch, cfg.seed, run.rank, run.world)
+    progress = EpochProgress(run, epoch, first)
+    run.net.train()
+    for i in range(first, steps):
+        train_step(run, order, i, sums)
+        progress.step(i, sums)
+        if cfg.ckpt_every and run.step % cfg.ckpt_every == 0 and i < steps - 1:
+            save_resume_point(run, epoch, sums)
+        if cfg.stop_after and run.step >= cfg.stop_after:
+            run.interrupted = True  # a simulated crash: no end-of-epoch work, no final report
+            break
+    progress.close()
+    return sums
+
+
+def train_step(run: Run, order: torch.Tensor, i: int, sums: torch.Tensor) -> None:
+    """Optimiser step ``i`` of the epoch: accum_steps micro-batches forward and backward, then update."""
+    cfg, accum = run.cfg, run.cfg.accum_steps
+    for micro in range(accum):
+        xb, yb = run.data.batch(order, i * accum + micro)  # uint8 (B, C, h, w), (B,) or (B, K), on the device
+        gen, cpu_gen = step_generators(cfg.seed, run.step, micro, run.rank, run.device)
+        x = train_transform(xb, run.aug, generator=gen)  # (B, in_chans, S, S) float, normalised
+        y = one_hot(yb, run.model.config.num_classes, smoothing=cfg.label_smoothing)  # (B, K)
+        x, y = mix_batch(x, y, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, mix_prob=cfg.mix_prob,
+                         generator=cpu_gen)  # (B, in_chans, S, S), (B, K)
+        # DDP: all-reduce the gradients only on the last micro-step of an accumulation.
+        with no_sync(run.net, skip=micro < accum - 1):
+            with run.autocast():
+                logits = run.net(x)  # (B, K)
+                loss = soft_cross_entropy(logits, y, run.data.class_weights)
+            run.scaler.scale(loss / accum).backward()
+        accumulate(sums, loss, logits, yb)
+    run.lr = lr_at(run.step, run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr)
+    set_lr(run.optimizer, run.lr)
+    if cfg.clip_grad > 0:
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.ema is not None:
+        run.ema.update(run.model)
+    run.state["step"] += 1
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None):
+    """Cross-entropy against soft targets (B, K) (smoothed, mixed or FER+ vote distributions)."""
+    loss = -targets * logits.float().log_softmax(-1)  # (B, K)
+    if class_weights is not None:
+        loss = loss * class_weights  # (B, K): rare classes count more
+    return loss.sum(-1).mean()
+
+
+@torch.no_grad()
+def accumulate(sums: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """Add a micro-batch's loss sum and correct count to ``sums`` on the device: no host sync, few kernels."""
+    truth = targets.argmax(1) if targets.ndim == 2 else targets  # (B,)
+    sums[0] += loss.detach() * len(truth)
+    sums[1] += (logits.argmax(1) == truth).sum()
+
+
+def end_of_epoch(run: Run, epoch: int, sums: torch.Tensor) -> None:
+    """Train stats summed over processes; on rank 0: validate, keep best/last, save the resume point, report."""
+    loss_sum, correct = all_reduce_sum(sums).tolist()
+    n = run.data.steps_per_epoch * run.data.images_per_step * run.world
+    row = dict(epoch=epoch + 1, step=run.step, lr=run.lr, train_loss=loss_sum / n, train_acc=correct / n,
+               seconds=round(time.time() - run.t_start, 1))
+    if run.main:
+        metric = run.cfg.best_metric
+        val = validate(run, run.model)
+        row.update(val_loss=val["loss"], val_acc=val["accuracy"], val_macro_f1=val["macro_f1"])
+        score, scored_model = val[metric], run.model
+        if run.ema is not None:  # the EMA is what gets kept, so it is what gets scored
+            val_ema = validate(run, run.ema.module)
+            row.update(val_ema_loss=val_ema["loss"], val_ema_acc=val_ema["accuracy"],
+                       val_ema_macro_f1=val_ema["macro_f1"])
+            score, scored_model = val_ema[metric], run.ema.module
+        record_epoch(run, row)
+        save_epoch_weights(run, epoch + 1, score, scored_model, metric)
+        run.state["sums"] = [0.0, 0.0]
+        save_resume_point(run, epoch + 1)
+    barrier()  # other ranks wait for rank 0's validation and checkpoint
+
+
+__all__ = ["train", "train_one_epoch", "train_step", "end_of_epoch", "soft_cross_entropy", "accumulate"]

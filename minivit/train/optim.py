@@ -1,0 +1,112 @@
+"""The optimiser side of training: which weights decay, layer-wise LR decay, the schedule, the EMA.
+
+    >>> [round(lr_at(s, total_steps=10, warmup_steps=2, base_lr=1.0, min_lr=0.0), 3) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+# Learned tokens and embeddings: their scale is what they encode, so weight decay would erase it.
+NO_DECAY = ("pos_embed", "cls_token", "map_head.probe")
+# Parameters after the last block (final norm, pooling, representation layer, head): the top layer.
+TOP = ("norm", "fc_norm", "map_head", "pre_logits", "head")
+
+
+def layer_id(name: str, depth: int) -> int:
+    """Depth of a parameter for layer-wise LR decay: the embedding side (patch or conv stem,
+    pos_embed, cls_token) 0, block i -> i + 1, everything after the blocks depth + 1.
+
+    >>> layer_id("cls_token", 12), layer_id("blocks.3.mlp.fc1.weight", 12), layer_id("head.weight", 12)
+    (0, 4, 13)
+    """
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    if name.split(".")[0] in TOP:
+        return depth + 1
+    return 0
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """Parameter groups with ``weight_decay`` and ``lr_scale`` set.
+
+    One rule for decay (as nanoGPT): decay matrices and conv kernels (2-D+); never biases, norm
+    gains, pos_embed, cls_token or the MAP probe, whose scale is part of what they encode. With layer decay,
+    earlier layers (general features from pre-training) move less than later ones.
+
+    >>> from minivit import ViT, ViTConfig
+    >>> m = ViT(ViTConfig(image_size=8, patch_size=4, dim=8, depth=2, heads=2, mlp_dim=16, num_classes=3))
+    >>> [(g["layer"], g["weight_decay"], round(g["lr_scale"], 3)) for g in param_groups(m, 0.1, 0.5)][:3]
+    [(0, 0.0, 0.125), (0, 0.1, 0.125), (1, 0.0, 0.25)]
+    """
+    depth = model.config.depth
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        decay = p.ndim >= 2 and name not in NO_DECAY
+        layer = layer_id(name, depth) if layer_decay != 1.0 else 0
+        group = groups.setdefault((layer, decay), dict(
+            params=[], names=[], layer=layer, weight_decay=weight_decay if decay else 0.0,
+            lr_scale=layer_decay ** (depth + 1 - layer) if layer_decay != 1.0 else 1.0))
+        group["params"].append(p)
+        group["names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+def build_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA) or SGD with momentum, over param_groups(model)."""
+    groups = param_groups(model, cfg.weight_decay, cfg.layer_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    # The fused kernel updates all parameters in one launch: a free speed-up on CUDA.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float) -> float:
+    """Linear warmup to base_lr over warmup_steps, then cosine decay to min_lr at total_steps."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's LR into every group, times the group's layer-decay scale (Python floats: no kernels)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+
+
+class EMA:
+    """Exponential moving average of a model's weights, kept in a frozen copy of the model.
+
+    Parameters are averaged; buffers (BatchNorm running statistics of a conv stem) are copied, as
+    they are already running averages of the current weights' activations. The decay is warmed up
+    as min(decay, (1 + n) / (10 + n)) so short runs are not dominated by the random initial weights.
+    Both updates are single _foreach kernels over all tensors, not one small kernel per tensor.
+
+    >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    >>> ema = EMA(m, decay=0.5)
+    >>> m[1].running_mean.fill_(3.0); ema.update(m)
+    tensor([3., 3.])
+    >>> ema.module[1].running_mean.tolist()
+    [3.0, 3.0]
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(list(self.module.parameters()), [p.detach() for p in model.parameters()], 1 - d)
+        buffers = list(self.module.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(model.buffers()))

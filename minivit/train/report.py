@@ -1,0 +1,183 @@
+"""What a run tells its user: the header, progress, per-epoch lines and files, warnings, the final report.
+
+Only rank 0 reports. Everything printed goes through ``log`` (skipped with ``log=False``) or
+``warn`` (always printed): tqdm.write keeps lines from tearing a progress bar.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from ..augment import AugmentConfig, eval_transform
+from ..checkpoints.io import write_json
+from ..evaluate import attention_report, dominant_class_warning, evaluate, write_report
+from ..model import ViT
+from ..plots import curves_png
+from .rundir import clean_temp_files
+
+CURVES_EVERY_S = 60  # curves.png is redrawn at most this often during a run (and after the last epoch)
+TIMING_SKIP_STEPS = 3  # steps of each epoch left out of the throughput (warm-up, compilation, caches)
+
+
+def log(run, message: str) -> None:
+    if run.main and run.cfg.log:
+        tqdm.write(message)
+
+
+def warn(run, message: str) -> None:
+    if run.main:
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def describe_model(run) -> str:
+    """The architecture in one line: what was asked for and what it became (patch, grid, tokens, params)."""
+    c, cfg, params = run.model.config, run.cfg, run.model.num_params()
+    if cfg.resume:
+        name = f"resumed from {cfg.resume}"
+    elif cfg.weights and cfg.weights != "none":
+        name = f"{cfg.weights} (pretrained)"
+    else:
+        # the values follow in the description below; here only which fields differ from the named model
+        changed = ", ".join(cfg.model_overrides)
+        name = cfg.model + (f" (changed: {changed})" if changed else "")
+    size = f"{params / 1e6:.2f}M" if params >= 1e6 else f"{params:,}"
+    gh, gw = c.grid
+    tokens = f"{gh}x{gw} grid = {gh * gw} patches" + (f" + {c.num_prefix_tokens} CLS" if c.num_prefix_tokens else "")
+    return (f"model {name}: {c.stem} stem, patch {c.patch_size}, {tokens} = {c.num_tokens} "
+            f"tokens, dim {c.dim}, depth {c.depth}, heads {c.heads}, mlp {c.mlp_dim}, in_chans {c.in_chans}, "
+            f"{size} params")
+
+
+def start_report(run) -> None:
+    """config.json, the header lines and the warnings about the settings (rank 0)."""
+    if not run.main:
+        return
+    cfg, data = run.cfg, run.data
+    write_json({"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
+                "world_size": run.world, "device": str(run.device),
+                "data": {"train": run.train_set.source, "val": run.val_set.source, "classes": list(run.train_set.classes),
+                         "train_size": len(run.train_set), "val_size": len(run.val_set)}}, run.out / "config.json")
+    log(run, f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set)} train / "
+             f"{len(run.val_set)} val images ({run.train_set.source}), {data.steps_per_epoch} steps/epoch x "
+             f"{cfg.epochs} epochs, global batch {data.images_per_step * run.world}")
+    log(run, describe_model(run))
+    skipped = run.train_set.skipped + run.val_set.skipped
+    if skipped:
+        warn(run, f"skipped {skipped} unreadable images of {run.train_set.source} (--on-bad-image skip)")
+    if cfg.warmup_epochs >= cfg.epochs:
+        warn(run, f"--warmup-epochs {cfg.warmup_epochs:g} >= --epochs {cfg.epochs}: the learning rate never "
+                  f"reaches its peak and the model may not learn (lower --warmup-epochs)")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class EpochProgress:
+    """Progress within an epoch: a tqdm bar on a terminal, else a line every ``cfg.log_every`` seconds;
+    and the steady-state throughput (the first steps of each epoch and all validation left out).
+
+    Reading the running loss is a host sync, so it happens every 10 steps (bar) or every few
+    seconds (lines), never every step.
+    """
+
+    def __init__(self, run, epoch: int, first: int):
+        self.run, self.epoch, self.first = run, epoch, first
+        steps, cfg = run.data.steps_per_epoch, run.cfg
+        show = run.main and cfg.progress
+        # disable=None: tqdm shows a bar only on a terminal, so a redirected log holds lines, not bars
+        self.bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                        disable=None if show else True, dynamic_ncols=True)
+        self.lines = run.main and cfg.log and self.bar.disable
+        self.t_last, self.seen_last = time.perf_counter(), 0
+        self.t_timed, self.timed_from, self.done = None, 0, 0
+
+    def step(self, i: int, sums: torch.Tensor) -> None:
+        run, self.done = self.run, self.done + 1
+        self.seen_last += run.data.images_per_step * run.world
+        if self.done == TIMING_SKIP_STEPS:  # from here on, steady state
+            synchronize(run.device)
+            self.t_timed, self.timed_from = time.perf_counter(), self.done
+        last = i == run.data.steps_per_epoch - 1
+        now = time.perf_counter()
+        if not self.bar.disable:
+            self.bar.update(1)
+            if i % 10 == 9 or last:
+                self.bar.set_postfix_str(self.stats(i, sums, now), refresh=False)
+        elif self.lines and now - self.t_last >= run.cfg.log_every and not last:
+            tqdm.write(f"epoch {self.epoch + 1}/{run.cfg.epochs} step {i + 1}/{run.data.steps_per_epoch}  "
+                       f"{self.stats(i, sums, now)}")
+
+    def stats(self, i: int, sums: torch.Tensor, now: float) -> str:
+        loss_sum, correct = sums.tolist()  # a host sync: rare by design
+        n = (i + 1) * self.run.data.images_per_step
+        text = (f"loss {loss_sum / n:.3f} acc {correct / n:.3f} lr {self.run.lr:.2e} "
+                f"img/s {self.seen_last / max(now - self.t_last, 1e-9):.0f}")
+        self.t_last, self.seen_last = now, 0
+        return text
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.t_timed is not None and self.done > self.timed_from:
+            synchronize(self.run.device)
+            self.run.timed_seconds += time.perf_counter() - self.t_timed
+            self.run.timed_images += (self.done - self.timed_from) * self.run.data.images_per_step * self.run.world
+
+
+def validation_transform(model: ViT):
+    """The one preprocessing of evaluation: resize + normalise to what ``model`` takes."""
+    aug = AugmentConfig(image_size=model.config.image_size, channels=model.config.in_chans)
+    return lambda x: eval_transform(x, aug)
+
+
+def validate(run, model: ViT, tta: bool = False) -> dict:
+    return evaluate(model, run.val_set, validation_transform(model), batch_size=run.cfg.eval_batch_size,
+                    autocast_dtype=run.amp_dtype, tta=tta)
+
+
+def record_epoch(run, row: dict) -> None:
+    """history.json, curves.png (at most once a minute) and the epoch's line (rank 0)."""
+    run.state["history"].append(row)
+    write_json(run.state["history"], run.out / "history.json")
+    # a matplotlib figure costs ~0.3 s, a tenth of a FER epoch on a GPU: redraw once a minute, and at the end
+    if row["epoch"] == run.cfg.epochs or time.time() - run.curves_drawn_at >= CURVES_EVERY_S:
+        curves_png(run.state["history"], run.out / "curves.png")
+        run.curves_drawn_at = time.time()
+    ema_part = f" ema {row['val_ema_acc']:.3f}" if "val_ema_acc" in row else ""
+    log(run, f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
+             f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}{ema_part} F1 {row['val_macro_f1']:.3f}  "
+             f"({row['seconds']:.0f}s)")
+
+
+def final_report(run) -> dict:
+    """The result of the run; on rank 0 after a finished run, the report of best.safetensors on the val set."""
+    cfg, state = run.cfg, run.state
+    result = dict(run_dir=str(run.out), step=run.step, epochs_done=len(state["history"]), interrupted=run.interrupted,
+                  best_epoch=state["best_epoch"], seconds=round(time.time() - run.t_start, 1), precision=run.precision,
+                  train_img_per_s=round(run.timed_images / run.timed_seconds, 1) if run.timed_seconds else None,
+                  warnings=[])
+    if run.main and not run.interrupted and (run.out / "best.safetensors").exists():
+        best = ViT.from_pretrained(str(run.out / "best.safetensors")).to(run.device)
+        metrics = validate(run, best, tta=cfg.tta)
+        warning = dominant_class_warning(metrics)  # more than 90% of the predictions one class: not learned yet
+        result["warnings"] = [warning] if warning else []
+        write_report(metrics, run.out, extra=dict(split="val", data=run.val_set.source, checkpoint="best.safetensors",
+                                                  best_epoch=state["best_epoch"], history=state["history"],
+                                                  train_img_per_s=result["train_img_per_s"]))
+        attention_report(best, run.val_set, validation_transform(best), run.out / "attention_maps.png",
+                         autocast_dtype=run.amp_dtype,
+                         title=f"Attention maps: best.safetensors (epoch {state['best_epoch']}) on the val set")
+        result.update(val_accuracy=metrics["accuracy"], val_macro_f1=metrics["macro_f1"],
+                      val_weighted_f1=metrics["weighted_f1"], val_loss=metrics["loss"])
+        if state["history"]:
+            result.update(train_loss=state["history"][-1]["train_loss"], train_acc=state["history"][-1]["train_acc"])
+        for w in result["warnings"]:
+            warn(run, w)
+    if run.main:
+        clean_temp_files(run.out)
+    return result

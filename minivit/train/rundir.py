@@ -1,0 +1,112 @@
+"""The run folder: where a run writes, what it refuses to overwrite, and what it leaves clean.
+
+A folder that holds a run's results (config.json, metrics.json, any .safetensors) is never
+overwritten by a new run: ``--resume`` continues it, ``--overwrite`` replaces it. Default folder
+names carry a timestamp and never collide. Stale temp files of interrupted atomic writes are
+removed at the start and the end of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..checkpoints.io import ensure_folder
+from ..errors import ConfigError
+
+RESULT_MARKERS = ("config.json", "metrics.json")  # plus any *.safetensors
+RUN_FILES = ("config.json", "history.json", "metrics.json", "confusion_matrix.png", "curves.png",
+             "attention_maps.png")  # plus *.safetensors: what a run writes, and what --overwrite removes
+TEMP_GLOB = ".*.tmp"  # minivit.checkpoints.io._atomic's temp names: .<name>.<random>.tmp beside the file
+# TrainConfig fields added after the first release: a run folder saved before them may lack them.
+ADDED_LATER = ("mix_prob", "overwrite", "on_bad_image", "log_every")
+
+
+def holds_run(folder: Path) -> bool:
+    """True when ``folder`` holds a run's results."""
+    folder = Path(folder)
+    return folder.is_dir() and (any((folder / f).is_file() for f in RESULT_MARKERS)
+                                or any(folder.glob("*.safetensors")))
+
+
+def resume_folder(resume) -> Path:
+    """The run folder of a --resume argument (the folder, or the folder of its resume file)."""
+    p = Path(resume)
+    return p if p.is_dir() or p.suffix != ".safetensors" else p.parent
+
+
+def check_out_dir(cfg) -> None:
+    """Refuse, before anything is loaded or written, a new run into a folder that holds one, an
+    --out that is a file, and a --resume folder with nothing to resume from."""
+    if cfg.resume:
+        from ..checkpoints.resume import find_resume
+
+        find_resume(cfg.resume)  # its one-line error now, not after the dataset has been decoded
+    if cfg.out is None:
+        return
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    if cfg.overwrite:
+        return
+    if cfg.resume and resume_folder(cfg.resume).resolve() == out.resolve():
+        return  # continuing the run that is there
+    if holds_run(out):
+        raise ConfigError(f"{out} already holds a run; use --resume {out} to continue it or --overwrite to replace it")
+
+
+def default_out(data: str, root: str = "runs") -> Path:
+    """runs/<data name>-<YYYYmmdd-HHMMSS>, with -2, -3, ... appended if that folder exists already."""
+    name = "synthetic" if data == "synthetic" else (Path(data).stem or "data")
+    base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def prepare_out_dir(out: Path, *, replace: bool) -> None:
+    """Create the run folder; with ``replace`` (--overwrite on a new run) remove the old run's files first."""
+    ensure_folder(out)  # a file in the way is one line naming it, not a traceback
+    if replace:
+        for path in [*(out / f for f in RUN_FILES), *out.glob("*.safetensors")]:
+            if path.is_file():
+                path.unlink()
+    clean_temp_files(out)
+
+
+def clean_temp_files(folder: Path) -> int:
+    """Remove temp files that interrupted atomic writes left in ``folder``; returns how many."""
+    count = 0
+    for path in Path(folder).glob(TEMP_GLOB):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
+def read_run_config(folder) -> dict:
+    """The TrainConfig fields saved in a run folder's config.json, checked: one line naming the file otherwise."""
+    from .config import TrainConfig
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume {folder}: no config.json there (not a minivit run folder)")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+        raise ConfigError(f"{path}: has no \"train\" section (not a minivit run's config.json)")
+    fields = saved["train"]
+    missing = sorted(set(TrainConfig.__dataclass_fields__) - set(fields) - set(ADDED_LATER))
+    if missing:
+        raise ConfigError(f"{path}: missing TrainConfig fields: {', '.join(missing)}")
+    try:
+        TrainConfig.from_dict(fields, where=str(path)).validate()
+    except (ConfigError, TypeError) as e:
+        message = str(e).splitlines()[0]
+        raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    return dict(fields)

@@ -1,0 +1,33 @@
+"""What a run writes as it goes: best/last weights each epoch, and the resume point.
+
+``best.safetensors`` and ``last.safetensors`` are minivit checkpoints (``ViT.from_pretrained``
+reads them) with the epoch and score as extra metadata; ``resume.safetensors`` holds everything
+needed to continue bit-exactly (minivit.checkpoints.resume). All writes are atomic; rank 0 writes.
+"""
+
+from __future__ import annotations
+
+from ..checkpoints import save_checkpoint
+from ..checkpoints.resume import RESUME_FILE, save_resume
+
+
+def save_resume_point(run, epoch_next: int, sums=None) -> None:
+    """resume.safetensors for continuing at ``epoch_next`` (mid-epoch: with the epoch's running sums)."""
+    if not run.main:
+        return
+    state = dict(run.state, epoch=epoch_next, steps_per_epoch=run.data.steps_per_epoch)
+    if sums is not None:
+        state["sums"] = sums.tolist()
+    save_resume(run.out / RESUME_FILE, run.model, run.optimizer, run.scaler, run.ema, state)
+
+
+def save_epoch_weights(run, epoch: int, score: float, scored_model, metric: str) -> None:
+    """last.safetensors every epoch; best.safetensors when ``score`` beats the best so far."""
+    state = run.state
+    # what a user of the file needs besides the weights: the class names in head order, and whether the
+    # training images were grayscale (minivit.predict then turns colour photos gray, as the training saw)
+    about = {"classes": list(run.train_set.classes), "grayscale_data": run.train_set.images.shape[1] == 1}
+    if state["best"] is None or score > state["best"]:
+        state["best"], state["best_epoch"] = score, epoch
+        save_checkpoint(scored_model, run.out / "best.safetensors", extra={"epoch": epoch, f"val_{metric}": score, **about})
+    save_checkpoint(run.ema.module if run.ema else run.model, run.out / "last.safetensors", extra={"epoch": epoch, **about})

@@ -1,0 +1,146 @@
+"""Setting up a run: processes and device, data, model, optimiser, EMA, and the saved state when resuming.
+
+``setup_run(cfg)`` returns a ``Run``: everything the loop needs, in one object, so that the loop
+itself (minivit/train/loop.py) reads as the training algorithm and nothing else.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..augment import AugmentConfig
+from ..checkpoints.resume import find_resume, load_resume, restore
+from ..device import resolve_precision
+from ..errors import ConfigError
+from ..model import ViT, create_model
+from .config import TrainConfig
+from .data import TrainData, load_data
+from .distributed import broadcast_string, setup_distributed, wrap_ddp
+from .optim import EMA, build_optimizer
+from .rundir import check_out_dir, default_out, resume_folder
+
+
+@dataclass
+class Run:
+    """One training run: its settings, processes, data, model and optimiser, and its progress."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+    precision: str
+    amp_dtype: torch.dtype | None
+    train_set: object
+    val_set: object
+    data: TrainData
+    aug: AugmentConfig
+    model: ViT  # the model itself: what is saved, validated and averaged by the EMA
+    net: torch.nn.Module  # what forward/backward run through: the model, DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: EMA | None
+    total_steps: int
+    warmup_steps: int
+    # what resume.safetensors saves: epoch, step, history, best score and epoch, partial epoch sums
+    state: dict = field(default_factory=lambda: dict(epoch=0, step=0, history=[], best=None, best_epoch=None,
+                                                     sums=[0.0, 0.0]))
+    lr: float = 0.0
+    interrupted: bool = False
+    t_start: float = field(default_factory=time.time)
+    curves_drawn_at: float = 0.0  # when curves.png was last drawn (time.time())
+    timed_images: int = 0  # steady-state throughput: images and seconds of training steps, validation excluded
+    timed_seconds: float = 0.0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def step(self) -> int:
+        return self.state["step"]
+
+    def autocast(self):
+        """bf16/fp16 autocast for the forward pass (weights and optimiser state stay fp32)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG the model draws from (init, dropout, drop-path); ranks pass different seeds."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig, num_classes: int, resume_config=None) -> ViT:
+    """The model: the resumed run's, a checkpoint with a new head, or a named one from scratch.
+
+    ``cfg.model_overrides`` (patch size, width, stem, in_chans, ...) apply to the named model; a
+    pretrained checkpoint keeps its own architecture and only gets a new head and resolution.
+    """
+    if resume_config is not None:
+        return ViT(resume_config)
+    if cfg.weights and cfg.weights != "none":
+        return ViT.from_pretrained(cfg.weights, num_classes=num_classes, image_size=cfg.img_size,
+                                   drop_path=cfg.drop_path)
+    overrides = dict(image_size=cfg.img_size, num_classes=num_classes, drop_path=cfg.drop_path)
+    return create_model(cfg.model, **{**overrides, **cfg.model_overrides})
+
+
+def run_folder(cfg: TrainConfig, device: torch.device) -> Path:
+    """cfg.out, the resumed run's folder, or a new timestamped name chosen by rank 0 (all ranks agree)."""
+    if cfg.out is not None:
+        return Path(cfg.out)
+    if cfg.resume:
+        return resume_folder(cfg.resume)
+    return Path(broadcast_string(str(default_out(cfg.data)), device))
+
+
+def compile_wanted(cfg: TrainConfig, device: torch.device) -> bool:
+    """--compile auto: on CUDA only, where fused kernels pay back the compile time; never on the CPU."""
+    return cfg.compile == "yes" or (cfg.compile == "auto" and device.type == "cuda")
+
+
+def setup_run(cfg: TrainConfig, train_set=None, val_set=None) -> Run:
+    """Everything a run needs, restored from cfg.resume when given. Options are checked first."""
+    cfg.validate()
+    check_out_dir(cfg)  # before any process waits for another: a refusal then ends every rank at once
+    rank, world, device = setup_distributed(cfg.device)
+    seed_everything(cfg.seed + rank)  # ranks differ so their dropout masks differ
+    precision, amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
+    if train_set is None:
+        train_set, val_set = load_data(cfg, progress=cfg.progress and rank == 0)
+    data = TrainData(train_set, cfg, device, world)
+    resume = load_resume(find_resume(cfg.resume)) if cfg.resume else None
+    model = build_model(cfg, len(train_set.classes), resume[0] if resume else None).to(device).train()
+    optimizer = build_optimizer(model, cfg, device)
+    net = wrap_ddp(model, device, world)
+    aug = AugmentConfig(**{"image_size": cfg.img_size, "channels": model.config.in_chans, **cfg.augment})
+    run = Run(cfg=cfg, rank=rank, world=world, device=device, out=run_folder(cfg, device), precision=precision,
+              amp_dtype=amp_dtype, train_set=train_set, val_set=val_set, data=data, aug=aug, model=model,
+              net=torch.compile(net) if compile_wanted(cfg, device) else net, optimizer=optimizer,
+              scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
+              ema=EMA(model, cfg.ema) if cfg.ema else None, total_steps=data.steps_per_epoch * cfg.epochs,
+              warmup_steps=round(cfg.warmup_epochs * data.steps_per_epoch), lr=cfg.lr)
+    if resume:
+        restore_run(run, *resume[1:])
+    return run
+
+
+def restore_run(run: Run, tensors: dict, state: dict) -> None:
+    """Load a resume checkpoint's tensors and state into the run; refuse one that no longer fits."""
+    if state.get("steps_per_epoch") != run.data.steps_per_epoch:
+        raise ConfigError(f"--resume {run.cfg.resume}: batch size or dataset changed "
+                          f"({state.get('steps_per_epoch')} -> {run.data.steps_per_epoch} steps per epoch)")
+    restore(tensors, state, run.model, run.optimizer, run.scaler, run.ema)
+    run.state.update({k: state[k] for k in run.state})
+    run.state["sums"] = run.state["sums"][:2]  # [loss sum, correct]; older files also held the count
+    if run.rank:  # only rank 0's RNG was saved; other ranks get a fresh stream per resume point
+        torch.manual_seed(run.cfg.seed + run.rank + 1_000_003 * run.step)

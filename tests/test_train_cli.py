@@ -1,0 +1,292 @@
+"""The training command line (python -m minivit.train): bad options and folders end in one line and
+exit 2 with nothing touched, the recipe flags mean what they say, and a run tells the truth about itself."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minivit.cli import run
+from minivit.data import ImageSet
+from minivit.errors import ConfigError
+from minivit.train import TrainConfig, train
+from minivit.train.cli import build_config, main, parse_args
+from minivit.train.rundir import default_out
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--synthetic-samples", "64", "--img-size", "16", "--patch-size", "4", "--dim", "32", "--depth", "1",
+        "--heads", "2", "--mlp-dim", "64", "--batch-size", "16", "--epochs", "1", "--device", "cpu"]
+
+
+def cli(capsys, *argv):
+    """Run the command in-process: (exit code, stdout, stderr)."""
+    try:
+        code = run(main, [str(a) for a in argv])
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fake_run(folder: Path) -> dict:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"train": {}}')
+    (folder / "best.safetensors").write_bytes(b"not really weights")
+    (folder / "metrics.json").write_text('{"accuracy": 0.9}')
+    return snapshot(folder)
+
+
+def test_existing_run_folder_is_refused_untouched(tmp_path, capsys):
+    out = tmp_path / "runs" / "x"
+    before = fake_run(out)
+    code, _, err = cli(capsys, *TINY, "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{out} already holds a run; use --resume {out} to continue it or --overwrite to replace it" in err
+    assert snapshot(out) == before  # byte for byte, and nothing added
+
+
+def test_overwrite_replaces_the_run(tmp_path, capsys):
+    out = tmp_path / "x"
+    fake_run(out)
+    (out / "notes.txt").write_text("mine")  # not a run file: kept
+    code, _, err = cli(capsys, *TINY, "--out", out, "--overwrite", "--no-progress")
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1
+    assert (out / "best.safetensors").read_bytes() != b"not really weights"
+    assert json.loads((out / "metrics.json").read_text())["num_samples"] == 64
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_python_api_refuses_an_existing_run_too(tmp_path):
+    before = fake_run(tmp_path / "x")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(TrainConfig(out=str(tmp_path / "x"), progress=False, log=False))
+    assert snapshot(tmp_path / "x") == before
+
+
+def test_default_out_names_never_collide(tmp_path):
+    first = default_out("synthetic", root=str(tmp_path))
+    first.mkdir()
+    second = default_out("synthetic", root=str(tmp_path))
+    assert second != first and second.name.startswith(first.name) and not second.exists()
+    assert default_out("../shared/data/fer2013.csv", root=str(tmp_path)).name.startswith("fer2013-")
+
+
+BAD_OPTIONS = [
+    ("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "inf"), ("--min-lr", "-1e-6"),
+    ("--weight-decay", "-0.1"), ("--drop-path", "1"), ("--drop-path", "-0.1"), ("--ema", "1.5"), ("--ema", "1"),
+    ("--cutmix", "-1"), ("--mixup", "-0.5"), ("--mix-prob", "1.5"), ("--label-smoothing", "1"),
+    ("--momentum", "1"), ("--layer-decay", "0"), ("--layer-decay", "1.2"), ("--warmup-epochs", "-1"),
+    ("--epochs", "0"), ("--batch-size", "0"), ("--accum-steps", "0"), ("--img-size", "0"), ("--clip-grad", "-1"),
+    ("--synthetic-samples", "0"), ("--synthetic-samples", "6"), ("--epochs", "2.5"), ("--in-chans", "2"),
+    ("--stem", "resnet"), ("--compile", "maybe"), ("--on-bad-image", "ignore"), ("--patch-size", "0"),
+    ("--log-every", "0"), ("--eval-batch-size", "0"), ("--seed", "-1"),
+]
+
+
+@pytest.mark.parametrize("flag,value", BAD_OPTIONS)
+def test_option_out_of_range_is_one_line_exit_2(flag, value, capsys, tmp_path):
+    code, out, err = cli(capsys, flag, value, "--out", tmp_path / "never")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and flag in err and "Traceback" not in err, err
+    assert not (tmp_path / "never").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8)))
+def test_fuzz_ema_option(value):
+    """Any text for --ema either parses to a number in [0, 1) or exits 2 naming --ema."""
+    text = str(value)
+    try:
+        args = parse_args(["--ema", text])
+    except SystemExit as e:
+        assert e.code == 2
+        return
+    assert 0 <= args.ema < 1
+
+
+@pytest.mark.parametrize("field,value", [("lr", -1), ("lr", float("nan")), ("drop_path", 1.0), ("ema", 1.5),
+                                         ("mix_prob", -0.1), ("epochs", 0), ("batch_size", 2.5), ("min_lr", 0.1),
+                                         ("label_smoothing", 1.0), ("optimizer", "lamb"), ("compile", "maybe"),
+                                         ("betas", (0.9, 1.0)), ("synthetic_samples", 0)])
+def test_train_config_validate_names_the_option(field, value):
+    with pytest.raises(ConfigError, match="--" + field.replace("_", "-") if field != "betas" else "betas"):
+        train(TrainConfig(**{field: value}, progress=False, log=False))
+
+
+def test_dataset_smaller_than_a_batch_names_the_dataset(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    tiny = ImageSet(torch.randint(0, 256, (10, 1, 16, 16), dtype=torch.uint8, generator=g),
+                    torch.arange(10) % 7, source="my-faces.csv")
+    with pytest.raises(ConfigError, match=r"my-faces.csv has 10 training images.*--batch-size 16"):
+        train(TrainConfig(batch_size=16, img_size=16, out=str(tmp_path / "r"), progress=False, log=False), tiny, tiny)
+
+
+def write_config(folder: Path, text: str) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+    return folder / "config.json"
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("{not json", "not valid JSON"),
+    ('{"model": {}}', 'no "train" section'),
+    (json.dumps({"train": {**TrainConfig().to_dict(), "learning_rate": 1}}), "unknown TrainConfig fields: learning_rate"),
+    (json.dumps({"train": {k: v for k, v in TrainConfig().to_dict().items() if k != "epochs"}}),
+     "missing TrainConfig fields: epochs"),
+    (json.dumps({"train": {**TrainConfig().to_dict(), "lr": -1}}), "--lr must be"),
+])
+def test_bad_resume_config_is_one_line_naming_the_file(tmp_path, capsys, text, problem):
+    path = write_config(tmp_path / "run", text)
+    before = snapshot(tmp_path / "run")
+    code, _, err = cli(capsys, "--resume", tmp_path / "run")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(path) in err and problem in err, err
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_explicit_model_keeps_its_patch_size():
+    cfg, profile = build_config(parse_args(["--data", "faces/", "--model", "B/16"]))
+    assert profile == "scratch" and cfg.model == "B/16" and "patch_size" not in cfg.model_overrides
+    assert "depth" not in cfg.model_overrides  # the profile's sizes are not stacked on a named model
+    cfg, _ = build_config(parse_args(["--data", "faces/", "--model", "B/16", "--patch-size", "8"]))
+    assert cfg.model_overrides["patch_size"] == 8
+    cfg, _ = build_config(parse_args(["--data", "faces/"]))  # the profile's own model: S/4, 8 blocks, conv stem
+    assert cfg.model == "S/4" and cfg.model_overrides == dict(stem="conv", in_chans=1, depth=8)
+
+
+@pytest.mark.parametrize("argv", [["--weights", "ViT-B_16", "--in-chans", "1"], ["--weights", "x.npz", "--model", "S/4"],
+                                  ["--resume", "runs/x", "--patch-size", "8"]])
+def test_model_flags_that_would_be_ignored_are_refused(argv, capsys):
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and "does not apply" in err and argv[-2] in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_scratch_profile_is_the_issue_7_reference():
+    cfg, _ = build_config(parse_args(["--data", "faces/"]))
+    assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.label_smoothing, cfg.epochs, cfg.warmup_epochs) == \
+        (256, 1e-3, 0.05, 0.1, 100, 5)
+    assert (cfg.cutmix, cfg.mixup, cfg.mix_prob, cfg.drop_path, cfg.ema, cfg.tta, cfg.compile) == \
+        (1.0, 0.0, 0.5, 0.1, 0.0, True, "auto")
+    from minivit import create_model
+    model = create_model(cfg.model, image_size=48, num_classes=7, **cfg.model_overrides)
+    c = model.config
+    assert (c.dim, c.depth, c.heads, c.mlp_dim, c.stem, c.in_chans, c.grid) == (384, 8, 6, 1536, "conv", 1, (12, 12))
+
+
+def test_conv_stem_grayscale_run_end_to_end_with_header(tmp_path, capsys):
+    out = tmp_path / "gray"
+    code, stdout, err = cli(capsys, *TINY, "--stem", "conv", "--in-chans", "1", "--out", out, "--no-progress")
+    assert code == 0, err
+    header = next(line for line in stdout.splitlines() if line.startswith("model "))
+    for part in ("conv stem", "patch 4", "4x4 grid = 16 patches", "17 tokens", "dim 32", "depth 1", "in_chans 1"):
+        assert part in header, header
+    saved = json.loads((out / "config.json").read_text())["model"]
+    assert saved["stem"] == "conv" and saved["in_chans"] == 1
+    from minivit import ViT
+    model = ViT.from_pretrained(str(out / "best.safetensors"))
+    assert model.config.in_chans == 1 and model(torch.zeros(2, 1, 16, 16)).shape == (2, 7)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_samples"] == 64 and metrics["train_img_per_s"] > 0
+
+
+def test_warmup_longer_than_the_run_is_warned(tmp_path, capsys):
+    code, _, err = cli(capsys, *TINY, "--warmup-epochs", "2", "--out", tmp_path / "w", "--no-progress")
+    assert code == 0
+    assert "warning: --warmup-epochs 2 >= --epochs 1" in err
+
+
+def test_single_class_prediction_is_reported(tmp_path, capsys):
+    """A model trained on one class predicts it for everything: said at the end and in metrics.json."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 1, 16, 16), dtype=torch.uint8, generator=g)
+    happy = ImageSet(images, torch.full((64,), 3), source="all-happy")
+    val = ImageSet(images[:32], torch.arange(32) % 7, source="mixed")
+    cfg = TrainConfig(img_size=16, epochs=2, batch_size=16, lr=3e-3, out=str(tmp_path / "r"), progress=False,
+                      log=False, model_overrides=dict(patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64))
+    result = train(cfg, happy, val)
+    assert len(result["warnings"]) == 1 and "predicts 'happy' for 100% of the 32 images" in result["warnings"][0]
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["warning"] == result["warnings"][0]
+    assert f"warning: {result['warnings'][0]}" in capsys.readouterr().err  # said at the end of the run too
+
+
+def _run(args, timeout=120):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_redirected_log_is_small_and_no_progress_silences_bars(tmp_path):
+    """stdout/stderr are pipes here (not a terminal): no bars even by default; --no-progress: none ever."""
+    for extra in ([], ["--no-progress"]):
+        out = tmp_path / ("quiet" if extra else "default")
+        r = _run(["-m", "minivit.train", *TINY, "--epochs", "2", "--out", str(out), *extra])
+        assert r.returncode == 0, r.stderr[-2000:]
+        log = r.stdout + r.stderr
+        assert "\r" not in log and "it/s" not in log and len(log) < 3000, log
+        assert sum(line.startswith("epoch ") for line in r.stdout.splitlines()) == 2  # one line per epoch
+
+
+def test_too_many_processes_for_the_gpus_is_one_line(monkeypatch, capsys, tmp_path):
+    """torchrun --nproc_per_node 2 on a 1-GPU machine: rank 1 stops with one line naming the GPU count."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = cli(capsys, *TINY[:-2], "--device", "cuda", "--out", tmp_path / "ddp")
+    assert code == 2 and "1 GPU(s)" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "ddp").exists()
+
+
+def test_stale_temp_files_are_cleaned(tmp_path):
+    out = tmp_path / "r"
+    base = dict(synthetic_samples=64, img_size=16, epochs=2, batch_size=16, progress=False, log=False,
+                model_overrides=dict(patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64), out=str(out))
+    train(TrainConfig(**base, stop_after=5))  # "killed" in epoch 2
+    stale = [out / ".resume.safetensors.k2j4x9.tmp", out / ".best.safetensors.a1b2c3.tmp"]
+    for p in stale:
+        p.write_bytes(b"")  # what a kill during an atomic write leaves
+    train(TrainConfig(**base, resume=str(out)))
+    assert not any(p.exists() for p in stale) and not list(out.glob("*.tmp"))
+    assert json.loads((out / "history.json").read_text())[-1]["epoch"] == 2
+
+
+def image_folder(root: Path, bad: bool = True) -> Path:
+    """train/ and test/ class folders of gray PNGs in two sizes (mixed, as AffectNet/RAF-DB folders are)."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for cls in ("happy", "sad"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                side = 16 if i % 2 else 24
+                pixels = torch.randint(0, 256, (side, side), dtype=torch.uint8, generator=g).numpy()
+                Image.fromarray(pixels, "L").save(root / split / cls / f"{i}.png")
+    if bad:
+        (root / "train" / "sad" / "broken.png").write_bytes(b"\x89PNG not an image")
+    return root
+
+
+FOLDER_RUN = ["--img-size", "16", "--model", "Ti/16", "--patch-size", "4", "--dim", "32", "--depth", "1",
+              "--heads", "2", "--mlp-dim", "64", "--batch-size", "8", "--epochs", "1", "--warmup-epochs", "0",
+              "--device", "cpu", "--no-progress"]
+
+
+def test_bad_images_stop_or_are_skipped_and_counted(tmp_path, capsys):
+    data = image_folder(tmp_path / "faces")
+    code, _, err = cli(capsys, "--data", data, *FOLDER_RUN, "--out", tmp_path / "raise")
+    assert code == 2 and "broken.png" in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = cli(capsys, "--data", data, *FOLDER_RUN, "--on-bad-image", "skip", "--out", tmp_path / "skip")
+    assert code == 0, err
+    assert "skipped 1 unreadable image" in err
+    saved = json.loads((tmp_path / "skip" / "config.json").read_text())
+    assert saved["data"]["train_size"] == 24 and saved["model"]["in_chans"] == 1  # 16 and 24 px, resized to 16
