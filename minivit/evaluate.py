@@ -1,11 +1,20 @@
-"""Evaluation: predictions, classification metrics and the report written to a run folder.
+"""Evaluation: predictions, classification metrics and the report written for a model on a dataset.
 
 The report of a model on a dataset is:
     metrics.json           accuracy, macro/weighted F1, per-class precision/recall/F1/support,
-                           the confusion matrix (and with --tta, the flip-averaged numbers)
+                           the confusion matrix, a ``warning`` when one class swallows the predictions
+                           (dominant_class_warning), and with --tta the flip-averaged numbers
     confusion_matrix.png   rows: true class, columns: predicted, coloured by row rate
     attention_maps.png     a couple of images per class with their attention rollout overlaid
                            (attention_report), titled with the true and predicted labels
+
+From the command line (``examples/evaluate_fer.py`` is the same command)::
+
+    python -m minivit.evaluate --checkpoint runs/synthetic-20260101-120000        # the run's own val set
+    python -m minivit.evaluate --checkpoint runs/fer/best.safetensors --data ../shared/data/fer2013 --tta
+
+This module never imports minivit.train: a run folder is read through its files (best.safetensors,
+config.json), so evaluation works on any checkpoint, trained here or elsewhere.
 
 Example:
     >>> import torch
@@ -18,15 +27,23 @@ Example:
 from __future__ import annotations
 
 import json
-import math
+import sys
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from .checkpoints.io import write_json
-from .plots import attention_grid_png, attention_rollout, confusion_matrix_png
+from .checkpoints.io import ensure_folder, file_in_the_way, write_json
+from .cli import ArgumentParser, integer, run
+from .errors import CheckpointError, ConfigError
+from .plots import attention_grid_png, confusion_matrix_png
+from .rollout import attention_rollout
+
+REPORT_FILES = ("metrics.json", "confusion_matrix.png", "attention_maps.png")  # what --out receives
+# A folder holding one of these is a transformers / timm checkpoint, even with a config.json: not a run.
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                   "pytorch_model.bin.index.json")
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -64,6 +81,28 @@ def classification_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, classes) 
         confusion_matrix=cm.long().tolist(),
         classes=list(classes),
     )
+
+
+def dominant_class_warning(metrics: dict, threshold: float = 0.9) -> str | None:
+    """A one-line warning when the model predicts a single class for more than ``threshold`` of the
+    images (a collapse: e.g. a warm-up longer than the run), else None. Uses the confusion matrix.
+
+    >>> m = classification_metrics(torch.tensor([0, 1, 2, 3]), torch.tensor([3, 3, 3, 3]), ("a", "b", "c", "d"))
+    >>> dominant_class_warning(m)
+    "the model predicts 'd' for 100% of the 4 images: it has collapsed to one class (check the learning rate, warm-up and class balance)"
+    >>> dominant_class_warning(classification_metrics(torch.tensor([0, 1]), torch.tensor([0, 1]), ("a", "b"))) is None
+    True
+    """
+    predicted = torch.tensor(metrics["confusion_matrix"]).sum(0)  # (K,) predictions per class
+    total = int(predicted.sum())
+    if total == 0:
+        return None
+    top = int(predicted.argmax())
+    share = int(predicted[top]) / total
+    if share <= threshold:
+        return None
+    return (f"the model predicts {metrics['classes'][top]!r} for {100 * share:.0f}% of the {total} images: "
+            f"it has collapsed to one class (check the learning rate, warm-up and class balance)")
 
 
 def format_table(metrics: dict) -> str:
@@ -112,13 +151,15 @@ def predict(model: torch.nn.Module, images: torch.Tensor, transform, *, batch_si
 
 def evaluate(model: torch.nn.Module, dataset, transform, *, batch_size: int = 256, tta: bool = False,
              autocast_dtype: torch.dtype | None = None, progress: bool = False) -> dict:
-    """Metrics of ``model`` on an ImageSet (see classification_metrics), plus mean cross-entropy ``loss``."""
+    """Metrics of ``model`` on an ImageSet (see classification_metrics), plus mean cross-entropy ``loss``
+    and ``warning`` (dominant_class_warning, None when the predictions are not collapsed)."""
     logits = predict(model, dataset.images, transform, batch_size=batch_size, tta=tta,
                      autocast_dtype=autocast_dtype, progress=progress)
     y = hard_targets(dataset.targets)
     metrics = classification_metrics(y, logits.argmax(1), dataset.classes)
     metrics["loss"] = torch.nn.functional.cross_entropy(logits, y).item() if len(y) else float("nan")
     metrics["tta"] = tta
+    metrics["warning"] = dominant_class_warning(metrics)
     return metrics
 
 
@@ -127,8 +168,7 @@ def write_report(metrics: dict, out_dir, *, name: str = "metrics", extra: dict |
 
     Returns the paths written. The JSON is written atomically (temp file + os.replace).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_folder(out_dir)
     stem = "" if name == "metrics" else f"{name}_"
     cm_path = confusion_matrix_png(metrics["confusion_matrix"], metrics["classes"],
                                    out_dir / f"{stem}confusion_matrix.png",
@@ -154,143 +194,235 @@ def select_examples(targets: torch.Tensor, num_classes: int, *, per_class: int =
     return [i for idx in by_class for i in idx[:k]]
 
 
-def map_pool_attention(head: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """A MAP head's pooling attention (B, heads, 1, N) over its input tokens (B, N, D), float32.
-
-    The same probabilities minivit.model.MAPHead.forward feeds to its fused attention: the probe's
-    query against the keys, the first half of the fused ``kv`` projection ([k; v], heads contiguous).
-    """
-    B, N, D = tokens.shape
-    h = head.heads
-    q = head.q(head.probe).float().reshape(1, h, 1, D // h)  # (1, h, 1, hd)
-    k = head.kv(tokens).float()[..., :D].reshape(B, N, h, D // h).transpose(1, 2)  # (B, h, N, hd)
-    return (q @ k.transpose(-2, -1) / math.sqrt(D // h)).softmax(-1)  # (B, h, 1, N)
+def _pooling(cfg) -> str:
+    if cfg.classifier == "map":
+        return "weighted by the MAP head's probe attention"
+    return "the CLS token's row" if cfg.num_prefix_tokens else "mean over all tokens (GAP)"
 
 
 @torch.no_grad()
 def attention_report(model: torch.nn.Module, dataset, transform, path, *, per_class: int = 2, min_images: int = 8,
-                     autocast_dtype: torch.dtype | None = None, title: str = "Attention maps") -> str:
+                     autocast_dtype: torch.dtype | None = None, title: str = "Attention maps",
+                     batch_size: int = 8) -> str:
     """Draw ``attention_maps.png``: a few images per class (select_examples), each beside its attention
-    rollout overlay (minivit.plots.attention_rollout), captioned with the true and predicted labels.
+    rollout overlay (minivit.rollout.attention_rollout), captioned with the true and predicted labels.
 
-    The map follows the model's pooling: the CLS token's rollout row for ``classifier="token"``, the
-    mean of all rows for global average pooling ("gap": the pooled vector is the mean of the final
-    tokens), and for attention pooling ("map") the probe's attention over the final tokens times the
-    rollout. Runs on the model's device, under autocast when ``autocast_dtype`` is given; maps are
-    cast to float32 before any arithmetic.
+    The model's one forward with ``attention=True`` gives every block's attention (and a MAP head's
+    probe attention); the rollout follows the model's pooling (CLS row, GAP mean, or the probe).
+    ``batch_size`` images at a time bound the memory of the (B, heads, T, T) maps. Runs on the
+    model's device, under autocast when ``autocast_dtype`` is given; rollout works in float32.
     Returns the path written.
     """
     device = next(model.parameters()).device
     cfg = model.config
     classes = list(dataset.classes)
+    truth = hard_targets(dataset.targets)
+    chosen = select_examples(dataset.targets, len(classes), per_class=per_class, min_images=min_images)
     was_training = model.training
     model.eval()
     amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    truth = hard_targets(dataset.targets)
-    images, heats, captions, pooled_by = [], [], [], None
-    # A MAP head's pooling attention is not among forward_with_attention's maps: catch the head's
-    # input tokens and recompute it (map_pool_attention), so the map shows what the probe read.
-    map_head, pool_inputs = getattr(model, "map_head", None), []
-    hook = map_head.register_forward_hook(lambda m, args, out: pool_inputs.append(args[0])) if map_head else None
-    chosen = select_examples(dataset.targets, len(classes), per_class=per_class, min_images=min_images)
+    heats, preds = [], []
     try:
-        for i in chosen:
-            image = dataset.images[i]  # (C, H, W) uint8
-            x = transform(image[None].to(device))  # (1, 3, S, S): one at a time, the maps are (heads, T, T) each
+        for start in range(0, len(chosen), batch_size):
+            x = transform(dataset.images[chosen[start:start + batch_size]].to(device))  # (b, C, S, S)
             with amp:
-                logits, attentions = model.forward_with_attention(x)
-                if pool_inputs:
-                    attentions = [*attentions, map_pool_attention(map_head, pool_inputs.pop())]  # + (1, h, 1, N)
-            # heads averaged on the device (less to copy); float32 before numpy sees it
-            attentions = [a.float()[0].mean(0, keepdim=True).cpu() for a in attentions]  # each (1, Q, T)
-            last = attentions[-1].shape
-            pooled_by = ("the CLS token's row" if cfg.num_prefix_tokens else
-                         "weighted by the MAP head's probe attention" if last[-2] != last[-1] else
-                         "mean over all tokens (GAP)")
-            heats.append(attention_rollout(attentions, cfg.num_prefix_tokens, tuple(cfg.grid)))
-            pred, true = int(logits.float().argmax(-1)), int(truth[i])
-            name = classes[pred] if pred < len(classes) else str(pred)
-            captions.append([(f"true: {classes[true]}", "black"),
-                             (f"pred: {name}", (0, 128, 0) if pred == true else (200, 0, 0))])
-            images.append(image)
+                logits, out = model(x, attention=True)
+            heats += attention_rollout(out["attention"], cfg.grid, cfg.num_prefix_tokens,
+                                       out.get("map_attention")).cpu()  # b x (gh, gw)
+            preds += logits.float().argmax(-1).tolist()
     finally:
         model.train(was_training)
-        if hook is not None:
-            hook.remove()
+    captions = []
+    for i, pred in zip(chosen, preds):
+        true = int(truth[i])
+        name = classes[pred] if pred < len(classes) else str(pred)
+        captions.append([(f"true: {classes[true]}", "black"),
+                         (f"pred: {name}", "green" if pred == true else "red")])
     # whole classes per row: k examples of a class side by side, two classes a row when k is small
     k = max(Counter(int(truth[i]) for i in chosen).values(), default=1)
     subtitle = (f"left: input; right: attention rollout (Abnar & Zuidema 2020) over {cfg.depth} layers, "
-                f"{pooled_by}, scaled to [0, 1] per image")
-    return attention_grid_png(images, heats, captions, path, cols=k * max(1, 4 // k), title=title,
-                              subtitle=subtitle)
+                f"{_pooling(cfg)}, scaled to [0, 1] per image")
+    return attention_grid_png([dataset.images[i] for i in chosen], heats, captions, path, cols=k * max(1, 4 // k),
+                              title=title, subtitle=subtitle)
 
 
-def evaluate_checkpoint(checkpoint, data: str = "synthetic", *, split: str = "val", out=None, tta: bool = False,
+# -- evaluating a saved model: the checkpoint, the run folder, the data, the report folder ----------
+
+def find_checkpoint(checkpoint) -> tuple[str, Path | None]:
+    """(what ViT.from_pretrained should read, the run folder or None) for a --checkpoint value.
+
+    A run folder (config.json and no transformers/timm weight file) means its best.safetensors; a
+    file inside a run folder keeps that folder as its run. Anything else (a .npz, a transformers
+    folder, a Hub id) has no run.
+    """
+    path = Path(checkpoint)
+
+    def is_run(folder: Path) -> bool:
+        return (folder / "config.json").is_file() and not any((folder / f).exists() for f in HF_WEIGHT_FILES)
+
+    if path.is_dir() and is_run(path):
+        if not (path / "best.safetensors").is_file():
+            raise CheckpointError(f"{checkpoint}: run folder without best.safetensors (no epoch finished yet)")
+        return str(path / "best.safetensors"), path
+    if path.is_file() and is_run(path.parent):
+        return str(path), path.parent
+    return str(checkpoint), None
+
+
+def run_train_fields(run_dir: Path) -> dict:
+    """The "train" section of a run folder's config.json; one line naming the file if it is unreadable."""
+    path = run_dir / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+        raise ConfigError(f"{path}: has no \"train\" section (not a minivit run's config.json)")
+    return saved["train"]
+
+
+def load_eval_data(data: str, split: str, run_dir: Path | None, model, **read) -> object:
+    """The ImageSet to evaluate on. "synthetic": the run's own synthetic val set, re-drawn from the
+    samples, size and seed in its config.json (minivit.data.synthetic_split). A path: that dataset's
+    split, folders of mixed image sizes resized to the model's input size (``read``: load_dataset's
+    on_error, progress, label_mode, ferplus_images)."""
+    from .data import load_dataset, synthetic_split
+
+    if data != "synthetic":
+        return load_dataset(data, split, resize_mixed_to=model.config.image_size, **read)
+    if run_dir is None:
+        raise ConfigError("--data synthetic re-draws a run's own val set: --checkpoint must be a run folder "
+                          "(or a file inside one); give --data a dataset path otherwise")
+    train = run_train_fields(run_dir)
+    missing = [k for k in ("synthetic_samples", "img_size", "seed") if k not in train]
+    if missing:
+        raise ConfigError(f"{run_dir / 'config.json'}: no train {', '.join(missing)}: cannot re-draw the run's "
+                          f"synthetic val set")
+    return synthetic_split(train["synthetic_samples"], image_size=train["img_size"], seed=train["seed"])[1]
+
+
+def check_classes(model, num_classes: int, where: str) -> None:
+    """A classifier whose output count differs from the dataset's classes cannot be scored: say so first."""
+    k = model.config.num_classes
+    if k != num_classes:
+        has = "no classifier head (num_classes=0)" if k == 0 else f"{k} classes"
+        raise ConfigError(f"{where}: checkpoint has {has}, the dataset has {num_classes}")
+
+
+def check_report_folder(out: Path, overwrite: bool) -> None:
+    """Never lose a report: a folder that already holds one is refused unless ``overwrite``.
+
+    Other files in the folder are left alone either way; --overwrite replaces the report's own files
+    (atomically, one by one), nothing else.
+    """
+    held = [f for f in REPORT_FILES if (out / f).exists()]
+    if held and not overwrite:
+        raise ConfigError(f"--out {out}: already holds a report ({', '.join(held)}); pass --overwrite to replace "
+                          f"it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if (blocker := file_in_the_way(out / REPORT_FILES[0])) is not None:
+        raise ConfigError(f"--out {out}: {blocker} is a file, not a folder")
+
+
+def evaluate_checkpoint(checkpoint, data: str | None = None, *, split: str = "val", out=None, tta: bool = False,
                         device: str = "auto", batch_size: int = 256, ferplus_images=None,
-                        label_mode: str = "majority", progress: bool = True) -> dict:
+                        label_mode: str = "majority", progress: bool = True, on_error: str = "raise",
+                        overwrite: bool = False) -> dict:
     """Evaluate a saved model on a dataset split and write the report; returns the metrics.
 
-    ``checkpoint``: a run folder (its best.safetensors is used), a minivit .safetensors, or
-    anything ViT.from_pretrained reads. ``data``: a dataset path or "synthetic" (with a run
-    folder, the run's own synthetic validation set). The report goes to ``out`` (default
-    ``<run>/eval-<data>-<split>``) and the per-class table is printed.
+    ``checkpoint``: a run folder (its best.safetensors is used), a minivit .safetensors, or anything
+    ViT.from_pretrained reads. ``data``: a dataset path, or "synthetic" (a run's own synthetic val
+    set); by default the run's own data. The report goes to ``out`` (default
+    ``<run>/eval-<data>-<split>``), which must not already hold one unless ``overwrite``; the
+    per-class table and any collapse warning are printed. Every check that can fail runs before the
+    model sees an image.
     """
-    from .errors import CheckpointError
-    from .model import ViT
-    from .train import TrainConfig, load_data, load_weights, resolve_precision
-
-    path = Path(checkpoint)
-    run_dir = None
-    if path.is_dir() and (path / "best.safetensors").is_file():
-        run_dir, path = path, path / "best.safetensors"
-    elif path.is_file() and (path.parent / "config.json").is_file():
-        run_dir = path.parent
-    elif path.is_dir() and (path / "config.json").is_file() and not any(path.glob("*.bin")) \
-            and not any(path.glob("model.safetensors")):
-        raise CheckpointError(f"{checkpoint}: run folder without best.safetensors (no epoch finished yet)")
-    if path.suffix == ".safetensors" and path.is_file() and _is_minivit_file(path):
-        config, state = load_weights(path)
-        model = ViT(config)
-        model.load_state_dict(state)
-    else:
-        model = ViT.from_pretrained(str(checkpoint))
-    dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) or device == "cuda" else "cpu")
-    model.to(dev).eval()
-    size = model.config.image_hw[0]
-
-    if data == "synthetic":
-        saved = json.loads((run_dir / "config.json").read_text())["train"] if run_dir else {}
-        cfg = TrainConfig.from_dict({**saved, "data": "synthetic", "img_size": saved.get("img_size", size)})
-        dataset = load_data(cfg)[1]  # the run's own validation faces
-    else:
-        from .data import load_dataset
-
-        dataset = load_dataset(data, split, ferplus_images=ferplus_images, label_mode=label_mode)
     from .augment import AugmentConfig, eval_transform
+    from .data import LABELS
+    from .device import pick_device, resolve_precision
+    from .model import ViT
 
-    aug = AugmentConfig(image_size=size)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r}: expected an integer >= 1")
+    source, run_dir = find_checkpoint(checkpoint)
+    if data is None:  # the run's own data, read the way the run read it
+        if run_dir is None and not Path(checkpoint).exists():
+            raise CheckpointError(f"{checkpoint}: no such file or folder (and --data is needed for a checkpoint "
+                                  f"that is not in a run folder)")
+        if run_dir is None:
+            raise ConfigError(f"--data is needed: {checkpoint} is not a run folder (no config.json beside it)")
+        train = run_train_fields(run_dir)
+        data, label_mode = str(train.get("data", "synthetic")), train.get("label_mode", label_mode)
+        ferplus_images = ferplus_images or train.get("ferplus_images")
+    name = "synthetic" if data == "synthetic" else Path(data).name
+    report = f"eval-{name}-{split}{'-tta' if tta else ''}"
+    out = Path(out) if out else run_dir / report if run_dir else Path("runs") / f"{report}-{Path(source).stem}"
+    check_report_folder(out, overwrite)
+    dev = pick_device(device)
+    model = ViT.from_pretrained(source).to(dev).eval()
+    check_classes(model, len(LABELS), source)  # every reader maps to LABELS: known before reading any data
+    dataset = load_eval_data(data, split, run_dir, model, on_error=on_error, progress=progress,
+                             label_mode=label_mode, ferplus_images=ferplus_images)
+    check_classes(model, len(dataset.classes), source)
+    aug = AugmentConfig(image_size=model.config.image_size, channels=model.config.in_chans)
     _, dtype, _ = resolve_precision("auto", dev)
     metrics = evaluate(model, dataset, lambda x: eval_transform(x, aug), batch_size=batch_size, tta=tta,
                        autocast_dtype=dtype, progress=progress)
-    name = "synthetic" if data == "synthetic" else Path(data).name
-    out = Path(out) if out else (run_dir or Path("runs")) / f"eval-{name}-{split}{'-tta' if tta else ''}"
-    paths = write_report(metrics, out, extra=dict(checkpoint=str(path), data=dataset.source, split=split))
+    metrics["skipped"] = dataset.skipped
+    paths = write_report(metrics, out, extra=dict(checkpoint=source, data=dataset.source, split=split))
     attention = attention_report(model, dataset, lambda x: eval_transform(x, aug), out / "attention_maps.png",
-                                 autocast_dtype=dtype, title=f"Attention maps: {path.name} on {name} ({split})")
+                                 autocast_dtype=dtype, title=f"Attention maps: {Path(source).name} on {name} ({split})")
     print(format_table(metrics))
+    if dataset.skipped:
+        print(f"skipped {dataset.skipped} unreadable items (--on-bad-image skip)")
+    if metrics["warning"]:
+        print(f"warning: {metrics['warning']}")
     print(f"report: {paths['metrics']}, {paths['confusion_matrix']}, {attention}")
     return metrics
 
 
-def _is_minivit_file(path: Path) -> bool:
-    from safetensors import safe_open
+# -- the command line ----------------------------------------------------------------------------
 
-    try:
-        with safe_open(str(path), "pt") as f:
-            return "minivit_config" in (f.metadata() or {})
-    except Exception:
-        return False  # let from_pretrained produce the error message
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=prog, description="Evaluate a saved model on a facial-expression dataset and write "
+                       "the report (metrics.json, confusion_matrix.png, attention_maps.png).")
+    p.add_argument("--checkpoint", required=True, help="run folder (uses best.safetensors), a minivit "
+                   ".safetensors, or anything ViT.from_pretrained reads")
+    p.add_argument("--data", help="dataset path (FER2013 csv, image folder, FER+ csv, RAF-DB root) or 'synthetic' "
+                   "(a run's own synthetic val set); default: the data the run trained on")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"), help="default val")
+    p.add_argument("--ferplus-images", help="FER+ csv only: the original fer2013.csv or the folder of its images")
+    p.add_argument("--label-mode", default="majority", choices=("majority", "soft"), help="FER+ only")
+    p.add_argument("--tta", action="store_true", help="average the logits of each image and its mirror")
+    p.add_argument("--batch-size", type=integer(at_least=1), default=256, help="images per forward pass, >= 1")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--on-bad-image", default="raise", choices=("raise", "skip"),
+                   help="an unreadable image or malformed row: stop with its name (raise, default) or skip it and "
+                        "report the count (skip)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (reading, decoding, evaluating)")
+    p.add_argument("--out", help="report folder (default <run>/eval-<data>-<split>); refused if it already holds "
+                   "a report, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the report files already in --out")
+    return p
 
 
-__all__ = ["evaluate_checkpoint", "confusion_matrix", "classification_metrics", "format_table", "hard_targets", "predict", "evaluate",
-           "write_report", "select_examples", "attention_report", "map_pool_attention"]
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The evaluation command; MinivitErrors are turned into one line and exit 2 by minivit.cli.run."""
+    args = build_parser(prog).parse_args(argv)
+    evaluate_checkpoint(args.checkpoint, args.data, split=args.split, out=args.out, tta=args.tta,
+                        device=args.device, batch_size=args.batch_size, ferplus_images=args.ferplus_images,
+                        label_mode=args.label_mode, progress=not args.no_progress, on_error=args.on_bad_image,
+                        overwrite=args.overwrite)
+    return 0
+
+
+__all__ = ["evaluate_checkpoint", "confusion_matrix", "classification_metrics", "dominant_class_warning",
+           "format_table", "hard_targets", "predict", "evaluate", "write_report", "select_examples",
+           "attention_report", "find_checkpoint", "main"]
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

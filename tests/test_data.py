@@ -50,7 +50,7 @@ def test_dataset_code_orders():
 
 
 def test_doctests_of_data_modules():
-    for module in (data.labels, data.imageset, data.loader, data.synthetic):
+    for module in (data.labels, data.imageset, data.formats, data.synthetic):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -94,7 +94,8 @@ def test_fer2013_csv_splits(tmp_path):
         assert s.images.shape == (len(want), 1, 48, 48) and s.images.dtype == torch.uint8
         assert s.targets.tolist() == [r[0] for r in want]
         assert torch.equal(s.images[0, 0], torch.tensor(want[0][1], dtype=torch.uint8).view(48, 48))
-    assert load_dataset(tmp_path, "val", image_size=32).images.shape[-2:] == (32, 32)
+    # every row is 48x48: resize_mixed_to (for folders of mixed sizes) leaves uniform data at its size
+    assert torch.equal(load_dataset(tmp_path, "val", resize_mixed_to=32).images, load_dataset(path, "val").images)
 
 
 @pytest.mark.parametrize("bad_line,message", [
@@ -159,9 +160,11 @@ def test_image_folders_errors(tmp_path, caplog):
 def test_image_folders_sizes_and_colour(tmp_path):
     _save(tmp_path / "train" / "happy" / "a.png", size=(48, 48))
     _save(tmp_path / "train" / "sad" / "b.png", size=(64, 60), mode="RGB")
-    with pytest.raises(DataError, match="images differ in size .* pass image_size"):
+    with pytest.raises(DataError, match=r"images differ in size \(48x48 a.png, 64x60 b.png\); resize them on decode "
+                                        r"with resize_mixed_to=S .*--img-size") as e:
         load_dataset(tmp_path, "train")
-    s = load_dataset(tmp_path, "train", image_size=40)
+    assert "image_size=" not in str(e.value)  # no option the CLI lacks
+    s = load_dataset(tmp_path, "train", resize_mixed_to=40)
     assert s.images.shape == (2, 3, 40, 40)  # one colour image makes the set colour
     gray = s.images[s.targets == LABELS.index("happy")][0]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[0], gray[2])
@@ -199,8 +202,8 @@ def test_rafdb(tmp_path, aligned):
     s = load_dataset(tmp_path, "train")
     assert s.images.shape == (7, 3, 100, 100)
     assert [LABELS[t] for t in s.targets] == ["surprise", "fear", "disgust", "happy", "sad", "angry", "neutral"]
-    t = load_dataset(tmp_path / "EmoLabel" / "list_patition_label.txt", "test", image_size=64)
-    assert t.images.shape == (2, 3, 64, 64) and [LABELS[i] for i in t.targets] == ["happy", "neutral"]
+    t = load_dataset(tmp_path / "EmoLabel" / "list_patition_label.txt", "test", resize_mixed_to=64)
+    assert t.images.shape == (2, 3, 100, 100) and [LABELS[i] for i in t.targets] == ["happy", "neutral"]
 
 
 def test_rafdb_errors(tmp_path, caplog):
@@ -391,3 +394,161 @@ def test_synthetic_faces_are_learnable():
         opt.step()
     accuracy = (probe(xt).argmax(1) == test.targets).float().mean().item()
     assert accuracy > 0.5, accuracy  # chance is 1/7 = 0.14 (measured: 0.70)
+
+
+# ----------------------------------------------------------------------------- files that are not what they claim
+# (issue 11: one reader layer, minivit.data.imageset.open_csv / read_text_lines, for every CSV and label list)
+
+def _fer_csv_bytes(rows):
+    return b"emotion,pixels,Usage\n" + b"".join(
+        f"{label},{' '.join(map(str, px))},{usage}\n".encode() for label, px, usage in rows)
+
+
+def test_csv_that_is_not_utf8_names_file_offset_and_line(tmp_path):
+    raw = bytearray(_fer_csv_bytes(_fer_rows()))
+    lines = raw.split(b"\n")
+    offset = len(b"\n".join(lines[:3])) + 1 + 5  # line 4 (data row 3), 5 bytes in: inside the pixels
+    raw[offset] = 0xE9  # Latin-1 'é': not valid UTF-8 here
+    path = tmp_path / "fer2013.csv"
+    path.write_bytes(bytes(raw))
+    for on_error in ("raise", "skip"):  # the whole file is unreadable: skipping rows cannot help
+        with pytest.raises(DataError, match=rf"fer2013.csv: not UTF-8 text \(byte 0xe9 at offset {offset}, line 4\)"):
+            load_dataset(path, "train", on_error=on_error)
+
+
+def test_non_utf8_in_ferplus_and_rafdb_label_files(tmp_path):
+    labels, pixels = _write_ferplus(tmp_path)
+    labels.write_bytes(labels.read_bytes().replace(b"e.png", b"\xff.png"))
+    with pytest.raises(DataError, match=r"fer2013new.csv: not UTF-8 text \(byte 0xff at offset \d+, line 6\)"):
+        load_dataset(labels, "val", ferplus_images=pixels)
+    raf = tmp_path / "raf"
+    _rafdb(raf, ["train_00001.jpg 1", "train_00002.jpg 3"])
+    label_file = raf / "EmoLabel" / "list_patition_label.txt"
+    label_file.write_bytes(label_file.read_bytes() + b"train_00003.jpg \x81\n")
+    with pytest.raises(DataError, match=r"list_patition_label.txt: not UTF-8 text \(byte 0x81 at offset 52, line 3\)"):
+        load_dataset(raf, "train")
+
+
+@pytest.mark.parametrize("row", [3, 9])  # a row in the middle, and the last one (the quote runs to the end)
+def test_csv_with_an_unclosed_quote_names_file_and_line(tmp_path, row):
+    rows = _fer_rows()
+    lines = _fer_csv_bytes(rows).decode().splitlines()
+    lines[row] = lines[row].replace(",", ',"', 1)  # emotion,"pixels... : the quote never closes
+    path = tmp_path / "fer2013.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"fer2013.csv line {row + 1}: a quoted field is never closed"):
+        load_dataset(path, "train", on_error="skip")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("emotion,pixels,Usage\n", "fer2013.csv: no data rows \\(only a header\\)"),
+    ("emotion,pixels,Usage\n\n\n", "fer2013.csv: no data rows \\(only a header\\)"),
+    ("", "fer2013.csv: empty file \\(no header line\\)"),
+])
+def test_csv_without_data_rows(tmp_path, content, message):
+    (tmp_path / "fer2013.csv").write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_dataset(tmp_path / "fer2013.csv", "train")
+    labels = tmp_path / "fer2013new.csv"
+    labels.write_text(FERPLUS_HEADER + "\n")
+    with pytest.raises(DataError, match="fer2013new.csv: no data rows \\(only a header\\)"):
+        read_ferplus_labels(labels)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\n\n", "\n\n\n", "\r\n\r\n", "\n \n"])
+def test_fer2013_csv_with_trailing_blank_lines_is_accepted(tmp_path, ending):
+    rows = _fer_rows()
+    text = _fer_csv_bytes(rows).decode().rstrip("\n") + ending
+    path = tmp_path / "fer2013.csv"
+    path.write_bytes(text.replace("\n", "\r\n").encode() if "\r" in ending else text.encode())
+    s = load_dataset(path, "train")
+    want = [r for r in rows if r[2] == "Training"]
+    assert s.targets.tolist() == [r[0] for r in want] and s.skipped == 0
+    assert torch.equal(s.images[-1, 0], torch.tensor(want[-1][1], dtype=torch.uint8).view(48, 48))
+
+
+def test_csv_with_no_rows_for_the_split(tmp_path):
+    rows = [r for r in _fer_rows() if r[2] == "Training"]
+    path = _write_fer_csv(tmp_path / "fer2013.csv", rows)
+    with pytest.raises(DataError, match="fer2013.csv: no rows for split 'val' \\(Usage PublicTest\\)"):
+        load_dataset(path, "val")
+
+
+# ----------------------------------------------------------------------------- real-world folders
+
+def test_mixed_sizes_are_resized_on_decode_uniform_keep_theirs(tmp_path):
+    # the first images share a size, a later one differs: those decoded before must be resized too
+    for i in range(3):
+        _save(tmp_path / "train" / "angry" / f"{i}.png", value=40 * i, size=(60, 60))
+    _save(tmp_path / "train" / "sad" / "big.png", value=200, size=(100, 80))
+    _save(tmp_path / "train" / "sad" / "small.png", value=90, size=(32, 32))
+    s = load_dataset(tmp_path, "train", resize_mixed_to=48)
+    assert s.images.shape == (5, 1, 48, 48)
+    # a constant image stays that constant when resized: the right pixels went to the right targets
+    means = {int(t): [] for t in s.targets}
+    for img, t in zip(s.images, s.targets):
+        means[int(t)].append(int(img.float().mean().round()))
+    assert sorted(means[LABELS.index("angry")]) == [0, 40, 80] and sorted(means[LABELS.index("sad")]) == [90, 200]
+    for p in (tmp_path / "train" / "sad").iterdir():
+        p.unlink()
+    _save(tmp_path / "train" / "sad" / "x.png", size=(60, 60))
+    assert load_dataset(tmp_path, "train", resize_mixed_to=48).images.shape == (4, 1, 60, 60)  # uniform: native
+
+
+def test_on_error_skip_reports_the_count(tmp_path, caplog):
+    _save(tmp_path / "train" / "happy" / "a.png")
+    for name in ("x.jpg", "y.png"):
+        (tmp_path / "train" / "happy" / name).write_bytes(b"not an image")
+    with caplog.at_level(logging.WARNING, logger="minivit.data"):
+        s = load_dataset(tmp_path, "train", on_error="skip")
+    assert len(s) == 1 and s.skipped == 2 and "skipped 2 unreadable images" in caplog.text
+    rows = _fer_rows()
+    path = _write_fer_csv(tmp_path / "fer2013.csv", rows, bad_line="3,1 2 3,Training")
+    fer = load_dataset(path, "train", on_error="skip")
+    assert fer.skipped == 1 and len(fer) == sum(r[2] == "Training" for r in rows) - 1
+    assert fer.subset(torch.tensor([0])).skipped == 1
+
+
+class Bars:
+    """Stands in for tqdm: records whether each bar was disabled."""
+
+    def __init__(self):
+        self.disabled = []
+
+    def __call__(self, iterable=None, *args, disable=False, **kwargs):
+        self.disabled.append(disable)
+        from tqdm import tqdm as real
+        return real(iterable, *args, disable=True, **kwargs)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_progress_reaches_every_reader(tmp_path, monkeypatch, progress):
+    import minivit.data.fer2013
+    import minivit.data.imageset
+
+    bars = Bars()
+    monkeypatch.setattr(minivit.data.fer2013, "tqdm", bars)
+    monkeypatch.setattr(minivit.data.imageset, "tqdm", bars)
+    labels, pixels = _write_ferplus(tmp_path)
+    _save(tmp_path / "faces" / "train" / "happy" / "a.png")
+    _rafdb(tmp_path / "raf", ["train_00001.jpg 1"])
+    load_dataset(pixels, "train", progress=progress)  # FER2013 CSV
+    load_dataset(labels, "train", ferplus_images=pixels, progress=progress)  # FER+ joined with the CSV
+    load_dataset(tmp_path / "faces", "train", progress=progress)  # image folders
+    load_dataset(tmp_path / "raf", "train", progress=progress)  # RAF-DB
+    assert len(bars.disabled) == 4  # one bar per CSV read or folder decoded
+    if progress:  # the CSV bars show; decoding bars only from 2000 files on
+        assert bars.disabled == [False, False, True, True]
+    else:
+        assert all(bars.disabled)
+
+
+def test_decode_progress_bar_is_silenced(tmp_path, capsys):
+    from minivit.data import decode_images
+
+    _save(tmp_path / "a.png", size=(4, 4))
+    paths = [tmp_path / "a.png"] * 2000  # enough files for a bar
+    decode_images(paths, progress=False)
+    assert capsys.readouterr().err == ""
+    decode_images(paths, progress=True, desc="decoding test")
+    assert "decoding test" in capsys.readouterr().err

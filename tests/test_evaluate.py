@@ -1,6 +1,10 @@
-"""Metrics, TTA, the report files and the Pillow plots."""
+"""Metrics, TTA, the collapse warning, the attention report and the evaluation command."""
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,10 +12,15 @@ import torch
 from PIL import Image
 
 from minivit import ViT, ViTConfig
-from minivit.evaluate import (attention_report, classification_metrics, confusion_matrix, format_table,
-                              map_pool_attention, predict, select_examples, write_report)
-from minivit.plots import (attention_map_png, attention_rollout, colormap, confusion_matrix_png, curves_png,
-                           rollout_matrix)
+from minivit.augment import AugmentConfig, eval_transform
+from minivit.checkpoints import save_checkpoint
+from minivit.cli import run
+from minivit.data import synthetic_faces, synthetic_split
+from minivit.evaluate import (attention_report, classification_metrics, confusion_matrix, dominant_class_warning,
+                              evaluate, format_table, main, predict, select_examples, write_report)
+from minivit.plots import curves_png
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_metrics_by_hand():
@@ -88,72 +97,6 @@ def test_report_and_pngs(tmp_path):
     assert (np.asarray(curves.convert("RGB")) == (31, 119, 180)).all(-1).sum() > 100
 
 
-def test_colormap_ends():
-    c = colormap(np.array([0.0, 1.0, 2.0]))
-    assert c[0].tolist() == [68, 1, 84] and c[1].tolist() == c[2].tolist() == [253, 231, 37]
-
-
-def test_confusion_matrix_png_cells_follow_rates(tmp_path):
-    # a perfect classifier: the diagonal cells carry the top colour, the others the bottom one
-    path = confusion_matrix_png(np.diag([5, 3]), ["a", "b"], tmp_path / "cm.png")
-    arr = np.asarray(Image.open(path).convert("RGB"))
-    assert ((arr == (253, 231, 37)).all(-1)).sum() > 1000 and ((arr == (68, 1, 84)).all(-1)).sum() > 1000
-
-
-def test_attention_rollout_and_png(tmp_path):
-    torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64, num_classes=7))
-    image = torch.randint(0, 256, (1, 16, 16), dtype=torch.uint8)
-    _, att = model.forward_with_attention(torch.randn(1, 3, 16, 16))
-    heat = attention_rollout(att, num_prefix=1, grid=(4, 4))
-    assert heat.shape == (4, 4) and heat.min() == 0 and heat.max() == pytest.approx(1)
-    # identity attention everywhere: rollout of the CLS row puts no weight on patches -> flat map
-    eye = [torch.eye(17)[None, None]] * 2
-    assert attention_rollout(eye, 1, (4, 4)).max() == 0
-    try:
-        path = attention_map_png(model, image, tmp_path / "att.png", title="rollout")
-    except ImportError as e:
-        pytest.skip(f"minivit.augment unavailable: {e}")
-    assert Image.open(path).size == (2 * 224 + 30, 224 + 40)
-
-
-# Two one-head layers over 3 tokens: layer 1 sends token 0 to token 1, layer 2 sends token 0 to token 2.
-A1 = [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-A2 = [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-
-
-def one_head(a):
-    return torch.tensor(a)[None, None]  # (1, heads=1, T, T), as forward_with_attention returns it
-
-
-def test_rollout_matches_hand_computation():
-    # A' = 0.5 A + 0.5 I: A1' = [[.5, .5, 0], [0, 1, 0], [0, 0, 1]], A2' = [[.5, 0, .5], [0, 1, 0], [0, 0, 1]]
-    # R = A2' @ A1' (last layer on the left): row 0 = .5 * [.5, .5, 0] + .5 * [0, 0, 1] = [.25, .25, .5]
-    R = rollout_matrix([one_head(A1), one_head(A2)])
-    assert np.allclose(R, [[0.25, 0.25, 0.5], [0, 1, 0], [0, 0, 1]])
-    # CLS token (token 0) over 2 patches: [.25, .5] -> scaled to [0, 1]
-    assert np.allclose(attention_rollout([one_head(A1), one_head(A2)], 1, (1, 2)), [[0, 1]])
-    # GAP over 3 patch tokens: mean of R's rows = [.25, 1.25, 1.5] / 3 -> (x - min) / (max - min) = [0, .8, 1]
-    assert np.allclose(attention_rollout([one_head(A1), one_head(A2)], 0, (1, 3)), [[0, 0.8, 1]])
-    # MAP head: a pooling attention (1, heads, Q=1, T) that looks only at token 0 selects R's row 0
-    pool = torch.tensor([[[[1.0, 0.0, 0.0]]]])
-    assert np.allclose(attention_rollout([one_head(A1), one_head(A2), pool], 0, (1, 3)), [[0, 0, 1]])
-    # heads are averaged before the residual: heads (A1, I) -> 0.5 * (0.5 A1 + 0.5 I) + 0.5 I
-    two_heads = torch.stack([torch.tensor(A1), torch.eye(3)])[None]  # (1, 2, 3, 3)
-    assert np.allclose(rollout_matrix([two_heads]), 0.25 * np.array(A1) + 0.75 * np.eye(3))
-
-
-@pytest.mark.parametrize("amp", [None, torch.bfloat16])
-def test_rollout_rows_sum_to_one_on_a_model(amp):
-    torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=4, dim=32, depth=3, heads=2, mlp_dim=64, num_classes=7)).eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=amp, enabled=amp is not None):
-        _, att = model.forward_with_attention(torch.randn(1, 3, 16, 16))
-    R = rollout_matrix(att)  # bf16 maps are cast to float first
-    assert R.shape == (17, 17) and np.allclose(R.sum(-1), 1) and (R >= 0).all()
-    assert not np.allclose(R, np.eye(17))  # the layers do mix tokens
-
-
 def test_select_examples_takes_a_couple_per_class():
     y = torch.tensor([3, 0, 0, 1, 3, 0, 1, 1, 3, 0])
     assert select_examples(y, 7, per_class=2, min_images=0) == [1, 2, 3, 6, 0, 4]  # class order, 2 each
@@ -162,53 +105,219 @@ def test_select_examples_takes_a_couple_per_class():
     assert select_examples(soft, 7, min_images=0) == select_examples(y, 7, min_images=0)
 
 
-@pytest.mark.parametrize("classifier,amp", [("token", None), ("gap", torch.bfloat16)])
-def test_attention_report_png(tmp_path, classifier, amp):
-    from minivit.augment import AugmentConfig, eval_transform
-    from minivit.data import synthetic_faces
+# ----------------------------------------------------------------------------- the collapse warning
 
+def test_dominant_class_warning():
+    classes = ("angry", "happy", "sad")
+    y = torch.tensor([0] * 30 + [1] * 40 + [2] * 30)
+    collapsed = classification_metrics(y, torch.tensor([1] * 97 + [0] * 3), classes)
+    message = dominant_class_warning(collapsed)
+    assert message.startswith("the model predicts 'happy' for 97% of the 100 images")
+    assert dominant_class_warning(collapsed, threshold=0.98) is None
+    # exactly at the threshold is not a collapse; one more image over it is
+    assert dominant_class_warning(classification_metrics(y, torch.tensor([1] * 90 + [0] * 10), classes)) is None
+    assert dominant_class_warning(classification_metrics(y, torch.tensor([1] * 91 + [0] * 9), classes))
+    assert dominant_class_warning(classification_metrics(y, y, classes)) is None  # a healthy model
+
+
+class Constant(torch.nn.Module):
+    """Predicts class `k` for every image."""
+
+    def __init__(self, k, num_classes=7):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.nn.functional.one_hot(torch.tensor(k), num_classes).float())
+
+    def forward(self, x):
+        return self.bias.expand(len(x), -1)
+
+
+def test_evaluate_puts_the_warning_in_metrics_json(tmp_path):
+    data = synthetic_faces(70, image_size=8)
+    metrics = evaluate(Constant(3), data, lambda x: x.float())
+    assert metrics["warning"].startswith("the model predicts 'happy' for 100% of the 70 images")
+    saved = json.loads(Path(write_report(metrics, tmp_path)["metrics"]).read_text())
+    assert saved["warning"] == metrics["warning"]
+    spread = Constant(0)
+    spread.forward = lambda x: torch.nn.functional.one_hot(torch.arange(len(x)) % 7, 7).float()  # every class
+    assert evaluate(spread, data, lambda x: x.float())["warning"] is None
+
+
+# ----------------------------------------------------------------------------- attention report
+
+def tiny_vit(classifier="token", num_classes=7, image_size=16):
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64, num_classes=7,
-                          classifier=classifier))
+    return ViT(ViTConfig(image_size=image_size, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64,
+                         num_classes=num_classes, classifier=classifier))
+
+
+def near(arr, rgb, tol=60):
+    return np.abs(arr - np.asarray(rgb)).sum(-1) < tol
+
+
+@pytest.mark.parametrize("classifier,amp", [("token", None), ("gap", torch.bfloat16), ("map", torch.bfloat16)])
+def test_attention_report_png(tmp_path, classifier, amp):
+    model = tiny_vit(classifier)
     data = synthetic_faces(70, image_size=24, seed=0)  # 10 per class, resized to the model's 16 x 16
     aug = AugmentConfig(16)
     path = attention_report(model, data, lambda x: eval_transform(x, aug), tmp_path / "attention_maps.png",
-                            autocast_dtype=amp)
+                            autocast_dtype=amp, batch_size=3)
     assert model.training  # mode restored
-    img = Image.open(path).convert("RGB")
-    # 7 classes x 2 = 14 images, 4 a row -> 4 rows; a cell is a 144-px input + 144-px overlay + caption
-    assert img.size == (14 + 4 * (2 * 144 + 6) + 3 * 30 + 14, 78 + 4 * (38 + 144 + 14) + 14)
-    arr = np.asarray(img).astype(int)
-    x0, y0 = 14, 78 + 38  # first cell: input panel, then the overlay 6 px to its right
+    arr = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    # 7 classes x 2 = 14 images, 4 a row -> 4 rows; a cell is a 144-px input + 144-px overlay under 2 caption lines
+    assert arr.shape[:2] == (78 + 4 * (36 + 144 + 14) + 14, 2 * 14 + 4 * (2 * 144 + 6) + 3 * 30)
+    x0, y0 = 14, 78 + 36  # first cell: input panel, then the overlay 6 px to its right
     base, overlay = arr[y0:y0 + 144, x0:x0 + 144], arr[y0:y0 + 144, x0 + 150:x0 + 294]
     assert base.std() > 10 and overlay.std() > 10  # a face, not a blank panel
     assert np.abs(base - overlay).mean() > 10  # the heat map is drawn over it
-    # captions in green (right) or red (wrong) for every image
-    green = (arr == (0, 128, 0)).all(-1).sum()
-    red = (arr == (200, 0, 0)).all(-1).sum()
-    assert green + red > 14 * 20
+    # captions: green (right) or red (wrong) for every image
+    assert near(arr, (0, 128, 0)).sum() + near(arr, (255, 0, 0)).sum() > 14 * 20
 
 
-def test_map_pool_attention_is_the_heads_attention(tmp_path):
-    """For a MAP head the map is its probe's attention: recomputed outside, it must reproduce the head's output."""
-    try:
-        model = ViT(ViTConfig(image_size=16, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64, num_classes=7,
-                              classifier="map")).eval()
-    except Exception as e:  # a model without MAP pooling
-        pytest.skip(f"classifier='map' unavailable: {e}")
-    head = model.map_head
-    tokens = torch.randn(3, 16, 32)
-    with torch.no_grad():
-        att = map_pool_attention(head, tokens)  # (B, h, 1, N)
-        v = head.kv(tokens)[..., 32:].reshape(3, 16, 2, 16).transpose(1, 2)  # (B, h, N, hd)
-        x = head.proj((att @ v).transpose(1, 2).reshape(3, 1, 32))  # (B, 1, D)
-        x = x + head.mlp(head.norm(x))
-    assert att.shape == (3, 2, 1, 16) and torch.allclose(att.sum(-1), torch.ones(3, 2, 1))
-    assert torch.allclose(x[:, 0], head(tokens), atol=1e-5)
-    from minivit.augment import AugmentConfig, eval_transform
-    from minivit.data import synthetic_faces
+def test_attention_report_maps_are_the_rollout_of_each_image(tmp_path, monkeypatch):
+    """The heat maps drawn are attention_rollout of the model's own attention, image by image,
+    however the images are batched."""
+    import minivit.evaluate as ev
+    from minivit.rollout import attention_rollout
 
+    drawn = {}
+    monkeypatch.setattr(ev, "attention_grid_png", lambda images, heats, captions, path, **kw: drawn.update(
+        images=images, heats=heats, captions=captions) or str(path))
+    model = tiny_vit("map").eval()
     data = synthetic_faces(14, image_size=16, seed=0)
-    path = attention_report(model, data, lambda b: eval_transform(b, AugmentConfig(16)), tmp_path / "a.png",
-                            autocast_dtype=torch.bfloat16)
-    assert Image.open(path).size[0] >= 720 and not head._forward_hooks  # the hook is gone
+    aug = AugmentConfig(16)
+    attention_report(model, data, lambda x: eval_transform(x, aug), tmp_path / "a.png", batch_size=4)
+    chosen = select_examples(data.targets, 7)
+    with torch.no_grad():
+        logits, out = model(eval_transform(data.images[chosen], aug), attention=True)
+    want = attention_rollout(out["attention"], (4, 4), 0, out["map_attention"])
+    assert torch.allclose(torch.stack(drawn["heats"]), want, atol=1e-5)
+    preds = logits.argmax(-1).tolist()
+    assert [c[1][0] for c in drawn["captions"]] == [f"pred: {data.classes[p]}" for p in preds]
+
+
+# ----------------------------------------------------------------------------- the evaluation command
+
+def fake_run(folder, model, samples=64, img_size=16, seed=3):
+    """A run folder as minivit.train writes it: best.safetensors and config.json (train section)."""
+    folder.mkdir(parents=True)
+    save_checkpoint(model, folder / "best.safetensors", extra={"epoch": 1})
+    (folder / "config.json").write_text(json.dumps(
+        {"train": {"data": "synthetic", "synthetic_samples": samples, "img_size": img_size, "seed": seed}}))
+    return folder
+
+
+def face_folder(root, n=2, size=(16, 16)):
+    for cls in ("happy", "sad"):
+        for i in range(n):
+            (root / "val" / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("L", size, 60 * i + 30).save(root / "val" / cls / f"{i}.png")
+    return root
+
+
+def cli(argv, capsys):
+    code = run(main, [str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_evaluating_a_run_redraws_its_synthetic_val_set(tmp_path, capsys):
+    model = tiny_vit().eval()
+    run_dir = fake_run(tmp_path / "run", model)
+    code, out, err = cli(["--checkpoint", run_dir, "--no-progress", "--batch-size", 5], capsys)
+    assert code == 0, err
+    assert err == ""  # --no-progress: not one bar
+    report = run_dir / "eval-synthetic-val"
+    saved = json.loads((report / "metrics.json").read_text())
+    val = synthetic_split(64, image_size=16, seed=3)[1]  # what the run validated on
+    expected = evaluate(model, val, lambda x: eval_transform(x, AugmentConfig(16)))
+    assert saved["num_samples"] == len(val) and saved["accuracy"] == pytest.approx(expected["accuracy"])
+    assert saved["confusion_matrix"] == expected["confusion_matrix"] and "warning" in saved
+    assert (report / "confusion_matrix.png").is_file() and (report / "attention_maps.png").is_file()
+    assert "macro F1" in out
+
+
+def test_existing_report_is_never_overwritten_without_the_flag(tmp_path, capsys):
+    run_dir = fake_run(tmp_path / "run", tiny_vit())
+    assert cli(["--checkpoint", run_dir, "--no-progress"], capsys)[0] == 0
+    report = run_dir / "eval-synthetic-val"
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+    code, _, err = cli(["--checkpoint", run_dir, "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "already holds a report (metrics.json, confusion_matrix.png, attention_maps.png)" in err
+    assert "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == before  # untouched
+    (report / "metrics.json").write_text("{}")
+    assert cli(["--checkpoint", run_dir, "--no-progress", "--overwrite"], capsys)[0] == 0
+    assert json.loads((report / "metrics.json").read_text())["num_samples"] == 64
+    assert not list(report.glob(".*.tmp"))
+
+
+def test_class_count_mismatch_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    import minivit.data
+
+    path = tmp_path / "ten.safetensors"
+    save_checkpoint(tiny_vit(num_classes=10), path)
+    monkeypatch.setattr(minivit.data, "load_dataset", lambda *a, **k: pytest.fail("data read before the check"))
+    code, _, err = cli(["--checkpoint", path, "--data", face_folder(tmp_path / "faces"), "--out", tmp_path / "r"],
+                       capsys)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert err.strip() == f"error: {path}: checkpoint has 10 classes, the dataset has 7"
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_folder_with_broken_config_json(tmp_path, capsys):
+    run_dir = fake_run(tmp_path / "run", tiny_vit())
+    (run_dir / "config.json").write_text('{"train": {"data": "synthetic",')
+    code, _, err = cli(["--checkpoint", run_dir], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {run_dir / 'config.json'}: not valid JSON (")
+    (run_dir / "config.json").write_text('["not", "a", "run"]')
+    code, _, err = cli(["--checkpoint", run_dir], capsys)
+    assert code == 2 and "config.json: has no \"train\" section" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "1.5", "many"])
+def test_batch_size_is_checked_up_front(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", str(tmp_path / "missing"), "--batch-size", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --batch-size: must be an integer >= 1" in err and err.count("\n") == 1
+
+
+def test_on_bad_image_skip_counts_and_mixed_sizes_are_resized(tmp_path, capsys):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_vit(), path)
+    faces = face_folder(tmp_path / "faces")
+    Image.new("L", (40, 30), 90).save(faces / "val" / "sad" / "wide.png")  # another size: resized on decode
+    (faces / "val" / "happy" / "broken.jpg").write_bytes(b"not a jpeg")
+    argv = ["--checkpoint", path, "--data", faces, "--no-progress", "--out", tmp_path / "r"]
+    code, _, err = cli(argv, capsys)
+    assert code == 2 and "broken.jpg: cannot read image" in err and err.count("\n") == 1
+    code, out, err = cli(argv + ["--on-bad-image", "skip"], capsys)
+    assert code == 0, err
+    assert "skipped 1 unreadable items" in out
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert saved["skipped"] == 1 and saved["num_samples"] == 5
+
+
+def test_evaluation_never_imports_training():
+    tree = ast.parse((REPO / "minivit" / "evaluate.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m == "train" or m.startswith("train.") or "minivit.train" in m for m in imported), imported
+    r = subprocess.run([sys.executable, "-c", "import sys, minivit.evaluate; print('minivit.train' in sys.modules)"],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+@pytest.mark.parametrize("command", [["-m", "minivit.evaluate"], ["examples/evaluate_fer.py"]])
+def test_command_line_entry_points(tmp_path, command):
+    path = tmp_path / "ten.safetensors"
+    save_checkpoint(tiny_vit(num_classes=10), path)
+    faces = face_folder(tmp_path / "faces")
+    r = subprocess.run([sys.executable, *command, "--checkpoint", str(path), "--data", str(faces)],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().endswith("checkpoint has 10 classes, the dataset has 7")
+    r = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0 and "--on-bad-image" in r.stdout and "--overwrite" in r.stdout

@@ -12,7 +12,7 @@ from .folders import load_image_folder
 from .imageset import ImageSet, decode_images
 from .labels import (AFFECTNET_CODES, ALIASES, DROPPED, FERPLUS_COLUMNS, LABELS, NUM_CLASSES, RAFDB_CODES,
                      code_table, label_index)
-from .loader import detect_format, load_dataset
+from .formats import detect_format, load_dataset
 from .rafdb import load_rafdb
 from .synthetic import synthetic_faces, synthetic_split
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
@@ -43,48 +42,33 @@ def _parse_pixels(text: str) -> np.ndarray | str:
     return values.astype(np.uint8)
 
 
-def read_fer2013_rows(path: str | Path, *, on_error: str = "raise") -> dict:
+def read_fer2013_rows(path: str | Path, *, on_error: str = "raise", progress: bool = True) -> dict:
     """Parse every data row of a fer2013.csv.
 
     Returns a dict: images uint8 (N, 1, 48, 48); labels int64 (N,) canonical (-1 where the file has
     no emotion column); usage list[str] (N,) ('' without a Usage column); row int64 (N,) 0-based
-    index of each kept data row in the file (FER+ joins on it); num_rows, all data rows. Malformed rows raise DataError
-    naming file and line, or with on_error="skip" are skipped and counted in a warning.
+    index of each kept data row in the file (FER+ joins on it); num_rows, all data rows; skipped,
+    the rows left out under on_error="skip". Malformed rows raise DataError naming file and line,
+    or with on_error="skip" are skipped and counted in a warning. Blank lines are not rows.
     """
     path = Path(path)
     problems = Problems(on_error, f"malformed rows in {path}")
     to_canonical = code_table(FER2013_CODES)
     images, labels, usage, rows = [], [], [], []
-    with open_csv(path) as (header, reader):
+    with open_csv(path) as (header, csv_rows):
         if "pixels" not in header:
             raise DataError(f"{path}: not a FER2013 CSV (header {','.join(header)!r} has no 'pixels' column)")
         col = {name: header.index(name) for name in ("emotion", "pixels", "Usage") if name in header}
-        num_rows = 0
-        for row_index, fields in enumerate(tqdm(reader, desc=f"reading {path.name}", unit="row",
-                                                leave=False, mininterval=1.0)):
-            num_rows += 1
-            where = f"{path.name} line {reader.line_num}"
-            if len(fields) != len(header):
-                problems(f"{where}: expected {len(header)} fields, got {len(fields)}")
+        bar = tqdm(csv_rows, desc=f"reading {path.name}", unit="row", leave=False, mininterval=1.0,
+                   disable=not progress)
+        for row_index, (line, fields) in enumerate(bar):
+            problem, parsed = _parse_row(fields, header, col, to_canonical)
+            if problem:
+                problems(f"{path.name} line {line}: {problem}")
                 continue
-            pixels = _parse_pixels(fields[col["pixels"]])
-            if isinstance(pixels, str):
-                problems(f"{where}: {pixels}")
-                continue
-            label = -1
-            if "emotion" in col:
-                code = fields[col["emotion"]].strip()
-                if not code.isdigit() or int(code) >= len(to_canonical):
-                    problems(f"{where}: unknown emotion label {code!r} (expected 0..{len(to_canonical) - 1})")
-                    continue
-                label = to_canonical[int(code)]
-            use = fields[col["Usage"]].strip() if "Usage" in col else ""
-            if use and use not in USAGE_TO_SPLIT:
-                problems(f"{where}: unknown Usage {use!r} (expected {', '.join(USAGE_TO_SPLIT)})")
-                continue
-            images.append(pixels)
-            labels.append(label)
-            usage.append(use)
+            images.append(parsed[0])
+            labels.append(parsed[1])
+            usage.append(parsed[2])
             rows.append(row_index)
     problems.report()
     n = len(images)
@@ -94,35 +78,56 @@ def read_fer2013_rows(path: str | Path, *, on_error: str = "raise") -> dict:
         "labels": torch.tensor(labels, dtype=torch.int64),
         "usage": usage,
         "row": torch.tensor(rows, dtype=torch.int64),
-        "num_rows": num_rows,
+        "num_rows": csv_rows.rows,
+        "skipped": problems.count,
     }
 
 
-def resize_u8(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
-    """Resize uint8 (N, C, H, W) to (N, C, S, S) with antialiased bilinear; a no-op when already S."""
-    if image_size is None or images.shape[-2:] == (image_size, image_size):
-        return images
-    x = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear",
-                      antialias=True, align_corners=False)  # (N, C, S, S)
-    return x.round_().clamp_(0, 255).to(torch.uint8)
+def _parse_row(fields: list[str], header: list[str], col: dict, to_canonical: list) -> tuple[str | None, tuple]:
+    """(problem, None) or (None, (pixels uint8 (2304,), canonical label or -1, usage)) for one CSV row."""
+    if len(fields) != len(header):
+        return f"expected {len(header)} fields, got {len(fields)}", ()
+    pixels = _parse_pixels(fields[col["pixels"]])
+    if isinstance(pixels, str):
+        return pixels, ()
+    label = -1
+    if "emotion" in col:
+        code = fields[col["emotion"]].strip()
+        if not code.isdigit() or int(code) >= len(to_canonical):
+            return f"unknown emotion label {code!r} (expected 0..{len(to_canonical) - 1})", ()
+        label = to_canonical[int(code)]
+    use = fields[col["Usage"]].strip() if "Usage" in col else ""
+    if use and use not in USAGE_TO_SPLIT:
+        return f"unknown Usage {use!r} (expected {', '.join(USAGE_TO_SPLIT)})", ()
+    return None, (pixels, label, use)
 
 
 def split_mask(usage: list[str], split: str, source: str) -> torch.Tensor:
-    """Boolean (N,) mask of rows whose Usage maps to `split` (all rows if the file has no Usage)."""
+    """Boolean (N,) mask of rows whose Usage maps to `split` (all rows if the file has no Usage).
+
+    A split with no rows is a DataError: an empty set would fail later, far from its cause.
+    """
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} for {source}: expected one of {', '.join(SPLITS)}")
     if usage and not any(usage):
         log.info("%s has no Usage column: using all rows as split %r", source, split)
         return torch.ones(len(usage), dtype=torch.bool)
-    return torch.tensor([USAGE_TO_SPLIT.get(u) == split for u in usage], dtype=torch.bool)
+    mask = torch.tensor([USAGE_TO_SPLIT.get(u) == split for u in usage], dtype=torch.bool)
+    if not mask.any():
+        usage_name = next(u for u, s in USAGE_TO_SPLIT.items() if s == split)
+        raise DataError(f"{source}: no rows for split {split!r} (Usage {usage_name})")
+    return mask
 
 
-def load_fer2013_csv(path: str | Path, split: str = "train", *, image_size: int | None = None,
-                     on_error: str = "raise") -> ImageSet:
-    """One split of a fer2013.csv as an ImageSet of uint8 (N, 1, 48, 48) faces (or image_size)."""
-    data = read_fer2013_rows(path, on_error=on_error)
+def load_fer2013_csv(path: str | Path, split: str = "train", *, resize_mixed_to: int | None = None,
+                     on_error: str = "raise", progress: bool = True) -> ImageSet:
+    """One split of a fer2013.csv as an ImageSet of uint8 (N, 1, 48, 48) faces.
+
+    resize_mixed_to is accepted for a uniform signature and never needed: every row is 48x48.
+    """
+    data = read_fer2013_rows(path, on_error=on_error, progress=progress)
     if (data["labels"] < 0).any():
         raise DataError(f"{path}: has no 'emotion' column, so it cannot be used for training or evaluation")
     keep = split_mask(data["usage"], split, str(path))
-    return ImageSet(resize_u8(data["images"][keep], image_size), data["labels"][keep],
-                    source=f"{path} [{split}]")
+    return ImageSet(data["images"][keep], data["labels"][keep], source=f"{path} [{split}]",
+                    skipped=data["skipped"])

@@ -12,15 +12,14 @@ label modes (rows are dropped, with counts in the log, where noted):
 Rows with an empty image name (173 in the real file: FER+ found no face there) are always dropped.
 """
 
-import csv
 import logging
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError, DataError
-from .fer2013 import read_fer2013_rows, resize_u8, split_mask
-from .imageset import ImageSet, Problems, decode_images, open_csv
+from .fer2013 import read_fer2013_rows, split_mask
+from .imageset import ImageSet, Problems, decode_images, open_csv, read_header
 from .labels import FERPLUS_COLUMNS, LABELS, label_index
 
 log = logging.getLogger("minivit.data")
@@ -30,11 +29,7 @@ LABEL_MODES = ("majority", "soft")
 
 def is_ferplus_csv(path: Path) -> bool:
     """True when the file's header has the FER+ vote columns."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = [h.strip() for h in next(csv.reader(f), [])]
-    except (OSError, UnicodeDecodeError):
-        return False
+    header = read_header(path)
     return "Image name" in header and all(c in header for c in FERPLUS_COLUMNS[:7])
 
 
@@ -55,16 +50,14 @@ def read_ferplus_labels(path: str | Path, label_mode: str = "majority", *, on_er
     dropped = {"no image name": 0, "contempt/unknown/not-a-face top vote": 0, "no votes": 0}
     if label_mode == "majority":
         dropped["tie between emotions"] = 0
-    with open_csv(path) as (header, reader):
+    with open_csv(path) as (header, csv_rows):
         missing = [c for c in ("Usage", "Image name") + FERPLUS_COLUMNS if c not in header]
         if missing:
             raise DataError(f"{path}: not a FER+ label file (missing columns {', '.join(missing)})")
         vote_cols = [header.index(c) for c in FERPLUS_COLUMNS]
         usage_col, name_col = header.index("Usage"), header.index("Image name")
-        num_rows = 0
-        for row_index, fields in enumerate(reader):
-            num_rows += 1
-            where = f"{path.name} line {reader.line_num}"
+        for row_index, (line, fields) in enumerate(csv_rows):
+            where = f"{path.name} line {line}"
             if len(fields) != len(header):
                 problems(f"{where}: expected {len(header)} fields, got {len(fields)}")
                 continue
@@ -84,6 +77,7 @@ def read_ferplus_labels(path: str | Path, label_mode: str = "majority", *, on_er
             usage.append(fields[usage_col].strip())
             rows.append(row_index)
     problems.report()
+    num_rows = csv_rows.rows
 
     votes = torch.tensor(votes, dtype=torch.float32).reshape(-1, len(FERPLUS_COLUMNS))  # (M, 10)
     # Columns -> canonical order: (M, 7) emotion votes plus (M, 3) for the dropped columns.
@@ -108,7 +102,7 @@ def read_ferplus_labels(path: str | Path, label_mode: str = "majority", *, on_er
              {k: n for k, n in dropped.items() if n})
     return {"targets": targets, "row": torch.tensor(rows, dtype=torch.int64)[keep],
             "usage": [u for u, k in zip(usage, keep.tolist()) if k], "name": [n for n, k in zip(names, keep.tolist()) if k],
-            "num_rows": num_rows, "dropped": dropped}
+            "num_rows": num_rows, "dropped": dropped, "skipped": problems.count}
 
 
 # Microsoft's FERPlus scripts write the images as PNGs into one folder per split.
@@ -116,7 +110,8 @@ FERPLUS_IMAGE_DIRS = {"Training": "FER2013Train", "PublicTest": "FER2013Valid", 
 
 
 def load_ferplus(path: str | Path, split: str = "train", *, ferplus_images: str | Path | None = None,
-                 label_mode: str = "majority", image_size: int | None = None, on_error: str = "raise") -> ImageSet:
+                 label_mode: str = "majority", resize_mixed_to: int | None = None, on_error: str = "raise",
+                 progress: bool = True) -> ImageSet:
     """FER+ labels with their pixels: `ferplus_images` is either the original fer2013.csv (joined
     row by row) or a folder of the images FER+ names (`fer0000000.png`, directly inside or in
     FER2013Train/ FER2013Valid/ FER2013Test/ as Microsoft's FERPlus scripts write them)."""
@@ -125,8 +120,9 @@ def load_ferplus(path: str | Path, split: str = "train", *, ferplus_images: str 
                         f"or the folder of its fer*.png images>")
     labels = read_ferplus_labels(path, label_mode, on_error=on_error)
     if Path(ferplus_images).is_dir():
-        return _load_ferplus_folder(path, labels, Path(ferplus_images), split, label_mode, image_size, on_error)
-    pixels = read_fer2013_rows(ferplus_images, on_error=on_error)
+        return _load_ferplus_folder(path, labels, Path(ferplus_images), split, label_mode,
+                                    dict(resize_mixed_to=resize_mixed_to, on_error=on_error, progress=progress))
+    pixels = read_fer2013_rows(ferplus_images, on_error=on_error, progress=progress)
     if labels["num_rows"] != pixels["num_rows"]:
         raise DataError(f"{ferplus_images}: {pixels['num_rows']} rows but {path} has {labels['num_rows']}; "
                         f"FER+ labels must be paired with the original fer2013.csv (same row order)")
@@ -143,11 +139,12 @@ def load_ferplus(path: str | Path, split: str = "train", *, ferplus_images: str 
         raise DataError(f"{ferplus_images}: data row {int(labels['row'][joined][mismatch]) + 1} has Usage "
                         f"{pixel_usage[mismatch]!r} but {path} says {usage[mismatch]!r}; not the matching fer2013.csv")
     keep = split_mask(usage, split, str(path))
-    images = resize_u8(pixels["images"][pos[keep]], image_size)
-    return ImageSet(images, labels["targets"][joined][keep], source=f"{path} + {ferplus_images} [{split}, {label_mode}]")
+    return ImageSet(pixels["images"][pos[keep]], labels["targets"][joined][keep],
+                    source=f"{path} + {ferplus_images} [{split}, {label_mode}]",
+                    skipped=labels["skipped"] + pixels["skipped"])
 
 
-def _load_ferplus_folder(path, labels, folder: Path, split, label_mode, image_size, on_error) -> ImageSet:
+def _load_ferplus_folder(path, labels, folder: Path, split, label_mode, decode: dict) -> ImageSet:
     """FER+ rows of `split` with pixels from the image files they name."""
     keep = split_mask(labels["usage"], split, str(path))
     index = keep.nonzero()[:, 0].tolist()
@@ -158,7 +155,8 @@ def _load_ferplus_folder(path, labels, folder: Path, split, label_mode, image_si
         name = labels["name"][i]
         in_split_dir = folder / FERPLUS_IMAGE_DIRS.get(labels["usage"][i], "") / name
         paths.append(in_split_dir if in_split_dir.is_file() else folder / name)
-    images, kept = decode_images(paths, image_size=image_size,
-                                 problems=Problems(on_error, f"unreadable images in {folder}"),
-                                 desc=f"decoding FER+ {split}")
-    return ImageSet(images, labels["targets"][index][kept], source=f"{path} + {folder} [{split}, {label_mode}]")
+    problems = Problems(decode["on_error"], f"unreadable images in {folder}")
+    images, kept = decode_images(paths, resize_mixed_to=decode["resize_mixed_to"], problems=problems,
+                                 desc=f"decoding FER+ {split}", progress=decode["progress"])
+    return ImageSet(images, labels["targets"][index][kept], source=f"{path} + {folder} [{split}, {label_mode}]",
+                    skipped=labels["skipped"] + problems.count)

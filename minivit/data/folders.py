@@ -64,13 +64,15 @@ def folder_class(name: str, index_codes: tuple[str, ...] = AFFECTNET_CODES) -> i
     return label_index(name)
 
 
-def load_image_folder(root: str | Path, split: str = "train", *, image_size: int | None = None,
-                      on_error: str = "raise", index_codes: tuple[str, ...] = AFFECTNET_CODES) -> ImageSet:
+def load_image_folder(root: str | Path, split: str = "train", *, resize_mixed_to: int | None = None,
+                      on_error: str = "raise", progress: bool = True,
+                      index_codes: tuple[str, ...] = AFFECTNET_CODES) -> ImageSet:
     """One split of `<root>/<split>/<class>/*` as an ImageSet (images decoded once, in memory).
 
     Class folders are mapped to LABELS by name (any alias) or by index in `index_codes` order.
     An unknown class folder or an unreadable image raises DataError; with on_error="skip" it is
-    skipped and counted in a logged warning.
+    skipped and counted in a logged warning (and in ImageSet.skipped). Images keep their size when
+    all agree; mixed sizes are resized on decode to ``resize_mixed_to`` (see decode_images).
     """
     split_dir = find_split_dir(root, split)
     folder_problems = Problems(on_error, f"unknown class folders in {split_dir}")
@@ -92,6 +94,8 @@ def load_image_folder(root: str | Path, split: str = "train", *, image_size: int
         log.info("%s: dropped classes outside the 7 labels: %s", split_dir, dropped)
     if not paths:
         raise DataError(f"{split_dir}: no images found in class folders")
-    images, kept = decode_images(paths, image_size=image_size, problems=Problems(on_error, f"unreadable images in {split_dir}"),
-                                 desc=f"decoding {split_dir.name}/")
-    return ImageSet(images, torch.tensor(targets, dtype=torch.int64)[kept], source=f"{split_dir}")
+    problems = Problems(on_error, f"unreadable images in {split_dir}")
+    images, kept = decode_images(paths, resize_mixed_to=resize_mixed_to, problems=problems,
+                                 desc=f"decoding {split_dir.name}/", progress=progress)
+    return ImageSet(images, torch.tensor(targets, dtype=torch.int64)[kept], source=f"{split_dir}",
+                    skipped=folder_problems.count + problems.count)

@@ -1,5 +1,6 @@
 """ImageSet (a decoded dataset in memory), image decoding, and the on_error policy."""
 
+import codecs
 import csv
 import logging
 import os
@@ -35,6 +36,7 @@ class ImageSet:
     targets: torch.Tensor
     classes: tuple[str, ...] = LABELS
     source: str = ""
+    skipped: int = 0  # items left out under on_error="skip" (rows or image files)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] not in (1, 3):
@@ -59,7 +61,7 @@ class ImageSet:
 
     def subset(self, index) -> "ImageSet":
         """The ImageSet restricted to `index` (a slice, index tensor or boolean mask)."""
-        return ImageSet(self.images[index], self.targets[index], self.classes, self.source)
+        return ImageSet(self.images[index], self.targets[index], self.classes, self.source, self.skipped)
 
 
 class Problems:
@@ -82,64 +84,190 @@ class Problems:
             log.warning("skipped %d %s (on_error='skip'); first: %s", self.count, self.what, self.first)
 
 
+def _first_non_utf8(path: Path) -> tuple[int, int, int]:
+    """(byte offset, line number, byte value) of the first bytes in a file that are not UTF-8."""
+    pending, offset, line = b"", 0, 1  # offset: file position of pending[0]
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            data = pending + chunk
+            try:
+                text, used = codecs.utf_8_decode(data, "strict", False)  # keeps an incomplete tail
+            except UnicodeDecodeError as e:
+                return offset + e.start, line + data.count(b"\n", 0, e.start), data[e.start]
+            line += text.count("\n")
+            offset, pending = offset + used, data[used:]
+    return offset, line, pending[0] if pending else 0  # a multi-byte sequence cut off by the end of file
+
+
+def _not_utf8(path: Path) -> DataError:
+    offset, line, byte = _first_non_utf8(path)
+    return DataError(f"{path}: not UTF-8 text (byte 0x{byte:02x} at offset {offset}, line {line}); "
+                     f"re-save it as UTF-8")
+
+
+class CsvRows:
+    """The data rows of an open CSV file as (line number, fields), blank lines skipped.
+
+    Every way a file can fail to be CSV becomes one DataError naming the file and line: bytes that
+    are not UTF-8, a quote that is never closed, no data rows at all. Trailing blank lines (common in
+    hand-edited and re-exported files) are not rows.
+    """
+
+    def __init__(self, path: Path, f):
+        self.path, self.rows = path, 0
+        # strict: an unclosed quote is an error, not a field that silently swallows the rest of the file
+        self._reader = csv.reader(f, strict=True)
+
+    def header(self) -> list[str]:
+        fields = self._next()
+        if fields is None:
+            raise DataError(f"{self.path}: empty file (no header line)")
+        return [h.strip() for h in fields]
+
+    def _next(self) -> list[str] | None:
+        start = self._reader.line_num + 1  # where the record that fails began
+        try:
+            return next(self._reader)
+        except StopIteration:
+            return None
+        except UnicodeDecodeError:
+            raise _not_utf8(self.path) from None
+        except csv.Error as e:
+            what = ("a quoted field is never closed" if "end of data" in str(e) or "field larger" in str(e)
+                    else "malformed CSV")
+            raise DataError(f"{self.path.name} line {start}: {what} (csv: {e})") from None
+
+    def __iter__(self):
+        while (fields := self._next()) is not None:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line
+            self.rows += 1
+            yield self._reader.line_num, fields
+        if self.rows == 0:
+            raise DataError(f"{self.path}: no data rows (only a header)")
+
+
 @contextmanager
 def open_csv(path: Path):
-    """Yield (header, row reader) of a CSV file; a DataError naming the file if it cannot be opened.
+    """Yield (header, rows) of a CSV file: rows iterates (line number, fields) over the data rows.
 
-    ``utf-8-sig`` drops the byte-order mark that spreadsheet exports put before the header.
+    ``utf-8-sig`` drops the byte-order mark that spreadsheet exports put before the header. Errors
+    (cannot open, not UTF-8, unclosed quote, no data rows) are DataErrors naming the file.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.csv"
+    >>> _ = path.write_text("x,y\\n1,2\\n\\n3,4\\n\\n\\n")
+    >>> with open_csv(path) as (header, rows):
+    ...     header, list(rows)
+    (['x', 'y'], [(2, ['1', '2']), (4, ['3', '4'])])
     """
+    path = Path(path)
     try:
         f = open(path, newline="", encoding="utf-8-sig")
     except OSError as e:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
     with f:
-        reader = csv.reader(f)
-        yield [h.strip() for h in next(reader, [])], reader
+        rows = CsvRows(path, f)
+        yield rows.header(), rows
 
 
-def _decode_one(path: Path, image_size: int | None) -> np.ndarray:
-    """One image file -> uint8 (H, W) for grayscale or (H, W, 3) for colour."""
+def read_header(path: Path) -> list[str]:
+    """The fields of a CSV file's first line, read leniently (undecodable bytes replaced): enough to
+    recognise a format, while the strict reader (open_csv) reports what is wrong with the file."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16).decode("utf-8-sig", errors="replace")
+    except OSError:
+        return []
+    return [h.strip() for h in next(csv.reader([first]), [])]
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (label lists); DataError naming the file if unreadable."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+
+
+def _decode_one(path: Path) -> np.ndarray:
+    """One image file -> uint8 (H, W) for grayscale or (H, W, 3) for colour, at its own size."""
     with Image.open(path) as im:
         # Keep grayscale as 1 channel (FER2013 is 48x48 'L'); everything else becomes RGB.
         im = im.convert("L" if im.mode in ("L", "LA", "I", "I;16", "1") else "RGB")
-        if image_size is not None and im.size != (image_size, image_size):
-            # Pillow's bicubic filter is antialiased when shrinking.
-            im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
         return np.asarray(im)
 
 
-def decode_images(paths: list[Path], *, image_size: int | None = None, problems: Problems | None = None,
-                  desc: str = "decoding images") -> tuple[torch.Tensor, list[int]]:
+def resize_array(a: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W[, 3]) -> (S, S[, 3]) (or (h, w) for a tuple) with Pillow's antialiased bicubic filter."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if a.shape[:2] == (h, w):
+        return a
+    return np.asarray(Image.fromarray(a).resize((w, h), Image.Resampling.BICUBIC))
+
+
+class _Sizes:
+    """Keeps decoded images at one size: native while all agree, ``resize_mixed_to`` once they differ."""
+
+    def __init__(self, resize_mixed_to, folder: str):
+        self.target, self.folder, self.first, self.mixed = resize_mixed_to, folder, None, False
+
+    def admit(self, a: np.ndarray, path: Path, arrays: list) -> np.ndarray:
+        if self.first is None:
+            self.first = (a.shape[:2], path)
+        if not self.mixed and a.shape[:2] != self.first[0]:
+            (h0, w0), p0 = self.first
+            if self.target is None:
+                raise DataError(f"{self.folder}: images differ in size ({w0}x{h0} {p0.name}, {a.shape[1]}x{a.shape[0]} "
+                                f"{path.name}); resize them on decode with resize_mixed_to=S in Python "
+                                f"(the training CLI passes its --img-size)")
+            log.info("%s: images differ in size (%dx%d, %dx%d ...): resizing all to %s on decode",
+                     self.folder, w0, h0, a.shape[1], a.shape[0], self.target)
+            self.mixed = True
+            arrays[:] = [resize_array(b, self.target) for b in arrays]  # the ones decoded so far
+        return resize_array(a, self.target) if self.mixed else a
+
+
+def decode_images(paths: list[Path], *, resize_mixed_to: int | tuple[int, int] | None = None,
+                  problems: Problems | None = None, desc: str = "decoding images",
+                  progress: bool = True) -> tuple[torch.Tensor, list[int]]:
     """Decode image files once into one uint8 (N, C, H, W) tensor.
 
     Returns (images, kept) where kept lists the indices into `paths` that decoded (all of them unless
-    problems skips unreadable files). Images differing in size need `image_size`; a mix of grayscale
-    and colour files is stored as colour. Threads: Pillow releases the GIL while decoding, which helps
-    for large JPEGs (for 48x48 ones file-open overhead dominates and it is about even).
+    problems skips unreadable files). Images of one size keep it; when sizes differ, every image is
+    resized on decode to ``resize_mixed_to`` (AffectNet- and RAF-DB-style folders mix sizes), and
+    without it that is a DataError naming two files. A mix of grayscale and colour files is stored as
+    colour. Threads: Pillow releases the GIL while decoding, which helps for large JPEGs (for 48x48
+    ones file-open overhead dominates and it is about even). ``progress``: a tqdm bar for 2000+ files.
     """
     problems = problems or Problems("raise", "unreadable images")
+    sizes = _Sizes(resize_mixed_to, str(paths[0].parent) if paths else "")
 
     def work(path):
         try:
-            return _decode_one(path, image_size)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            return _decode_one(path)
+        # Pillow's decoders also raise SyntaxError (a broken PNG chunk) and EOFError on damaged files
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
             return f"{path}: cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
 
     # Threads get chunks of files (one future per file costs as much as decoding a 48x48 JPEG).
     chunk = 256
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
-    workers = min(4, os.cpu_count() or 1)
     arrays, kept = [], []
-    pool = ThreadPoolExecutor(workers)
+    pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1))
     try:
         results = pool.map(lambda part: [work(p) for p in part], chunks)
-        with tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < 2000, leave=False) as bar:
+        with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or len(paths) < 2000,
+                  leave=False) as bar:
             for c, part in enumerate(results):
                 for j, result in enumerate(part):
                     if isinstance(result, str):
                         problems(result)  # raises, or counts a skip
                         continue
-                    arrays.append(result)
+                    arrays.append(sizes.admit(result, paths[c * chunk + j], arrays))
                     kept.append(c * chunk + j)
                 bar.update(len(part))
     finally:
@@ -147,16 +275,12 @@ def decode_images(paths: list[Path], *, image_size: int | None = None, problems:
     problems.report()
     if not arrays:
         raise DataError(f"no readable images among {len(paths)} files" + (f" (first: {paths[0]})" if paths else ""))
+    return _stack(arrays), kept
 
-    sizes = {a.shape[:2] for a in arrays}
-    if len(sizes) > 1:
-        a, b = sorted(sizes)[:2]
-        raise DataError(f"{paths[kept[0]].parent}: images differ in size ({a[1]}x{a[0]} and {b[1]}x{b[0]}); "
-                        f"pass image_size=... to resize them to one size")
-    colour = any(a.ndim == 3 for a in arrays)
-    if colour:  # a few grayscale files in a colour set: replicate to 3 channels
+
+def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
+    """Same-size uint8 arrays (H, W) or (H, W, 3) -> (N, 1, H, W), or (N, 3, H, W) if any is colour."""
+    if any(a.ndim == 3 for a in arrays):  # a few grayscale files in a colour set: replicate to 3 channels
         arrays = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in arrays]
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
-    else:
-        images = torch.from_numpy(np.stack(arrays))[:, None]  # (N, 1, H, W)
-    return images, kept
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+    return torch.from_numpy(np.stack(arrays))[:, None]  # (N, 1, H, W)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
-from .imageset import ImageSet, Problems, decode_images
+from .imageset import ImageSet, Problems, decode_images, read_text_lines
 from .labels import RAFDB_CODES, code_table
 
 log = logging.getLogger("minivit.data")
@@ -30,8 +30,8 @@ def find_rafdb_label_file(path: str | Path) -> Path | None:
     return None
 
 
-def load_rafdb(path: str | Path, split: str = "train", *, image_size: int | None = None,
-               on_error: str = "raise") -> ImageSet:
+def load_rafdb(path: str | Path, split: str = "train", *, resize_mixed_to: int | None = None,
+               on_error: str = "raise", progress: bool = True) -> ImageSet:
     """One split of RAF-DB basic as an ImageSet (uint8 (N, 3, 100, 100) for the aligned faces)."""
     label_file = find_rafdb_label_file(path)
     if label_file is None:
@@ -49,7 +49,7 @@ def load_rafdb(path: str | Path, split: str = "train", *, image_size: int | None
     to_canonical = code_table(RAFDB_CODES)
     problems = Problems(on_error, f"malformed lines in {label_file}")
     paths, targets = [], []
-    for line_no, line in enumerate(label_file.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text_lines(label_file), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -70,6 +70,8 @@ def load_rafdb(path: str | Path, split: str = "train", *, image_size: int | None
     problems.report()
     if not paths:
         raise DataError(f"{label_file}: no '{split}_*' images listed")
-    images, kept = decode_images(paths, image_size=image_size, problems=Problems(on_error, f"unreadable images in {root}"),
-                                 desc=f"decoding RAF-DB {split}")
-    return ImageSet(images, torch.tensor(targets, dtype=torch.int64)[kept], source=f"{root} [{split}]")
+    image_problems = Problems(on_error, f"unreadable images in {root}")
+    images, kept = decode_images(paths, resize_mixed_to=resize_mixed_to, problems=image_problems,
+                                 desc=f"decoding RAF-DB {split}", progress=progress)
+    return ImageSet(images, torch.tensor(targets, dtype=torch.int64)[kept], source=f"{root} [{split}]",
+                    skipped=problems.count + image_problems.count)

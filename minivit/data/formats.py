@@ -1,4 +1,4 @@
-"""load_dataset: one entry point that recognises the format from the path."""
+"""The dataset formats minivit reads, recognised from a path: detect_format and load_dataset, the one entry point."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ from ..errors import ConfigError, DataError
 from .fer2013 import load_fer2013_csv
 from .ferplus import LABEL_MODES, is_ferplus_csv, load_ferplus
 from .folders import is_image_folder_dataset, load_image_folder
-from .imageset import ImageSet
+from .imageset import ImageSet, read_header
 from .rafdb import find_rafdb_label_file, load_rafdb
 
 SPLITS = ("train", "val", "test")
@@ -26,11 +26,12 @@ def detect_format(path: str | Path) -> str:
         if find_rafdb_label_file(path):
             return "rafdb"
         if path.suffix.lower() == ".csv":
+            if path.stat().st_size == 0:
+                raise DataError(f"{path}: empty file (no header line)")
             if is_ferplus_csv(path):
                 return "ferplus"
-            with open(path, encoding="utf-8-sig", errors="replace") as f:
-                if "pixels" in f.readline():
-                    return "fer2013_csv"
+            if "pixels" in read_header(path):
+                return "fer2013_csv"
         raise DataError(f"{path}: not a recognised dataset file (FER2013 CSV, FER+ CSV, RAF-DB label list)")
     if find_rafdb_label_file(path):
         return "rafdb"
@@ -42,8 +43,8 @@ def detect_format(path: str | Path) -> str:
                     f"fer2013.csv or RAF-DB's EmoLabel/)")
 
 
-def load_dataset(path: str | Path, split: str = "train", *, image_size: int | None = None,
-                 on_error: str = "raise", label_mode: str = "majority",
+def load_dataset(path: str | Path, split: str = "train", *, resize_mixed_to: int | tuple[int, int] | None = None,
+                 on_error: str = "raise", progress: bool = True, label_mode: str = "majority",
                  ferplus_images: str | Path | None = None) -> ImageSet:
     """Load one split of a facial-expression dataset into memory, labels in the LABELS order.
 
@@ -52,8 +53,11 @@ def load_dataset(path: str | Path, split: str = "train", *, image_size: int | No
     basic folder or its list_patition_label.txt,
     or an image-folder tree <path>/<split>/<class>/*.jpg (Kaggle FER2013, AffectNet-style).
     split: "train", "val" (PublicTest / val folder; falls back to test/ where there is none,
-    logged) or "test". image_size: resize every image to (S, S) (needed when sizes differ).
-    on_error: "raise" (DataError naming file and line) or "skip" (skip and log a count).
+    logged) or "test".
+    resize_mixed_to: S (or (h, w)): where a folder's images are not all one size, every image is
+    resized on decode to it (the training CLI passes its --img-size); uniform data keeps its size.
+    on_error: "raise" (DataError naming file and line) or "skip" (skip, log the count, and record it
+    in ImageSet.skipped). progress: tqdm bars while reading CSVs and decoding images.
     label_mode: FER+ only, "majority" -> int64 (N,) targets, "soft" -> float32 (N, 7).
 
     >>> import tempfile, torch
@@ -70,13 +74,17 @@ def load_dataset(path: str | Path, split: str = "train", *, image_size: int | No
         raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
     if label_mode not in LABEL_MODES:
         raise ConfigError(f"label_mode={label_mode!r}: expected one of {', '.join(LABEL_MODES)}")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ConfigError(f"image_size={image_size!r}: expected a positive int or None")
+    sizes = resize_mixed_to if isinstance(resize_mixed_to, (tuple, list)) else (resize_mixed_to,)
+    if resize_mixed_to is not None and not all(isinstance(v, int) and v >= 1 for v in sizes):
+        raise ConfigError(f"resize_mixed_to={resize_mixed_to!r}: expected a positive int, (h, w) or None")
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
     fmt = detect_format(path)
     path = Path(path)
     if fmt != "ferplus" and (label_mode != "majority" or ferplus_images is not None):
         raise ConfigError(f"label_mode / ferplus_images apply to FER+ label files only, not {path} ({fmt})")
-    common = dict(image_size=image_size, on_error=on_error)
+    common = dict(resize_mixed_to=tuple(resize_mixed_to) if isinstance(resize_mixed_to, list) else resize_mixed_to,
+                  on_error=on_error, progress=progress)
     if fmt == "fer2013_csv":
         return load_fer2013_csv(path if path.is_file() else path / "fer2013.csv", split, **common)
     if fmt == "ferplus":
