@@ -9,7 +9,8 @@ Example:
 
 from .config import ViTConfig, config_from_name
 from .errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError
-from .model import ViT, create_model, resample_pos_embed
+from .model import ViT, create_model
+from .pos_embed import resample_pos_embed
 
 __version__ = "0.1.0"
 
@@ -24,4 +25,14 @@ __all__ = [
     "CheckpointError",
     "DownloadError",
     "DataError",
+    "Predictor",
 ]
+
+
+def __getattr__(name: str):
+    # minivit.Predictor (minivit/predict.py) is imported on first use: `import minivit` stays light.
+    if name == "Predictor":
+        from .predict import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'minivit' has no attribute {name!r}")

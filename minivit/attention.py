@@ -1,0 +1,113 @@
+"""Where a trained model looks: attention maps of one image, overlaid on it, in one PNG.
+
+    python -m minivit.attention photo.jpg --checkpoint runs/fer -o maps.png
+
+Two maps, each scaled to [0, 1] and drawn over the image as the model saw it (the face crop,
+resized and normalised by the evaluation's preprocessing, shown back in pixels):
+
+- attention rollout (Abnar & Zuidema 2020): every block's attention, heads averaged, with the
+  residual added, multiplied through the depth: how much each patch reaches the pooled token;
+- the last block's attention of what the classifier reads: the CLS token's row (token pooling),
+  the mean row (GAP), or the MAP head's probe attention.
+
+The maps come from ``model(x, attention=True)`` (the explicit softmax path) and minivit.rollout.
+One image runs at a time in float32 without gradients, so memory stays bounded: for ViT-B/16 at
+224 the maps are 12 blocks x 12 heads x 197 x 197 floats, about 22 MB.
+
+With the ``faces`` extra the largest face found is used (``--face N`` picks another, numbered
+left to right as in minivit.predict); with ``--no-detect``, or no face found, the whole image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .cli import ArgumentParser, fail, integer, run
+from .device import DEVICES
+from .errors import ConfigError
+from .predict import MAX_PIXELS, PIL_MAX_PIXELS, Predictor, read_image, to_image_tensor
+
+
+def model_view(predictor: Predictor, x: torch.Tensor) -> torch.Tensor:
+    """The model's input (1, C, S, S) shown back as a uint8 (C, S, S) image (normalisation undone)."""
+    mean = torch.tensor(predictor.aug.mean[: x.shape[1]], device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(predictor.aug.std[: x.shape[1]], device=x.device).view(1, -1, 1, 1)
+    return ((x * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)[0].cpu()  # (C, S, S)
+
+
+def pooled_name(classifier: str) -> str:
+    return {"token": "last layer: CLS token attention", "gap": "last layer: mean attention (GAP)",
+            "map": "attention pooling: probe attention (MAP)"}[classifier]
+
+
+@torch.no_grad()
+def attention_maps(predictor: Predictor, crop: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """(model input as uint8 (C, S, S), {name: (gh, gw) map in [0, 1]}, probabilities (K,)) for one
+    image (C, h, w)."""
+    from .rollout import attention_rollout, last_layer_attention
+
+    model, cfg = predictor.model, predictor.model.config
+    x = predictor.preprocess(crop).float()  # (1, C, S, S)
+    logits, out = model(x, attention=True)  # out["attention"]: depth x (1, heads, T, T)
+    args = (out["attention"], cfg.grid, cfg.num_prefix_tokens, out.get("map_attention"))
+    maps = {"attention rollout": attention_rollout(*args)[0].cpu(),  # (gh, gw)
+            pooled_name(cfg.classifier): last_layer_attention(*args)[0].cpu()}  # (gh, gw)
+    return model_view(predictor, x), maps, logits.float().softmax(-1)[0].cpu()
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m minivit.attention", description=(
+        "Draw a model's attention on one image: attention rollout and the last layer's attention of the "
+        "pooled token, overlaid on the (face-cropped, resized) input, in one PNG."))
+    p.add_argument("image", help="the image file (JPEG, PNG, ...)")
+    p.add_argument("--checkpoint", required=True, help="a training run folder (its best.safetensors), a minivit "
+                   ".safetensors, or anything ViT.from_pretrained reads")
+    p.add_argument("-o", "--output", required=True, metavar="MAPS.png", help="the PNG to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--face", type=integer(at_least=1), default=None, help="which detected face to use, numbered "
+                   "left to right from 1 (default: the largest)")
+    p.add_argument("--no-detect", action="store_true", help="do not look for faces: use the whole image")
+    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
+                   help="turn colour photos to grayscale first (default: as the model was trained: a minivit "
+                   "run on grayscale faces such as FER2013 stores that, and its photos are turned gray)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
+    p.add_argument("--max-pixels", type=integer(at_least=1, at_most=PIL_MAX_PIXELS), default=MAX_PIXELS,
+                   help=f"refuse images whose header claims more pixels than this (1 to {PIL_MAX_PIXELS}; "
+                        f"default {MAX_PIXELS})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out_path = Path(args.output)
+    if out_path.suffix.lower() != ".png":
+        return fail(f"--output {args.output}: must end in .png")
+    if out_path.exists() and not args.overwrite:
+        return fail(f"--output {args.output}: file exists (pass --overwrite to replace it)")
+    image = to_image_tensor(read_image(args.image, max_pixels=args.max_pixels), args.image)  # (C, H, W)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, grayscale=args.grayscale,
+                                          detect_faces=False if args.no_detect else "auto", max_pixels=args.max_pixels)
+    _, detection, regions = predictor.regions(image)
+    if args.face is not None:
+        if detection != "faces" or args.face > len(regions):
+            raise ConfigError(f"--face {args.face}: {args.image} has {len(regions) if detection == 'faces' else 0} "
+                              f"detected face(s)")
+        box, crop = regions[args.face - 1]
+    else:
+        box, crop = max(regions, key=lambda r: r[1].shape[-1] * r[1].shape[-2])  # the largest face
+    view, maps, probs = attention_maps(predictor, crop)
+    k = int(probs.argmax())
+    where = f"face at {box}" if box else {"no face found": "whole image (no face found)"}.get(detection, "whole image")
+    title = f"{Path(args.image).name}, {where}: {predictor.classes[k]} {probs[k]:.2f}"
+    from .plots import attention_overlay_png
+
+    print(attention_overlay_png(view, maps, out_path, title=title))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

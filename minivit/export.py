@@ -1,0 +1,203 @@
+"""Export a trained model to ONNX, verified against PyTorch by the same command.
+
+    pip install "minivit[export]"
+    python -m minivit.export --checkpoint runs/fer --onnx fer.onnx                   # opset 18
+    python -m minivit.export --checkpoint runs/fer --onnx fer.onnx --image face.jpg  # verify on a real face
+
+The graph: input ``images`` float32 (batch, in_chans, H, W) at the model's input size, already
+preprocessed as minivit.augment.eval_transform does (resized, pixels / 255, then (x - 0.5) / 0.5);
+output ``logits`` float32 (batch, num_classes) (the pooled features for a headless model). The
+batch axis is dynamic unless ``--static-batch``. The model's config, class names and that
+preprocessing are stored in the file's metadata (``metadata_props``).
+
+Opset: ``DEFAULT_OPSET`` = 18 unless ``--opset`` says otherwise; the command prints the opset used.
+
+Exporter: torch's TorchScript-based one (``torch.onnx.export(..., dynamo=False)``) by default: it
+needs only the ``onnx`` package, runs offline in a fraction of a second for small models, and
+handles every minivit architecture (token / gap / map pooling, the representation layer, the
+conv stem with BatchNorm, 1 or 3 input channels, non-square inputs). ``--dynamo`` uses the newer
+torch.export-based exporter instead (it needs ``onnxscript``, and takes seconds).
+
+Verification, in the same command: onnxruntime (CPU) against PyTorch (CPU, float32) on a random
+batch of 3 (a batch size other than the export's, which checks the dynamic axis) and on a real
+input -- the ``--image`` file, preprocessed as minivit.predict does, or else a synthetic face
+from minivit.data.synthetic_faces. The maximum absolute difference of the logits is printed; above
+``--tolerance`` (default 1e-4) the command exits with status 1 and writes no file (the export goes
+to a temporary file that only replaces ``--onnx`` once it has passed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import AugmentConfig, eval_transform
+from .cli import ArgumentParser, fail, integer, number, run
+from .errors import ConfigError
+
+DEFAULT_OPSET = 18
+TOLERANCE = 1e-4  # float32 ONNX Runtime vs PyTorch: kernels differ in summation order, ~1e-6 for small ViTs
+INSTALL_HINT = "pip install 'minivit[export]' (onnx, onnxruntime)"
+
+
+class VerificationFailed(Exception):
+    """ONNX Runtime's output differs from PyTorch's by more than the tolerance (exit status 1)."""
+
+
+class LogitsOnly(torch.nn.Module):
+    """The model as a graph of one input and one output: ``images -> logits``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)  # (B, K)
+
+
+def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True, dynamo: bool = False) -> None:
+    """Write ``model`` (eval mode, CPU, float32) as an ONNX graph images -> logits to ``path``."""
+    cfg = model.config
+    wrapper = LogitsOnly(model).eval()
+    example = torch.zeros(1, cfg.in_chans, *cfg.image_hw)  # (1, C, H, W)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; tracer warnings
+        if dynamo:
+            try:
+                import onnxscript  # noqa: F401 - the torch.export-based exporter builds graphs with it
+            except ImportError:
+                raise ConfigError("--dynamo needs onnxscript: pip install onnxscript") from None
+            shapes = {"images": {0: torch.export.Dim("batch")}} if dynamic_batch else None
+            torch.onnx.export(wrapper, (example,), str(path), dynamo=True, input_names=["images"],
+                              output_names=["logits"], dynamic_shapes=shapes, opset_version=opset,
+                              external_data=False, verbose=False)
+        else:
+            axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+            torch.onnx.export(wrapper, (example,), str(path), dynamo=False, input_names=["images"],
+                              output_names=["logits"], dynamic_axes=axes, opset_version=opset)
+    model.eval()  # the exporter restores the wrapper's mode onto the model: keep BatchNorm in eval
+
+
+def add_metadata(path, model, classes) -> None:
+    """Store the config, class names and preprocessing in the ONNX file's metadata_props."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    cfg = model.config
+    props = {"minivit_config": json.dumps(cfg.to_dict()), "classes": json.dumps(list(classes)),
+             "preprocessing": f"uint8 image -> resize to {cfg.image_hw[0]}x{cfg.image_hw[1]} (bilinear, antialiased "
+                              f"when shrinking) -> {cfg.in_chans} channel(s) (gray repeated / ITU-R 601 luminance) -> "
+                              f"x / 255 -> (x - 0.5) / 0.5"}
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def real_input(model, image: str | None) -> tuple[torch.Tensor, str]:
+    """A preprocessed real input (1, C, H, W) and where it came from: the image file, or a synthetic face."""
+    cfg = model.config
+    aug = AugmentConfig(image_size=cfg.image_size, channels=cfg.in_chans)
+    if image:
+        from .predict import read_image, to_image_tensor
+
+        return eval_transform(to_image_tensor(read_image(image), image)[None], aug), image  # (1, C, H, W)
+    from .data import synthetic_faces
+
+    face = synthetic_faces(1, image_size=max(cfg.image_hw), seed=0).images  # (1, 1, S, S) uint8
+    return eval_transform(face, aug), "a synthetic face (minivit.data.synthetic_faces)"
+
+
+def verify(path, model, inputs: dict[str, torch.Tensor], tolerance: float) -> dict[str, float]:
+    """Max |ONNX Runtime - PyTorch| of the logits for each named input batch; VerificationFailed above
+    ``tolerance``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    diffs = {}
+    for name, x in inputs.items():
+        with torch.no_grad():
+            expected = model(x).float().numpy()  # (B, K)
+        got = session.run(["logits"], {"images": x.numpy()})[0]  # (B, K)
+        if got.shape != expected.shape:
+            raise VerificationFailed(f"{name}: ONNX output shape {got.shape}, PyTorch {expected.shape}")
+        diffs[name] = float(np.abs(got - expected).max()) if got.size else 0.0
+        print(f"verify ({name}, batch {x.shape[0]}): max abs difference {diffs[name]:.3g}")
+    worst = max(diffs, key=diffs.get)
+    if not diffs[worst] <= tolerance:  # NaN fails too
+        raise VerificationFailed(f"ONNX Runtime and PyTorch differ by {diffs[worst]:.3g} on {worst}, "
+                                 f"more than the tolerance {tolerance:g}")
+    return diffs
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m minivit.export", description=(
+        "Export a trained model to ONNX (images -> logits, dynamic batch) and verify it with ONNX Runtime "
+        "against PyTorch on random and real inputs; exit 1, writing nothing, when they differ by more than "
+        "--tolerance."))
+    p.add_argument("--checkpoint", required=True, help="a training run folder (its best.safetensors), a minivit "
+                   ".safetensors, or anything ViT.from_pretrained reads")
+    p.add_argument("--onnx", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the ONNX file if it exists")
+    p.add_argument("--opset", type=integer(at_least=14, at_most=20), default=DEFAULT_OPSET,
+                   help=f"ONNX opset version (14 to 20; default {DEFAULT_OPSET}; --dynamo needs >= 18)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch axis at 1 (default: dynamic batch)")
+    p.add_argument("--dynamo", action="store_true", help="use torch's torch.export-based exporter (needs "
+                   "onnxscript) instead of the TorchScript-based one")
+    p.add_argument("--image", help="a real image to verify on (read and preprocessed as minivit.predict does, "
+                   "whole image); default: a synthetic face")
+    p.add_argument("--tolerance", type=number(above=0), default=TOLERANCE,
+                   help=f"largest max abs difference of the logits accepted (> 0; default {TOLERANCE:g})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.onnx)
+    if out.suffix.lower() != ".onnx":
+        return fail(f"--onnx {args.onnx}: must end in .onnx")
+    if out.exists() and not args.overwrite:
+        return fail(f"--onnx {args.onnx}: file exists (pass --overwrite to replace it)")
+    if args.dynamo and args.opset < 18:
+        return fail(f"--opset {args.opset}: the --dynamo exporter needs opset 18 or newer")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return fail(f"exporting needs onnx and onnxruntime: {INSTALL_HINT}")
+    from .checkpoints.io import atomic_write
+    from .predict import load_model
+
+    model, classes, source = load_model(args.checkpoint)
+    model = model.float().cpu().eval()
+    cfg = model.config
+    torch.manual_seed(0)
+    real, real_name = real_input(model, args.image)
+    batch = 1 if args.static_batch else 3
+    inputs = {"random": torch.randn(batch, cfg.in_chans, *cfg.image_hw), real_name: real}
+
+    def export_and_verify(tmp):
+        export_onnx(model, tmp, opset=args.opset, dynamic_batch=not args.static_batch, dynamo=args.dynamo)
+        add_metadata(tmp, model, classes)
+        verify(tmp, model, inputs, args.tolerance)
+
+    exporter = "torch.export-based (dynamo)" if args.dynamo else "TorchScript-based"
+    print(f"exporting {source} ({cfg.classifier} pooling, {cfg.in_chans}x{cfg.image_hw[0]}x{cfg.image_hw[1]} input, "
+          f"{len(classes)} classes) with opset {args.opset}, {exporter} exporter, "
+          f"{'static batch 1' if args.static_batch else 'dynamic batch'}")
+    try:
+        atomic_write(out, export_and_verify)
+    except VerificationFailed as e:
+        print(f"error: {e}; {out} not written", file=sys.stderr)
+        return 1
+    print(f"wrote {out} (opset {args.opset}, verified with ONNX Runtime within {args.tolerance:g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

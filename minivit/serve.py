@@ -1,0 +1,163 @@
+"""A web demo of a trained model: upload a photo or turn on the webcam, see each face's expression.
+
+    pip install "minivit[serve,faces]"
+    python -m minivit.serve --checkpoint runs/fer                # then open http://127.0.0.1:8000
+
+Endpoints:
+    GET  /          the page (minivit/static/index.html: plain JavaScript and a canvas, no CDN)
+    GET  /health    {"status": "ok", "classes": [...], "face_detection": ..., limits}
+    POST /predict   multipart form with the image in field ``file`` -> JSON, as minivit.predict's
+                    ``--json`` record of one image: {"width", "height", "detection", "note",
+                    "faces_detected", "predictions": [{"label", "probabilities", "box", "top_k"}]}
+
+The server reads only what a client uploads, never a path a client names. Every bad request gets
+a 4xx JSON answer ``{"detail": "..."}`` and the server goes on serving:
+
+    413  the request is larger than --max-upload-mb, or the image header claims more pixels than
+         --max-pixels (a decompression bomb is refused before it is decoded)
+    415  the bytes are not an image (the format is sniffed from the content, not the file name or
+         the Content-Type the client claims)
+    411  no Content-Length (the size is checked before the body is read)
+    422  no ``file`` field, or an image that cannot be decoded (truncated, corrupt)
+
+The model runs under the Predictor's lock, in FastAPI's thread pool: concurrent requests decode
+in parallel and take turns on the model.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (Request)
+# at runtime, and Request is imported inside create_app.
+import argparse
+import sys
+from importlib import resources
+
+from .cli import ArgumentParser, integer, number, run
+from .device import DEVICES
+from .errors import ConfigError
+from .predict import DETECTED, PIL_MAX_PIXELS, ImageTooLarge, NotAnImage, Predictor, UnreadableImage, read_image
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+SERVE_MAX_PIXELS = 40_000_000  # a 7300x5500 photo; decoding one takes ~120 MB of memory
+MULTIPART_SLACK = 16 * 1024  # form boundaries and part headers around the file's bytes
+INSTALL_HINT = "pip install 'minivit[serve]' (fastapi, uvicorn, python-multipart)"
+
+
+def page() -> str:
+    """The demo page shipped inside the package."""
+    return resources.files("minivit").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def _error(status: int, message: str):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def create_app(predictor: Predictor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = SERVE_MAX_PIXELS,
+               top_k: int = 3):
+    """The FastAPI app serving ``predictor`` (see the module docstring for the endpoints and limits)."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.concurrency import run_in_threadpool
+        from fastapi.responses import HTMLResponse
+    except ImportError:
+        raise ConfigError(f"the web demo needs FastAPI: {INSTALL_HINT}") from None
+
+    app = FastAPI(title="minivit", description="facial expression recognition demo", docs_url=None, redoc_url=None)
+    html = page()
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        return html
+
+    @app.get("/health")
+    def health():
+        detection = "on" if predictor.detection == DETECTED else predictor.detection  # or "off", "unavailable"
+        return {"status": "ok", "classes": list(predictor.classes), "face_detection": detection,
+                "image_size": list(predictor.model.config.image_hw), "max_upload_bytes": max_upload_bytes,
+                "max_pixels": max_pixels}
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return _error(411, "send the upload with a Content-Length header")
+        if int(length) > max_upload_bytes + MULTIPART_SLACK:
+            return _error(413, f"upload of {int(length):,} bytes is larger than the limit of {max_upload_bytes:,}")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return _error(422, "send the image as multipart/form-data in a field named 'file'")
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except Exception as e:  # starlette's MultiPartException and parser errors: a malformed body
+            return _error(422, f"malformed multipart form ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            return _error(422, "no file: send the image in a multipart field named 'file'")
+        data = await upload.read(max_upload_bytes + 1)
+        name = upload.filename or "upload"
+        if len(data) > max_upload_bytes:
+            return _error(413, f"{name}: larger than the limit of {max_upload_bytes:,} bytes")
+        return await run_in_threadpool(_answer, predictor, data, name, max_pixels, top_k)
+
+    return app
+
+
+def _answer(predictor: Predictor, data: bytes, name: str, max_pixels: int, top_k: int):
+    """Decode (format sniffed from the bytes), detect and classify one upload; 4xx JSON on bad input."""
+    try:
+        image = read_image(data, max_pixels=max_pixels, name=name)
+    except NotAnImage as e:
+        return _error(415, str(e))
+    except ImageTooLarge as e:
+        return _error(413, str(e))
+    except UnreadableImage as e:
+        return _error(422, str(e))
+    result = predictor.predict([image], names=[name])[0]
+    return result.to_dict(top_k)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m minivit.serve", description=(
+        "Serve a web page where a person uploads a photo or turns on the webcam and sees each face's "
+        "expression, and a JSON API: POST /predict (multipart field 'file'), GET /health."))
+    p.add_argument("--checkpoint", required=True, help="a training run folder (its best.safetensors), a minivit "
+                   ".safetensors, or anything ViT.from_pretrained reads")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=integer(at_least=0, at_most=65535), default=8000,
+                   help="TCP port (0 to 65535, 0: any free one; default 8000)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
+    p.add_argument("--no-detect", action="store_true", help="do not look for faces: classify each whole image")
+    p.add_argument("--tta", action="store_true", help="average each face's logits with its mirror image's")
+    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
+                   help="turn colour photos to grayscale first (default: as the model was trained: a minivit "
+                   "run on grayscale faces such as FER2013 stores that, and its photos are turned gray)")
+    p.add_argument("--top-k", type=integer(at_least=1), default=3, help="expressions listed per face in "
+                   "'top_k' (>= 1; default 3); 'probabilities' always holds every class")
+    p.add_argument("--max-upload-mb", type=number(above=0, at_most=1024), default=MAX_UPLOAD_BYTES / 2**20,
+                   help=f"largest upload accepted, in MiB (in (0, 1024]; default {MAX_UPLOAD_BYTES / 2**20:g}): "
+                        f"larger ones get 413")
+    p.add_argument("--max-pixels", type=integer(at_least=1, at_most=PIL_MAX_PIXELS), default=SERVE_MAX_PIXELS,
+                   help=f"largest image accepted, in pixels, read from the header before decoding (1 to "
+                        f"{PIL_MAX_PIXELS}; default {SERVE_MAX_PIXELS}): larger ones get 413")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError(f"the web demo needs uvicorn: {INSTALL_HINT}") from None
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta,
+                                          detect_faces=False if args.no_detect else "auto",
+                                          grayscale=args.grayscale)
+    app = create_app(predictor, max_upload_bytes=round(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+                     top_k=args.top_k)
+    detection = "on" if predictor.detection == DETECTED else predictor.detection
+    print(f"minivit demo: http://{args.host}:{args.port}/ (face detection: {detection})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

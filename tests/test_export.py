@@ -1,0 +1,103 @@
+"""python -m minivit.export: ONNX parity with PyTorch for every architecture minivit builds, a dynamic
+batch axis, failure above the tolerance (exit 1, no file), and no overwriting without --overwrite."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import minivit
+from minivit.checkpoints import save_checkpoint
+from minivit.export import DEFAULT_OPSET, main
+
+ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the 'export' extra (onnx, onnxruntime)")
+onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'export' extra (onnx, onnxruntime)")
+
+VARIANTS = {
+    "token": {},
+    "gap": dict(classifier="gap"),
+    "map": dict(classifier="map"),
+    "representation": dict(representation_size=24),
+    "conv-stem": dict(stem="conv"),
+    "1-channel": dict(in_chans=1),
+    "non-square": dict(image_size=(32, 48)),
+}
+
+
+def save_tiny(path, **overrides):
+    torch.manual_seed(0)
+    model = minivit.create_model("Ti/16", **{**dict(image_size=48, patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64,
+                                                    num_classes=7), **overrides})
+    torch.nn.init.normal_(model.head.weight, std=0.5)  # a zero head would make every logit equal
+    if overrides.get("stem") == "conv":  # BatchNorm statistics that are not the identity
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    save_checkpoint(model.eval(), path)
+    return model.eval()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_onnx_matches_pytorch(variant, tmp_path, capsys):
+    model = save_tiny(tmp_path / "m.safetensors", **VARIANTS[variant])
+    out = tmp_path / "m.onnx"
+    assert main(["--checkpoint", str(tmp_path / "m.safetensors"), "--onnx", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"opset {DEFAULT_OPSET}" in printed and printed.count("max abs difference") == 2
+    assert "synthetic face" in printed
+
+    # an independent check: a batch size the export never saw, against the model itself
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, model.config.in_chans, *model.config.image_hw)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session.run(["logits"], {"images": x.numpy()})[0]
+    assert got.shape == (5, 7) and np.abs(got - expected).max() < 1e-4
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3  # the outputs depend on the input: a real check
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["classes"]) == list(minivit.data.LABELS)
+    assert onnx.load(str(out)).opset_import[0].version == DEFAULT_OPSET
+
+
+def test_dynamo_exporter_and_a_real_image(tmp_path, capsys):
+    pytest.importorskip("onnxscript", reason="--dynamo needs onnxscript")
+    from PIL import Image
+
+    save_tiny(tmp_path / "m.safetensors", classifier="map")
+    face = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 50), dtype=np.uint8)).save(face)
+    out = tmp_path / "m.onnx"
+    assert main(["--checkpoint", str(tmp_path / "m.safetensors"), "--onnx", str(out), "--dynamo",
+                 "--image", str(face), "--static-batch"]) == 0
+    printed = capsys.readouterr().out
+    assert "torch.export-based" in printed and f"verify ({face}, batch 1)" in printed and out.is_file()
+
+
+def test_difference_above_tolerance_exits_1_and_writes_nothing(tmp_path, capsys):
+    save_tiny(tmp_path / "m.safetensors")
+    out = tmp_path / "m.onnx"
+    assert main(["--checkpoint", str(tmp_path / "m.safetensors"), "--onnx", str(out), "--tolerance", "1e-30"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ONNX Runtime and PyTorch differ by") and "not written" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.safetensors"]  # no .onnx, no temp file left behind
+
+
+def test_existing_file_is_not_overwritten(tmp_path, capsys):
+    save_tiny(tmp_path / "m.safetensors")
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"keep me")
+    assert main(["--checkpoint", str(tmp_path / "m.safetensors"), "--onnx", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert main(["--checkpoint", str(tmp_path / "m.safetensors"), "--onnx", str(out), "--overwrite"]) == 0
+    assert out.read_bytes() != b"keep me"
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--checkpoint", "--onnx", "--overwrite", "--opset", "--static-batch", "--dynamo", "--image",
+                 "--tolerance"):
+        assert flag in text
