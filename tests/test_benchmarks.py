@@ -1,0 +1,219 @@
+"""The benchmark and profiling scripts run, parse their flags, and write what they say they write.
+
+These check the JSON and traces the scripts produce, never their speed: CPU timings mean nothing
+here. Every run is tiny (a 1-2 block model at 16-24 px, a few steps).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import fer_recipe  # noqa: E402
+import profile_step  # noqa: E402
+import throughput  # noqa: E402
+
+TINY = ["--model", "Ti/16", "--patch-size", "4", "--img-size", "16", "--dim", "32", "--depth", "1", "--heads", "2",
+        "--mlp-dim", "64", "--num-classes", "7", "--batch-size", "4", "--warmup", "0"]
+
+
+def test_throughput_rows_tricks_and_ratios(tmp_path):
+    out = tmp_path / "t.json"
+    # minivit eager as the reference row: the ratio columns are exercised without timm installed
+    assert throughput.main(TINY + ["--iters", "2", "--libs", "minivit,minivit-fast", "--modes", "eager",
+                                   "--compile-backend", "aot_eager", "--reference", "minivit:eager",
+                                   "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {(r["lib"], r["mode"]): r for r in report["results"]}
+    assert set(rows) == {("minivit", "eager"), ("minivit-fast", "fast")}
+    ref = rows["minivit", "eager"]
+    for r in rows.values():
+        assert r["train_img_s"] > 0 and r["infer_img_s"] > 0
+        assert r["train_vs_minivit_eager"] == pytest.approx(r["train_img_s"] / ref["train_img_s"])
+        assert r["infer_vs_minivit_eager"] == pytest.approx(r["infer_img_s"] / ref["infer_img_s"])
+    assert ref["train_vs_minivit_eager"] == 1.0
+    tricks = " ".join(rows["minivit-fast", "fast"]["tricks"])
+    assert "compile_model" in tricks and "sdpa_backends" in tricks
+    assert report["meta"]["config"]["patch_size"] == 4 and report["meta"]["architecture"].endswith("17 tokens")
+    assert report["reference"] == ["minivit", "eager"]
+
+
+def test_ratios_are_none_without_the_reference_row():
+    rows = [{"lib": "minivit", "mode": "eager", "train_img_s": 10.0, "infer_img_s": 20.0}]
+    assert throughput.add_ratios(rows) is None
+    assert rows[0]["train_vs_timm_compiled"] is None and rows[0]["infer_vs_timm_compiled"] is None
+    rows.append({"lib": "timm", "mode": "compiled", "train_img_s": 8.0, "infer_img_s": 40.0})
+    assert throughput.add_ratios(rows) is rows[1]
+    assert rows[0]["train_vs_timm_compiled"] == 1.25 and rows[0]["infer_vs_timm_compiled"] == 0.5
+
+
+@pytest.mark.parametrize("preset, expected", [
+    ("fer", dict(patch_size=4, image_size=48, dim=192, depth=12, in_chans=3, stem="patch", num_tokens=145, batch=256)),
+    ("fer128", dict(patch_size=4, image_size=48, dim=192, depth=12, num_tokens=145, batch=128)),
+    ("b16", dict(patch_size=16, image_size=224, dim=768, depth=12, num_tokens=197, batch=256)),
+    ("fer-conv", dict(patch_size=4, image_size=48, dim=384, depth=8, heads=6, mlp_dim=1536, in_chans=1, stem="conv",
+                      num_tokens=145, batch=256)),
+])
+def test_presets_set_the_issue_settings(tmp_path, preset, expected):
+    args, _ = throughput.parse_args(["--preset", preset, "--device", "cpu", "--out", str(tmp_path / "x.json")])
+    cfg = throughput.model_config(args)
+    assert args.batch_size == expected.pop("batch")
+    assert cfg.num_tokens == expected.pop("num_tokens")
+    assert {k: getattr(cfg, k) for k in expected} == expected
+
+
+def test_flags_override_the_preset(tmp_path):
+    args, _ = throughput.parse_args(["--preset", "fer-conv", "--device", "cpu", "--batch-size", "8", "--stem", "patch",
+                                     "--in-chans", "3", "--depth", "2", "--out", str(tmp_path / "x.json")])
+    cfg = throughput.model_config(args)
+    assert (args.batch_size, cfg.stem, cfg.in_chans, cfg.depth, cfg.dim) == (8, "patch", 3, 2, 384)
+
+
+def test_forward_flops_count_vit_b16():
+    # 35.1 GFLOPs per 224x224 image (2 per multiply-add, attention's T^2 terms included)
+    args, _ = throughput.parse_args(["--preset", "b16", "--device", "cpu", "--out", "/nonexistent/x.json"])
+    assert throughput.forward_flops(throughput.model_config(args)) == pytest.approx(35.13e9, rel=2e-3)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--iters", "0"], "--iters: must be an integer >= 1"),
+    (["--libs", "minivit,flax"], "unknown library 'flax'"),
+    (["--modes", "jit"], "unknown mode 'jit'"),
+    (["--preset", "fer512"], "invalid choice: 'fer512'"),
+    (["--reference", "timm"], "expected LIB:MODE"),
+])
+def test_throughput_bad_flags_exit_2_with_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        throughput.parse_args(argv + ["--device", "cpu"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_throughput_never_overwrites_without_the_flag(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    out.write_text("keep me")
+    with pytest.raises(SystemExit) as e:
+        throughput.parse_args(["--device", "cpu", "--out", str(out)])
+    assert e.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    assert out.read_text() == "keep me"
+
+
+def test_loop_mode_reports_the_loop_against_its_pure_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(throughput, "LOOP_EPOCH_STEPS", 4)  # 8 steps = 2 epochs of the synthetic set
+    out = tmp_path / "loop.json"
+    assert throughput.main(TINY + ["--batch-size", "8", "--loop", "--steps", "8", "--modes", "eager",
+                                   "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (row,) = report["loop"]
+    assert row["mode"] == "eager" and row["steps"] == row["steps_run"] == 8 and row["epochs"] == 2
+    assert row["profile"] == "scratch"
+    assert row["loop_img_s"] > 0 and row["pure_step_img_s"] > 0
+    assert row["loop_vs_pure"] == pytest.approx(row["loop_img_s"] / row["pure_step_img_s"])
+
+
+def test_profile_step_writes_traces_and_finds_the_attention_kernel(tmp_path):
+    out = tmp_path / "prof"
+    assert profile_step.main(TINY + ["--batch-size", "8", "--steps", "2", "--loop-steps", "4", "--modes",
+                                     "eager,compiled", "--compile-backend", "aot_eager", "--out", str(out)]) == 0
+    for name in ("step-eager.json", "step-compiled.json", "loop-eager.json"):
+        assert json.loads((out / name).read_text())["traceEvents"], name
+    summary = json.loads((out / "summary.json").read_text())
+    eager, compiled, loop = summary["step-eager"], summary["step-compiled"], summary["loop-eager"]
+    assert eager["sdpa_backend"] == ["flash (CPU kernel)"]
+    assert eager["sdpa_can_run"] == {"cudnn": False, "flash": True, "efficient": False, "math": True}
+    assert compiled["graph_breaks"] == {"graphs": 1, "graph_breaks": 0, "reasons": []}
+    assert eager["host_syncs"].startswith("not applicable")
+    assert eager["kernels_per_step"] is None and eager["launch_gaps"] is None  # CUDA only
+    assert eager["top_ops"] and all(r["self_us_per_step"] >= 0 for r in eager["top_ops"])
+    # the loop augments, mixes and evaluates around the same step: more ops per step than the step alone
+    assert loop["aten_ops_per_step"] > eager["aten_ops_per_step"] > 0
+    assert summary["loop_extra_over_step"] and all(r["extra_us_per_step"] > 0 for r in summary["loop_extra_over_step"])
+
+
+def test_launch_gaps_and_sdpa_names():
+    g = profile_step.launch_gaps([(0, 10), (5, 12), (20, 30)])  # two overlapping kernels, then an 8 us gap
+    assert g["busy_fraction"] == pytest.approx(22 / 30, abs=1e-4) and g["largest_gap_us"] == 8
+    assert profile_step.launch_gaps([]) is None
+    assert profile_step.sdpa_backend_used(["aten::_scaled_dot_product_cudnn_attention",
+                                           "aten::_scaled_dot_product_flash_attention_backward"]) == ["cudnn"]
+
+
+def test_fer_recipe_smoke_run_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "recipe"
+    assert fer_recipe.main(["--data", "synthetic", "--epochs", "1", "--tiny", "--no-progress", "--device", "cpu",
+                            "--only", "default,rgb", "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    rows = {r["variant"]: r for r in report["variants"]}
+    assert list(rows) == ["default", "rgb"]  # the 1-channel conv-stem model, and 3 channels from gray data
+    models = {name: r["config"]["model_overrides"] for name, r in rows.items()}
+    assert models["default"]["stem"] == "conv" and models["default"]["in_chans"] == 1
+    assert models["rgb"]["in_chans"] == 3
+    assert rows["default"]["config"]["mix_prob"] > 0 and rows["default"]["tta"]
+    for r in rows.values():
+        assert r["epochs"] == 1 and 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
+        assert len(r["recall"]) == 7 and all(0 <= v <= 1 for v in r["recall"].values())
+        assert r["command"].endswith(f"--only {r['variant']} --epochs 1 --tiny")
+    table = (out / "results.md").read_text()
+    assert table.count("\n| ") == 1 + len(rows) and "disgust recall" in table
+
+
+def test_fer_recipe_wall_time_budget_chooses_epochs(tmp_path):
+    out = tmp_path / "recipe"
+    assert fer_recipe.main(["--data", "synthetic", "--minutes", "0.05", "--probe-steps", "5", "--tiny",
+                            "--no-progress", "--device", "cpu", "--only", "batch128", "--out", str(out)]) == 0
+    (row,) = json.loads((out / "results.json").read_text())["variants"]
+    assert row["probe"]["img_per_s"] > 0 and row["epochs"] >= 1
+    assert row["config"]["batch_size"] == 16  # 128 / 8 under --tiny: half of the default's 32
+
+
+@pytest.mark.parametrize("name, field, value", [
+    ("no-mix", "mix_prob", 0.0), ("mix-every-batch", "mix_prob", 1.0), ("batch128", "batch_size", 128),
+    ("patch-stem", "model_overrides", "stem=patch"), ("rgb", "model_overrides", "in_chans=3")])
+def test_fer_recipe_variants_change_one_knob(tmp_path, name, field, value):
+    kw = dict(data="synthetic", out=tmp_path, epochs=None, tiny=False, device="cpu", progress=False, seed=0)
+    default = fer_recipe.variant_config("default", **kw).to_dict()
+    variant = fer_recipe.variant_config(name, **kw).to_dict()
+    assert {k for k, v in variant.items() if v != default[k]} == {field}
+    if field == "model_overrides":  # one ViTConfig field changed, the rest of the model kept
+        key, wanted = value.split("=")
+        changed = {k for k in variant[field] if variant[field][k] != default[field].get(k)}
+        assert changed == {key} and str(variant[field][key]) == wanted
+    else:
+        assert variant[field] == value != default[field]
+
+
+def test_fer_recipe_shorter_runs_keep_the_warmup_share(tmp_path):
+    kw = dict(data="synthetic", out=tmp_path, tiny=False, device="cpu", progress=False, seed=0)
+    full, short = fer_recipe.variant_config("default", epochs=None, **kw), fer_recipe.variant_config(
+        "default", epochs=10, **kw)
+    assert short.epochs == 10 and short.warmup_epochs / short.epochs == pytest.approx(full.warmup_epochs / full.epochs)
+
+
+def test_epochs_for_budget():
+    assert fer_recipe.epochs_for_budget(101, 1000, 10, 8000, 3000, tta=False) == 10  # 9 s an epoch, 1 s report
+    assert fer_recipe.epochs_for_budget(101, 1000, 10, 8000, 3000, tta=True) == 9  # the TTA report costs 2 s
+    assert fer_recipe.epochs_for_budget(1, 10, 10, 8000, 3000, tta=True) == 1  # never zero
+
+
+def test_fer_recipe_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        fer_recipe.main(["--only", "default,turbo", "--data", "synthetic", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "unknown variant(s) turbo" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        fer_recipe.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+    assert fer_recipe.main(["--variants"]) == 0
+    assert "patch-stem" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", [throughput, profile_step, fer_recipe], ids=lambda m: m.__name__)
+def test_benchmark_docstring_examples(module):
+    # benchmarks/ is not part of the package, so tests/test_docs.py does not collect these
+    import doctest
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
