@@ -11,10 +11,15 @@ report into runs/synthetic-<timestamp>/ in a few minutes on 2 CPU cores.
     python examples/finetune_fer.py --resume runs/fer2013-...         # continue an interrupted run
     python examples/finetune_fer.py --help                            # every option, its range, the profiles
 
-The same from Python:
+The same from Python (the second command above): TrainConfig's own defaults are plain ones (a
+Ti/16, AdamW, 10 epochs), not the command's recipe, so start from the profile the command uses --
+"scratch" for a real dataset without --weights, "finetune" with them, "synthetic" for the demo:
 
+    import copy
     from minivit.train import TrainConfig, train
-    result = train(TrainConfig(data="../shared/data/fer2013", model="S/4", epochs=30, out="runs/s4"))
+    from minivit.train.cli import PROFILES
+    fields = copy.deepcopy(PROFILES["scratch"])  # S/4 on a conv stem, 8 blocks, 100 epochs, CutMix, ...
+    result = train(TrainConfig(**fields, data="../shared/data/fer2013", out="runs/fer2013-scratch"))
 """
 
 import sys

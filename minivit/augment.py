@@ -53,6 +53,46 @@ class AugmentConfig:
     brightness: float = 0.2                     # multiply by a factor in [1 - b, 1 + b]
     contrast: float = 0.2                       # scale deviations from the image mean by [1 - c, 1 + c]
 
+    def __post_init__(self):
+        """Each setting's range, in one line naming every bad one (a TrainConfig.augment dict can hold anything)."""
+        def pair(v, ok):
+            return isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_number(x) for x in v) and ok(*v)
+
+        checks = {
+            "scale": (pair(self.scale, lambda lo, hi: 0 < lo <= hi <= 1), "two numbers 0 < lo <= hi <= 1"),
+            "ratio": (pair(self.ratio, lambda lo, hi: 0 < lo <= hi), "two numbers 0 < lo <= hi"),
+            "hflip": (_is_number(self.hflip) and 0 <= self.hflip <= 1, "a probability in [0, 1]"),
+            "rotate_deg": (_is_number(self.rotate_deg) and self.rotate_deg >= 0, "a number of degrees >= 0"),
+            "brightness": (_is_number(self.brightness) and 0 <= self.brightness < 1, "a number in [0, 1)"),
+            "contrast": (_is_number(self.contrast) and 0 <= self.contrast < 1, "a number in [0, 1)"),
+        }
+        problems = [f"{name}={getattr(self, name)!r} (must be {want})" for name, (ok, want) in checks.items() if not ok]
+        if problems:
+            raise ConfigError("bad augmentation setting: " + "; ".join(problems))
+
+
+def augment_config(image_size, channels: int, overrides: dict) -> AugmentConfig:
+    """The training augmentation: AugmentConfig with ``overrides`` (TrainConfig.augment) on top; an unknown
+    key or a value out of range is a one-line ConfigError. image_size and channels are the model's own.
+
+    >>> augment_config(48, 1, {"rotate_deg": 0}).rotate_deg
+    0
+    >>> try:
+    ...     augment_config(48, 1, {"rotate": 5})
+    ... except ConfigError as e:
+    ...     print(str(e).split(" (")[0])
+    unknown augmentation setting(s): rotate
+    """
+    known = [f for f in AugmentConfig.__dataclass_fields__ if f not in ("image_size", "channels")]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown augmentation setting(s): {', '.join(map(str, unknown))} (known: {', '.join(known)})")
+    return AugmentConfig(image_size=image_size, channels=channels, **overrides)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
 
 def _check_batch(images: torch.Tensor, cfg: AugmentConfig) -> None:
     if images.ndim != 4 or images.shape[1] not in (1, 3):

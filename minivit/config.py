@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -44,6 +46,16 @@ STEMS = ("patch", "conv")
 
 def is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
+
+
+def _is_int(v) -> bool:
+    """An integer, numpy's included; not a bool (True is no size)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    """A finite real number; not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -88,31 +100,49 @@ class ViTConfig:
     stem: str = "patch"
 
     def __post_init__(self):
-        if isinstance(self.image_size, (list, tuple)):
-            self.image_size = tuple(int(s) for s in self.image_size)
-            if self.image_size[0] == self.image_size[1]:
-                self.image_size = self.image_size[0]
-        h, w = self.image_hw
+        problems = self._range_problems()
+        if not problems:  # the sizes are sane ints: now how they fit together
+            h, w = self.image_hw
+            if self.stem == "conv" and not is_power_of_two(self.patch_size):
+                problems.append(f"stem='conv' needs a power-of-two patch_size (each stage halves the grid), "
+                                f"not {self.patch_size}")
+            if self.dim % self.heads:
+                problems.append(f"dim={self.dim} is not divisible by heads={self.heads}")
+            if h % self.patch_size or w % self.patch_size:
+                problems.append(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+        if problems:
+            raise ConfigError("invalid ViT config: " + "; ".join(problems))
+
+    def _range_problems(self) -> list[str]:
+        """Each field's own type and range (a checkpoint's JSON can hold anything); normalises image_size."""
         problems = []
+        size = self.image_size
+        if isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(s) for s in size):
+            self.image_size = size = (int(size[0]), int(size[1])) if size[0] != size[1] else int(size[0])
+        if not ((_is_int(size) and size >= 1) or (isinstance(size, tuple) and min(size) >= 1)):
+            problems.append(f"image_size must be a positive int or an (H, W) pair of them, not {size!r}")
+        for name in ("dim", "depth", "heads", "mlp_dim", "patch_size"):
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                problems.append(f"{name} must be an integer >= 1, not {getattr(self, name)!r}")
+        if not (_is_int(self.num_classes) and self.num_classes >= 0):
+            problems.append(f"num_classes must be an integer >= 0, not {self.num_classes!r}")
+        if self.representation_size is not None and not (_is_int(self.representation_size)
+                                                         and self.representation_size >= 1):
+            problems.append(f"representation_size must be None or an integer >= 1, not {self.representation_size!r}")
+        for name in ("dropout", "attn_dropout", "drop_path"):
+            if not (_is_number(getattr(self, name)) and 0 <= getattr(self, name) < 1):
+                problems.append(f"{name} must be a number in [0, 1), not {getattr(self, name)!r}")
+        if not (_is_number(self.norm_eps) and self.norm_eps > 0):
+            problems.append(f"norm_eps must be a number > 0, not {self.norm_eps!r}")
         if self.classifier not in CLASSIFIERS:
             problems.append(f"classifier must be one of {', '.join(map(repr, CLASSIFIERS))}, not {self.classifier!r}")
         if self.gelu not in ("exact", "tanh"):
             problems.append(f"gelu must be 'exact' or 'tanh', not {self.gelu!r}")
         if self.stem not in STEMS:
             problems.append(f"stem must be one of {', '.join(map(repr, STEMS))}, not {self.stem!r}")
-        elif self.stem == "conv" and not is_power_of_two(self.patch_size):
-            problems.append(f"stem='conv' needs a power-of-two patch_size (each stage halves the grid), "
-                            f"not {self.patch_size}")
-        if self.in_chans not in (1, 3):
+        if self.in_chans not in (1, 3) or isinstance(self.in_chans, bool):
             problems.append(f"in_chans must be 1 (grayscale) or 3 (RGB), not {self.in_chans!r}")
-        if self.heads < 1 or self.dim % self.heads:
-            problems.append(f"dim={self.dim} is not divisible by heads={self.heads}")
-        if self.patch_size < 1 or min(h, w) < 1:
-            problems.append(f"patch_size={self.patch_size} and image_size={self.image_size} must be >= 1")
-        elif h % self.patch_size or w % self.patch_size:
-            problems.append(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
-        if problems:
-            raise ConfigError("invalid ViT config: " + "; ".join(problems))
+        return problems
 
     @property
     def image_hw(self) -> tuple[int, int]:

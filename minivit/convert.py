@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "embeddings once")
     p.add_argument("--tolerance", type=cli.number(above=0), default=5e-5,
                    help="largest allowed max abs difference, > 0 (default: 5e-5)")
-    p.add_argument("--seed", type=cli.integer(at_least=0), default=0,
-                   help="seed of the random verification input, integer >= 0 (default: 0)")
+    p.add_argument("--seed", type=cli.integer(at_least=0, at_most=2**31 - 1), default=0,
+                   help="seed of the random verification input, integer in [0, 2**31 - 1] (default: 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output file or folder that exists already (otherwise that is refused)")
     return p

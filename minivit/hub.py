@@ -312,7 +312,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
             # Range past the end: the .part may already be whole, or the remote file changed.
             total = (e.headers.get("Content-Range") or "").rpartition("/")[2]
             e.close()
-            if total.isdigit() and int(total) == done:
+            if total.isascii() and total.isdecimal() and int(total) == done:  # not isdigit(): "²"
                 return _finish(part, dest, url, sha256, hash_file(part))
             part.unlink()
             return download(url, dest, sha256=sha256, progress=progress, timeout=timeout)
@@ -330,7 +330,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
         if "text/html" in ctype:
             raise DownloadError(f"{url} returned an HTML page, not a checkpoint (login/quota/error page?); {by_hand}")
         length = resp.headers.get("Content-Length")
-        total = done + int(length) if length and length.isdigit() else None
+        total = done + int(length) if length and length.isascii() and length.isdecimal() else None
 
         digest = hash_file(part) if done else hashlib.sha256()
         written = done
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list":
         for e in load_manifest():
-            print(f"{e['name']}  [{e['format']}; {e['trained_on']}]")
+            print(f"{e['name']}  [{e['format']}; {e.get('trained_on', '?')}]")
     else:
         print(resolve(args.name, weights_dir=args.weights_dir))
     return 0

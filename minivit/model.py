@@ -342,7 +342,8 @@ class ViT(nn.Module):
         """
         old_grid = self.config.grid
         new_config = self.config.replace(image_size=new_size)  # validates divisibility
-        new = resample_pos_embed(self.pos_embed.data, new_config.grid, old_grid, new_config.num_prefix_tokens)
+        prefix = new_config.num_prefix_tokens
+        new = resample_pos_embed(self.pos_embed.data, new_config.grid, old_grid, prefix)  # (1, P + h*w, D)
         self.pos_embed = nn.Parameter(new)
         self.config = new_config
 
@@ -358,10 +359,9 @@ class ViT(nn.Module):
             self.pre_logits = None
             self.config = self.config.replace(representation_size=None)
         self.config = self.config.replace(num_classes=num_classes)
-        device = self.pos_embed.device
         self.head = self._new_head(num_classes)
-        if self.head is not None:
-            self.head.to(device)
+        if self.head is not None:  # where and in what precision the rest of the model is (cuda, bf16, ...)
+            self.head.to(device=self.pos_embed.device, dtype=self.pos_embed.dtype)
 
     # -- forward -------------------------------------------------------------------------
 
@@ -406,7 +406,7 @@ class ViT(nn.Module):
         x = self.embed(x)  # (B, T, D)
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x, probs = checkpoint(block, x, attention, use_reentrant=False)
+                x, probs = checkpoint(block, x, attention, use_reentrant=False)  # (B, T, D), (B, h, T, T) or None
             else:
                 x, probs = block(x, attention)  # (B, T, D), (B, h, T, T) or None
             out["tokens"].append(x)

@@ -133,3 +133,59 @@ def test_timm_unknown_architecture_without_sizes(tmp_path):
     del cfg["model_args"]["num_heads"]
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     expect_error(tmp_path, "num_heads")
+
+
+def _folder_with_config(tmp_path, to: str, change) -> "Path":
+    from minivit.checkpoints import save_folder
+
+    folder = tmp_path / f"{to}_model"
+    save_folder(tiny_model(gelu="exact"), folder, to)
+    cfg = json.loads((folder / "config.json").read_text())
+    change(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.mark.parametrize("to, change", [
+    ("transformers", lambda c: c.update(hidden_size="big")),
+    ("transformers", lambda c: c.update(layer_norm_eps=None)),
+    ("transformers", lambda c: c.update(image_size={"height": 16, "width": 16})),
+    ("transformers", lambda c: c.update(num_hidden_layers=-1)),
+    ("timm", lambda c: c["model_args"].update(mlp_ratio="x")),
+    ("timm", lambda c: c["model_args"].update(global_pool=["token"])),
+    ("timm", lambda c: c["model_args"].update(embed_dim="wide")),
+])
+def test_bad_config_values_are_one_line_errors(tmp_path, to, change):
+    folder = _folder_with_config(tmp_path, to, change)
+    expect_error(folder, "config")
+
+
+def test_npz_without_block_norm_is_a_one_line_error(tmp_path):
+    good = tmp_path / "good.npz"
+    save_npz(tiny_model(), good)
+    with np.load(good) as z:
+        tensors = {k: z[k] for k in z.files if "LayerNorm_0/scale" not in k}
+    p = tmp_path / "no_norm.npz"
+    np.savez(p, **tensors)
+    expect_error(p, "LayerNorm_0/scale")
+
+
+def test_scan_stacked_0d_array_is_a_one_line_error(tmp_path):
+    good = tmp_path / "good.npz"
+    save_npz(tiny_model(classifier="gap"), good, layout="big_vision")
+    with np.load(good) as z:
+        tensors = {k: z[k] for k in z.files}
+    name = next(k for k in tensors if "encoderblock_0/" in k)
+    tensors[name.replace("encoderblock_0/", "encoderblock/")] = np.float32(1.0)  # no depth axis
+    p = tmp_path / "scan.npz"
+    np.savez(p, **tensors)
+    expect_error(p, "0-d")
+
+
+def test_convert_bad_config_exits_2_with_one_line(tmp_path, capsys):
+    from minivit.convert import main
+
+    folder = _folder_with_config(tmp_path, "transformers", lambda c: c.update(hidden_size="big"))
+    assert main([str(folder), "-o", str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "transformers_model" in err and "bad config" in err, err

@@ -32,7 +32,6 @@ from minivit.checkpoints.io import read_safetensors
 from minivit.checkpoints.layouts import CONDITIONS
 from minivit.errors import CheckpointError
 
-transformers = pytest.importorskip("transformers")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -50,7 +49,13 @@ def tiny(**kw):
     return randomize(ViT(ViTConfig(**{**cfg, **kw})))
 
 
-def hf_config(**kw):
+@pytest.fixture
+def transformers():
+    """The transformers library: the oracle for its own layout; only the tests that ask for it skip without it."""
+    return pytest.importorskip("transformers", reason="transformers is not installed (the oracle of its layout)")
+
+
+def hf_config(transformers, **kw):
     cfg = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=16,
                patch_size=8, num_labels=3, attn_implementation="eager")
     return transformers.ViTConfig(**{**cfg, **kw})
@@ -64,9 +69,9 @@ def max_diff(a, b):
 
 
 @pytest.mark.parametrize("act, gelu", [("gelu", "exact"), ("gelu_pytorch_tanh", "tanh")])
-def test_transformers_classifier_nonsquare_eps(tmp_path, act, gelu):
-    hf = randomize(transformers.ViTForImageClassification(hf_config(image_size=[16, 24], layer_norm_eps=1e-5,
-                                                                    hidden_act=act)))
+def test_transformers_classifier_nonsquare_eps(tmp_path, transformers, act, gelu):
+    hf = randomize(transformers.ViTForImageClassification(hf_config(transformers, image_size=[16, 24],
+                                                                    layer_norm_eps=1e-5, hidden_act=act)))
     hf.save_pretrained(tmp_path)  # keys with the "vit." prefix, classifier at the root
     model = ViT.from_pretrained(tmp_path)
     assert model.config.image_size == (16, 24) and model.config.norm_eps == 1e-5 and model.config.gelu == gelu
@@ -75,8 +80,8 @@ def test_transformers_classifier_nonsquare_eps(tmp_path, act, gelu):
         assert max_diff(model(x), hf(pixel_values=x).logits) < 5e-5
 
 
-def test_transformers_model_with_pooler(tmp_path):
-    hf = randomize(transformers.ViTModel(hf_config()))  # saved without a prefix, with the pooler
+def test_transformers_model_with_pooler(tmp_path, transformers):
+    hf = randomize(transformers.ViTModel(hf_config(transformers)))  # saved without a prefix, with the pooler
     hf.save_pretrained(tmp_path)
     model = ViT.from_pretrained(tmp_path)
     assert model.config.num_classes == 0 and model.config.representation_size == 32
@@ -85,8 +90,8 @@ def test_transformers_model_with_pooler(tmp_path):
         assert max_diff(model(x), hf(pixel_values=x).pooler_output) < 5e-5
 
 
-def test_transformers_model_without_pooler(tmp_path):
-    hf = randomize(transformers.ViTModel(hf_config(), add_pooling_layer=False))
+def test_transformers_model_without_pooler(tmp_path, transformers):
+    hf = randomize(transformers.ViTModel(hf_config(transformers), add_pooling_layer=False))
     hf.save_pretrained(tmp_path)
     model = ViT.from_pretrained(tmp_path)
     assert model.config.representation_size is None
@@ -95,8 +100,8 @@ def test_transformers_model_without_pooler(tmp_path):
         assert max_diff(model(x), hf(pixel_values=x).last_hidden_state[:, 0]) < 5e-5
 
 
-def test_convert_transformers_state_dict_in_memory_names():
-    hf = randomize(transformers.ViTForImageClassification(hf_config()))
+def test_convert_transformers_state_dict_in_memory_names(transformers):
+    hf = randomize(transformers.ViTForImageClassification(hf_config(transformers)))
     cfg, state = convert_transformers_state_dict(hf.state_dict(), hf.config)  # transformers 5 in-memory names
     model = ViT(cfg).eval()
     model.load_state_dict(state)
@@ -108,7 +113,7 @@ def test_convert_transformers_state_dict_in_memory_names():
 @pytest.mark.parametrize("kw, cls", [({}, "ViTForImageClassification"),
                                      ({"gelu": "tanh", "norm_eps": 1e-12, "image_size": (16, 24)}, "ViTForImageClassification"),
                                      ({"num_classes": 0, "representation_size": 32}, "ViTModel")])
-def test_export_to_transformers_loads_in_transformers(tmp_path, kw, cls):
+def test_export_to_transformers_loads_in_transformers(tmp_path, transformers, kw, cls):
     model = tiny(**kw)
     save_folder(model, tmp_path, "transformers")
     hf = getattr(transformers, cls).from_pretrained(tmp_path, attn_implementation="eager").eval()
@@ -128,6 +133,15 @@ def test_export_refuses_what_the_target_cannot_hold(tmp_path):
         save_folder(tiny(representation_size=32), tmp_path / "b", "timm")
     with pytest.raises(CheckpointError, match="CLS"):
         save_folder(tiny(classifier="gap"), tmp_path / "c", "transformers")
+
+
+def test_timm_export_refuses_an_mlp_width_timm_cannot_size(tmp_path):
+    """timm builds the MLP as int(embed_dim * mlp_ratio): 56 * (61 / 56) is 60.99... -> 60, not 61."""
+    with pytest.raises(CheckpointError, match="mlp_dim=61"):
+        save_folder(tiny(dim=56, heads=4, mlp_dim=61), tmp_path / "t", "timm")
+    assert not (tmp_path / "t").exists()  # refused before anything is written
+    save_folder(tiny(dim=56, heads=4, mlp_dim=224), tmp_path / "ok", "timm")
+    assert ViT.from_pretrained(tmp_path / "ok").config.mlp_dim == 224
 
 
 def test_timm_export_roundtrip_gap_fc_norm(tmp_path):

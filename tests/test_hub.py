@@ -150,7 +150,7 @@ def test_manifest_covers_the_brief():
 
 
 def test_manifest_presets_build_configs():
-    config = pytest.importorskip("minivit.config", reason="minivit/config.py (lead) not written yet")
+    from minivit import config
     for e in hub.load_manifest():
         cfg = hub.checkpoint_config(e["name"])
         c = e["config"]
@@ -426,3 +426,15 @@ def test_cli_mistyped_path_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: argument command") and err.count("\n") == 1
+
+
+def test_list_names_an_entry_without_trained_on(tmp_path, monkeypatch, capsys):
+    """A manifest entry without "trained_on" (a user's own manifest) is listed with '?', not a KeyError."""
+    entry = {"name": "mine/Tiny_8", "format": "vit_jax", "urls": ["https://example.invalid/t.npz"], "file": "t.npz",
+             "sha256": None, "config": {"preset": "Ti/16", "image_size": 32, "num_classes": 10,
+                                        "representation_size": None, "classifier": "token"}}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"schema": 1, "checkpoints": [entry]}))
+    monkeypatch.setattr(hub, "MANIFEST_PATH", path)
+    assert hub.main(["list"]) == 0
+    assert capsys.readouterr().out.strip() == "mine/Tiny_8  [vit_jax; ?]"

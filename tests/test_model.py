@@ -76,6 +76,39 @@ def test_bad_config_is_one_clear_error():
         model(torch.randn(1, 3, 33, 32))
 
 
+@pytest.mark.parametrize("field, value", [
+    ("dim", 0), ("dim", "big"), ("depth", 0), ("depth", 1.5), ("heads", -2), ("mlp_dim", 0), ("patch_size", 0),
+    ("num_classes", -1), ("representation_size", 0), ("dropout", 1.0), ("attn_dropout", -0.1), ("drop_path", 1),
+    ("norm_eps", 0.0), ("norm_eps", None), ("image_size", [32, 32, 3]), ("image_size", {"h": 32}), ("image_size", 0),
+    ("depth", True),
+])
+def test_out_of_range_fields_are_one_line_config_errors(field, value):
+    with pytest.raises(ConfigError) as err:
+        tiny(**{field: value})
+    assert field in str(err.value) and "\n" not in str(err.value)
+
+
+def test_from_pretrained_refuses_out_of_range_metadata(tmp_path):
+    import json
+
+    from minivit import CheckpointError
+    from minivit.checkpoints.io import write_safetensors
+
+    model = ViT(tiny())
+    path = tmp_path / "odd.safetensors"
+    write_safetensors(model.state_dict(), path, {"minivit_config": json.dumps({**model.config.to_dict(), "dropout": 2.0})})
+    with pytest.raises(CheckpointError) as err:
+        ViT.from_pretrained(path)
+    assert "odd.safetensors" in str(err.value) and "dropout" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_reset_head_follows_the_model_device_and_dtype():
+    model = ViT(tiny(representation_size=24)).to(torch.float64)
+    model.reset_head(7)
+    assert model.head.weight.dtype == torch.float64 and model.head.weight.device == model.pos_embed.device
+    assert model(torch.randn(1, 3, 32, 32, dtype=torch.float64)).shape == (1, 7)
+
+
 def test_config_round_trips_through_dict():
     cfg = tiny(image_size=(32, 48), classifier="gap", representation_size=16, gelu="tanh")
     assert ViTConfig.from_dict(cfg.to_dict()) == cfg
@@ -394,3 +427,5 @@ def test_properties_of_any_config(cfg, batch, seed, extra):
         resized = randomized(ViT(cfg), seed)
         resized.resize_image(other)
         assert torch.equal(model(y), resized(y))
+        # Resampling to the same grid is the identity (no interpolation round trip).
+        assert torch.equal(resample_pos_embed(model.pos_embed, cfg.grid, cfg.grid, cfg.num_prefix_tokens), model.pos_embed)

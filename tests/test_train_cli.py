@@ -290,3 +290,172 @@ def test_bad_images_stop_or_are_skipped_and_counted(tmp_path, capsys):
     assert "skipped 1 unreadable image" in err
     saved = json.loads((tmp_path / "skip" / "config.json").read_text())
     assert saved["data"]["train_size"] == 24 and saved["model"]["in_chans"] == 1  # 16 and 24 px, resized to 16
+
+
+# -- resuming: what may not change, where the run continues, what the stop line says ----------------------
+
+SMALL = dict(synthetic_samples=64, img_size=16, batch_size=16, progress=False, log=False, device="cpu", compile="no",
+             model_overrides=dict(patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64))
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory) -> Path:
+    """A run "killed" after step 5 of 2 x 4 steps: its resume point is the end of epoch 1."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    train(TrainConfig(**SMALL, epochs=2, out=str(out), stop_after=5))
+    assert (out / "resume.safetensors").is_file()
+    return out
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("option, value, was", [("--layer-decay", "0.5", "1.0"), ("--optimizer", "sgd", "adamw"),
+                                                ("--weight-decay", "0.1", "0.05"), ("--batch-size", "8", "16"),
+                                                ("--accum-steps", "2", "1")])
+def test_resume_refuses_changed_optimiser_options(stopped_run, tmp_path, capsys, option, value, was):
+    run = copy_run(stopped_run, tmp_path / "run")
+    before = snapshot(run)
+    code, _, err = cli(capsys, "--resume", run, option, value, "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{option} cannot change on --resume (the run used {was})" in err
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("saved, changed, message", [
+    (dict(optimizer="sgd", momentum=0.9), dict(optimizer="sgd", momentum=0.5), "--momentum cannot change on --resume"),
+    (dict(betas=(0.9, 0.999)), dict(betas=(0.9, 0.95)), "--betas cannot change on --resume"),
+])
+def test_resume_refuses_changed_momentum_and_betas(tmp_path, saved, changed, message):
+    from minivit.train.rundir import check_resume_options
+
+    write_config(tmp_path / "run", json.dumps({"train": TrainConfig(**saved).to_dict()}))
+    with pytest.raises(ConfigError, match=message):
+        check_resume_options(TrainConfig(**changed, resume=str(tmp_path / "run")))
+    check_resume_options(TrainConfig(**saved, resume=str(tmp_path / "run")))  # unchanged: accepted
+
+
+def test_optimiser_state_that_does_not_fit_is_a_checkpoint_error(tmp_path):
+    from minivit import ViT, ViTConfig
+    from minivit.checkpoints.resume import load_resume, restore, save_resume
+    from minivit.errors import CheckpointError
+    from minivit.train import param_groups
+
+    model = ViT(ViTConfig(image_size=8, patch_size=4, dim=8, depth=2, heads=2, mlp_dim=16, num_classes=3))
+    adamw = torch.optim.AdamW(param_groups(model, 0.05, 1.0))
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    adamw.step()
+    save_resume(tmp_path / "resume.safetensors", model, adamw, None, None, {"epoch": 0, "step": 1})
+    _, tensors, state = load_resume(tmp_path / "resume.safetensors")
+    sgd = torch.optim.SGD(param_groups(model, 0.05, 0.5), lr=0.1, momentum=0.9)  # another group layout
+    with pytest.raises(CheckpointError) as err:
+        restore(tensors, state, model, sgd, None, None, where=tmp_path / "resume.safetensors")
+    assert "resume.safetensors" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resume_refuses_another_out_folder(stopped_run, tmp_path, capsys):
+    run = copy_run(stopped_run, tmp_path / "run")
+    before = snapshot(run)
+    code, _, err = cli(capsys, "--resume", run, "--out", tmp_path / "elsewhere", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "elsewhere" in err and "--overwrite" in err and str(run) in err
+    assert snapshot(run) == before and not (tmp_path / "elsewhere").exists()
+
+
+def test_resume_with_out_equal_to_its_folder_finishes_the_run(stopped_run, tmp_path, capsys):
+    run = copy_run(stopped_run, tmp_path / "run")
+    code, _, err = cli(capsys, "--resume", run, "--out", run, "--stop-after", "0", "--no-progress")
+    assert code == 0, err
+    assert json.loads((run / "history.json").read_text())[-1]["epoch"] == 2
+
+
+def test_stop_message_offers_resume_only_when_there_is_a_resume_point(tmp_path, capsys):
+    code, out, err = cli(capsys, *TINY, "--stop-after", "1", "--out", tmp_path / "early", "--no-progress")
+    assert code == 0, err
+    assert not (tmp_path / "early" / "resume.safetensors").exists()
+    assert "no resume point was written yet" in out and "--resume" not in out, out
+    code, out, err = cli(capsys, *TINY[:-4], "--epochs", "2", "--device", "cpu", "--stop-after", "5",
+                         "--out", tmp_path / "later", "--no-progress")
+    assert code == 0, err
+    assert f"continue with --resume {tmp_path / 'later'}" in out, out
+
+
+# -- options checked before any work ------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, named", [(["--in-chans", "2"], "--in-chans"), (["--in-chans", "5"], "--in-chans"),
+                                         (["--in-chans", "x"], "--in-chans"), (["--seed", str(2**31)], "--seed")])
+def test_out_of_range_options_are_one_line(argv, named, capsys):
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and named in err and "Traceback" not in err, err
+
+
+def test_seed_range_in_the_python_api_and_numpy_seeding():
+    from minivit.convert import build_parser
+    from minivit.train.setup import seed_everything
+
+    with pytest.raises(ConfigError, match="--seed"):
+        TrainConfig(seed=2**31).validate()
+    TrainConfig(seed=2**31 - 1).validate()
+    seed_everything(2**31 - 1 + 3)  # the largest seed plus a rank: numpy takes it (mod 2**32)
+    seed_everything(2**32 + 1)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["x.npz", "--seed", str(2**31)])
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Decoding the dataset is an error: what is checked before it must fail first."""
+    import minivit.train.setup as setup
+
+    def refuse(*a, **kw):
+        raise AssertionError("the dataset was loaded before the options were checked")
+    monkeypatch.setattr(setup, "load_data", refuse)
+
+
+@pytest.mark.parametrize("kw, named", [
+    (dict(model_overrides=dict(patch_size=4, dim=32, depth=1, heads=5, mlp_dim=64)), "heads=5"),
+    (dict(model="Q/16"), "Q/16"),
+    (dict(img_size=18), "image_size=18"),
+    (dict(augment={"rotate": 5}), "rotate"),
+    (dict(augment={"scale": [0.0, 1.0]}), "scale"),
+    (dict(augment={"hflip": 1.5}), "hflip"),
+    (dict(weights="missing/ViT-B_16.npz"), "missing/ViT-B_16.npz"),
+])
+def test_model_augment_and_weights_are_checked_before_the_data(tmp_path, no_data, kw, named):
+    base = dict(SMALL, out=str(tmp_path / "run"), epochs=1)
+    with pytest.raises(ConfigError) as err:
+        train(TrainConfig(**{**base, **kw}))
+    assert named in str(err.value) and "\n" not in str(err.value), err.value
+
+
+def test_eval_only_passes_the_evaluation_options(tmp_path, monkeypatch, capsys):
+    import minivit.evaluate
+
+    seen = {}
+    monkeypatch.setattr(minivit.evaluate, "evaluate_checkpoint", lambda *a, **kw: seen.update(kw))
+    code, _, err = cli(capsys, "--eval-only", "--weights", tmp_path / "m.safetensors", "--data", tmp_path / "ferplus.csv",
+                       "--overwrite", "--eval-batch-size", "7", "--label-mode", "soft",
+                       "--ferplus-images", tmp_path / "fer2013.csv")
+    assert code == 0, err
+    assert seen["overwrite"] is True and seen["batch_size"] == 7 and seen["label_mode"] == "soft"
+    assert seen["ferplus_images"] == str(tmp_path / "fer2013.csv")
+
+
+def test_the_examples_python_snippet_is_the_commands_scratch_recipe():
+    """examples/finetune_fer.py's "The same from Python" builds exactly the config the command builds."""
+    import ast
+    import copy
+    import textwrap
+
+    from minivit.train.cli import PROFILES
+
+    doc = ast.get_docstring(ast.parse((REPO / "examples" / "finetune_fer.py").read_text()))
+    snippet = textwrap.dedent(doc.split("The same from Python")[1].split(":\n", 1)[1])
+    assert 'PROFILES["scratch"]' in snippet and 'data="../shared/data/fer2013"' in snippet
+    python = TrainConfig(**copy.deepcopy(PROFILES["scratch"]), data="../shared/data/fer2013", out="runs/fer2013-scratch")
+    command, profile = build_config(parse_args(["--data", "../shared/data/fer2013", "--out", "runs/fer2013-scratch"]))
+    assert profile == "scratch" and python.to_dict() == command.to_dict()

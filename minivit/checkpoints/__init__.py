@@ -3,9 +3,11 @@
     layouts.py   the registry LAYOUTS: one key-mapping table per layout (Google vit_jax /
                  big_vision .npz, transformers, timm, minivit), used forwards to load and
                  backwards to export, with how each layout is detected, read and written
-    configs.py   each layout's config: inferred from its files, and written for its library
+    configs.py   each layout's config: inferred from its files (bad values: one-line CheckpointError),
+                 and written for its library, refusing what that library cannot express
     io.py        defensive readers (never unpickle), atomic writers, sha256, HTML sniffing
     loader.py    load_state (file -> config + state + report), save_checkpoint / read_extra, export
+    resume.py    a training run's resume.safetensors: model, EMA, optimiser state, RNGs and run state
 
 This package never imports the model: ``ViT.from_pretrained`` (minivit/model.py) calls
 ``load_state`` and builds the model from what it returns.

@@ -10,10 +10,11 @@ Every layout in ``layouts.LAYOUTS`` names two functions from here:
 
 Nothing here imports the model: the checkpoint layer maps tensors and configs only.
 
-Example:
+Example (the architecture name only names the size; model_args overrides its patch size, 16, with 4):
     >>> from minivit import ViTConfig
-    >>> timm_config(ViTConfig(image_size=48, patch_size=4, dim=192, depth=12, heads=3, mlp_dim=768, in_chans=1))["architecture"]
-    'vit_tiny_patch16_224'
+    >>> tc = timm_config(ViTConfig(image_size=48, patch_size=4, dim=192, depth=12, heads=3, mlp_dim=768, in_chans=1))
+    >>> tc["architecture"], tc["model_args"]["patch_size"]
+    ('vit_tiny_patch16_224', 4)
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ def infer_flax(tensors: dict, layout, prefix: str, stated: dict | None, where) -
     query = name("blocks.{i}.attn.qkv.weight")  # block 0's query kernel (D, heads, hd)
     _, heads, _ = _shape(tensors, query, 3, where)
     block = re.escape(name("blocks.{i}.norm1.weight")).replace("_0/", r"_(\d+)/", 1)
-    depth = 1 + max(int(m[1]) for k in tensors if (m := re.match(block, k)))
+    blocks = [int(m[1]) for k in tensors if (m := re.match(block, k))]
+    if not blocks:
+        raise CheckpointError(f"{where}: tensor {name('blocks.{i}.norm1.weight')} is missing (no encoder block found)")
+    depth = 1 + max(blocks)
     mlp_dim = _shape(tensors, name("blocks.{i}.mlp.fc1.weight"), 2, where)[1]
     token = name("cls_token") in tensors
     classifier = _flax_classifier(tensors, layout, prefix, token, heads, where)
@@ -245,6 +249,9 @@ def timm_config(cfg: ViTConfig) -> dict:
         cannot("timm", "timm's VisionTransformer has no representation (pre_logits) layer")
     if cfg.norm_eps != 1e-6:
         cannot("timm", f"timm's ViT uses LayerNorm eps 1e-6, this model {cfg.norm_eps:g}")
+    if int(cfg.dim * (cfg.mlp_dim / cfg.dim)) != cfg.mlp_dim:  # timm sizes the MLP as int(embed_dim * mlp_ratio)
+        cannot("timm", f"timm sizes the MLP as int(embed_dim * mlp_ratio), which gives no mlp_dim={cfg.mlp_dim} "
+                       f"for dim={cfg.dim}")
     h, w = cfg.image_hw
     pool = {v: k for k, v in TIMM_POOLS.items()}[cfg.classifier]
     args = dict(img_size=[h, w], patch_size=cfg.patch_size, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,

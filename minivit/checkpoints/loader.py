@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..config import ViTConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, MinivitError
 from ..pos_embed import resample_pos_embed
 from . import io
 from .configs import CONFIG_KEY, FREE_FIELDS
@@ -119,7 +119,15 @@ def detect_layout(tensors: dict, kind: str, stated: dict, where) -> tuple[Layout
 
 def _checkpoint(path, tensors: dict, kind: str, stated: dict, where, aliases=None) -> Checkpoint:
     layout, prefix = detect_layout(tensors, kind, stated, where)
-    cfg, fields = layout.infer(tensors, layout, prefix, stated, where)
+    try:
+        cfg, fields = layout.infer(tensors, layout, prefix, stated, where)
+    except MinivitError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        # a config value of the wrong type ("hidden_size": "big", "layer_norm_eps": null, a list
+        # where a name belongs) or a tensor of an unexpected rank: one line naming the file
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{where}: bad config ({type(e).__name__}: {detail})") from None
     return Checkpoint(Path(path), tensors, layout, prefix, cfg, fields, aliases or {})
 
 
@@ -147,7 +155,7 @@ def read_checkpoint(source) -> Checkpoint:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         tensors, _ = io.read_npz(path)
-        tensors, aliases = unstack_scan(tensors)
+        tensors, aliases = unstack_scan(tensors, path)
         return _checkpoint(path, tensors, "npz", {}, path, aliases)
     if suffix in WEIGHT_SUFFIXES:
         return _read_weights_file(path)
@@ -155,7 +163,7 @@ def read_checkpoint(source) -> Checkpoint:
                           "(expected .npz, .safetensors, .bin or a model folder)")
 
 
-def unstack_scan(tensors: dict) -> tuple[dict, dict]:
+def unstack_scan(tensors: dict, where="<npz>") -> tuple[dict, dict]:
     """big_vision's scan-over-layers checkpoints store `Transformer/encoderblock/...` with a
     leading depth axis; split them into `encoderblock_{i}` so one table serves both."""
     out, aliases = {}, {}
@@ -164,6 +172,8 @@ def unstack_scan(tensors: dict) -> tuple[dict, dict]:
         if not m:
             out[name] = t
             continue
+        if t.ndim < 1:
+            raise CheckpointError(f"{where}: {name} is scan-stacked (one slice per block) but is a 0-d array")
         for i in range(t.shape[0]):
             derived = f"{m[1]}encoderblock_{i}/{m[2]}"
             out[derived], aliases[derived] = t[i], name

@@ -31,7 +31,7 @@ import torch
 from ..config import ViTConfig
 from ..errors import CheckpointError
 from .io import write_safetensors
-from .loader import CONFIG_KEY
+from .configs import CONFIG_KEY
 
 RESUME_FILE = "resume.safetensors"
 
@@ -111,8 +111,11 @@ def load_resume(path) -> tuple[ViTConfig, dict, dict]:
         raise CheckpointError(f"{path}: bad resume metadata ({str(e).splitlines()[0]})") from None
 
 
-def restore(tensors: dict, state: dict, model, optimizer, scaler, ema) -> None:
-    """Put what load_resume read back into the model, optimiser, scaler, EMA and the RNGs."""
+def restore(tensors: dict, state: dict, model, optimizer, scaler, ema, where="resume checkpoint") -> None:
+    """Put what load_resume read back into the model, optimiser, scaler, EMA and the RNGs.
+
+    ``where`` (the file) names the error when the saved optimiser state does not fit ``optimizer``.
+    """
     def part(prefix):
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
@@ -124,7 +127,11 @@ def restore(tensors: dict, state: dict, model, optimizer, scaler, ema) -> None:
     for key, value in part("optim.").items():
         idx, name = key.split(".", 1)
         optim_state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer_groups"]})
+    try:
+        optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer_groups"]})
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:  # another optimiser or param-group layout
+        raise CheckpointError(f"{where}: the saved optimiser state does not fit this optimiser "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if state.get("scaler") and scaler is not None and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+from pathlib import Path
 
+from ..checkpoints.resume import RESUME_FILE
 from ..cli import ArgumentParser, integer
 from ..errors import ConfigError, MinivitError
 from .config import RANGES, TrainConfig
@@ -74,7 +76,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     a("--mlp-dim", type=integer(at_least=1), help="override the model's MLP width")
     a("--stem", choices=("patch", "conv"), help="patch: one patchify convolution (Google's ViT); conv: a stack of "
       "3x3 convolutions down to the token grid (Xiao et al. 2021)")
-    a("--in-chans", type=int, choices=(1, 3), help="input channels: 1 for grayscale faces, 3 for RGB")
+    a("--in-chans", type=integer(at_least=1, at_most=3), choices=(1, 3),
+      help="input channels: 1 for grayscale faces, 3 for RGB (2 is neither)")
     a("--img-size", type=r["img_size"], help="training resolution (profile: synthetic 32, finetune 224, scratch 48)")
     a("--epochs", type=r["epochs"])
     a("--batch-size", type=r["batch_size"], help="per process and micro-step, >= 1")
@@ -168,7 +171,8 @@ def evaluate_only(args: argparse.Namespace, cfg: TrainConfig) -> int:
         raise MinivitError("--eval-only needs --resume RUN_DIR or --weights FILE")
     data = None if args.resume and args.data == "synthetic" else args.data  # None: the run's own data
     evaluate_checkpoint(checkpoint, data, out=args.out, tta=bool(cfg.tta), device=cfg.device, progress=cfg.progress,
-                        on_error=cfg.on_bad_image)
+                        on_error=cfg.on_bad_image, overwrite=bool(cfg.overwrite), batch_size=cfg.eval_batch_size,
+                        ferplus_images=cfg.ferplus_images, label_mode=cfg.label_mode)
     return 0
 
 
@@ -190,8 +194,11 @@ def main(argv=None) -> int:
         cleanup_distributed()
     if rank == 0 and result.get("interrupted"):
         # --stop-after simulates a crash: say where the run stands and how to continue it
+        run_dir = result["run_dir"]
+        how = (f"continue with --resume {run_dir}" if (Path(run_dir) / RESUME_FILE).is_file() else
+               "no resume point was written yet (stopped before the first checkpoint): start the run again")
         print(f"stopped after {result['step']} steps (--stop-after) at {result.get('train_img_per_s') or 0:.0f} img/s; "
-              f"continue with --resume {result['run_dir']}", flush=True)
+              f"{how}", flush=True)
     elif rank == 0 and result.get("val_accuracy") is not None:
         print(f"done in {result['seconds']:.0f}s: val accuracy {result['val_accuracy']:.4f}, macro F1 "
               f"{result['val_macro_f1']:.4f} (best epoch {result['best_epoch']}); report in {result['run_dir']}")

@@ -152,7 +152,7 @@ RANGES = {
     "mixup": number(at_least=0),
     "mix_prob": number(at_least=0, at_most=1),
     "ema": number(at_least=0, below=1),
-    "seed": integer(at_least=0),
+    "seed": integer(at_least=0, at_most=2**31 - 1),  # numpy's and every library's seed range
     "ckpt_every": integer(at_least=0),
     "stop_after": integer(at_least=0),
     "eval_batch_size": integer(at_least=1),

@@ -52,8 +52,13 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, world: int) -> torch.
 
 
 def no_sync(net: torch.nn.Module, skip: bool):
-    """DDP's no_sync() while accumulating (skip the gradient all-reduce), else a null context."""
-    return net.no_sync() if skip and isinstance(net, torch.nn.parallel.DistributedDataParallel) else nullcontext()
+    """DDP's no_sync() while accumulating (skip the gradient all-reduce), else a null context.
+
+    torch.compile wraps the DDP module in an OptimizedModule (the DDP one is its ``_orig_mod``),
+    which has no no_sync of its own: look through it, or every micro-step would all-reduce.
+    """
+    inner = getattr(net, "_orig_mod", net)
+    return inner.no_sync() if skip and isinstance(inner, torch.nn.parallel.DistributedDataParallel) else nullcontext()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,10 @@ def train_one_epoch(run: Run, epoch: int) -> torch.Tensor:
     """The epoch's optimiser steps (from mid-epoch when resuming); returns [loss sum, correct] on the device."""
     cfg, steps = run.cfg, run.data.steps_per_epoch
     first = run.step - epoch * steps  # > 0 only when resuming mid-epoch
-    sums = torch.tensor(run.state["sums"] if first else [0.0, 0.0], dtype=torch.float64, device=run.device)
+    # the saved sums are every rank's total (see save_resume_point): rank 0 carries them, the others
+    # start from zero, so end_of_epoch's all-reduce counts each image once
+    carried = run.state["sums"] if first and run.main else [0.0, 0.0]
+    sums = torch.tensor(carried, dtype=torch.float64, device=run.device)
     order = run.data.epoch_order(epoch, cfg.seed, run.rank, run.world)
     progress = EpochProgress(run, epoch, first)
     run.net.train()

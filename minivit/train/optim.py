@@ -14,7 +14,8 @@ import torch
 # Learned tokens and embeddings: their scale is what they encode, so weight decay would erase it.
 NO_DECAY = ("pos_embed", "cls_token", "map_head.probe")
 # Parameters after the last block (final norm, pooling, representation layer, head): the top layer.
-TOP = ("norm", "fc_norm", "map_head", "pre_logits", "head")
+# (timm's fc_norm is minivit's `norm` applied after pooling: there is no separate module to name.)
+TOP = ("norm", "map_head", "pre_logits", "head")
 
 
 def layer_id(name: str, depth: int) -> int:

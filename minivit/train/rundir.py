@@ -43,17 +43,44 @@ def check_out_dir(cfg) -> None:
         from ..checkpoints.resume import find_resume
 
         find_resume(cfg.resume)  # its one-line error now, not after the dataset has been decoded
+        check_resume_options(cfg)
     if cfg.out is None:
         return
     out = Path(cfg.out)
+    if cfg.resume:
+        folder = resume_folder(cfg.resume)
+        if folder.resolve() != out.resolve():  # a resumed run writes where its checkpoints are, nowhere else
+            raise ConfigError(f"--out {out}: a resumed run continues in its own folder {folder}; "
+                              "--out and --overwrite do not apply with --resume")
+        return  # continuing the run that is there
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder")
     if cfg.overwrite:
         return
-    if cfg.resume and resume_folder(cfg.resume).resolve() == out.resolve():
-        return  # continuing the run that is there
     if holds_run(out):
         raise ConfigError(f"{out} already holds a run; use --resume {out} to continue it or --overwrite to replace it")
+
+
+def check_resume_options(cfg) -> None:
+    """Refuse optimiser options that differ from the resumed run's: the saved optimiser state was built
+    for them (another optimiser or layer decay does not load; a new weight decay, momentum or betas
+    would be silently replaced by the saved param groups), and the batch shapes the data order."""
+    folder = resume_folder(cfg.resume)
+    if not (folder / "config.json").is_file():
+        return  # a resume file outside its run folder: restore() still refuses a state that does not fit
+    from .config import flag
+
+    saved = read_run_config(folder)
+    fixed = ["optimizer", "layer_decay", "weight_decay", "batch_size", "accum_steps"]
+    fixed.append("momentum" if saved.get("optimizer") == "sgd" else "betas")  # the one the optimiser uses
+    for name in fixed:
+        if name not in saved:
+            continue
+        was, now = saved[name], getattr(cfg, name)
+        if name == "betas":
+            was, now = list(was), list(now)
+        if was != now:
+            raise ConfigError(f"{flag(name)} cannot change on --resume (the run used {was})")
 
 
 def default_out(data: str, root: str = "runs") -> Path:

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from ..checkpoints import save_checkpoint
 from ..checkpoints.resume import RESUME_FILE, save_resume
+from .distributed import all_reduce_sum
 
 
 def save_resume_point(run, epoch_next: int, sums=None) -> None:
-    """resume.safetensors for continuing at ``epoch_next`` (mid-epoch: with the epoch's running sums)."""
+    """resume.safetensors for continuing at ``epoch_next`` (mid-epoch: with the epoch's running sums).
+
+    Mid-epoch every rank calls this: the sums are summed over the ranks (a collective, on a copy:
+    each rank keeps adding to its own) and rank 0 saves the total.
+    """
+    total = all_reduce_sum(sums.clone()) if sums is not None else None
     if not run.main:
         return
     state = dict(run.state, epoch=epoch_next, steps_per_epoch=run.data.steps_per_epoch)
-    if sums is not None:
-        state["sums"] = sums.tolist()
+    if total is not None:
+        state["sums"] = total.tolist()
     save_resume(run.out / RESUME_FILE, run.model, run.optimizer, run.scaler, run.ema, state)
 
 

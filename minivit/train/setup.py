@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..augment import AugmentConfig
+from ..augment import AugmentConfig, augment_config
 from ..checkpoints.resume import find_resume, load_resume, restore
+from ..config import config_from_name
 from ..device import resolve_precision
 from ..errors import ConfigError
 from ..model import ViT, create_model
@@ -75,7 +76,7 @@ class Run:
 def seed_everything(seed: int) -> None:
     """Seed every RNG the model draws from (init, dropout, drop-path); ranks pass different seeds."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # numpy takes 32 bits; seed + rank may pass them
     torch.manual_seed(seed)
 
 
@@ -92,6 +93,32 @@ def build_model(cfg: TrainConfig, num_classes: int, resume_config=None) -> ViT:
                                    drop_path=cfg.drop_path)
     overrides = dict(image_size=cfg.img_size, num_classes=num_classes, drop_path=cfg.drop_path)
     return create_model(cfg.model, **{**overrides, **cfg.model_overrides})
+
+
+def check_model_and_augment(cfg: TrainConfig) -> None:
+    """What build_model and the augmentation will make of the options, checked without building either:
+    the named model's config (sizes, stem, image size), that --weights names something that can be
+    found, and the augmentation settings (an unknown key or a value out of range)."""
+    in_chans = 3  # the channels only pick the normalisation constants, which are not checked here
+    from_scratch = not cfg.resume and cfg.weights in ("none", "", None)  # resumed: the model is in its resume file
+    if from_scratch:
+        overrides = dict(image_size=cfg.img_size, drop_path=cfg.drop_path)
+        in_chans = config_from_name(cfg.model, **{**overrides, **cfg.model_overrides}).in_chans
+    elif not cfg.resume:
+        check_weights(cfg.weights)
+    augment_config(cfg.img_size, in_chans, cfg.augment)
+
+
+def check_weights(weights: str) -> None:
+    """--weights must be a local file or folder, a manifest name or a Hugging Face repo id (fetched later)."""
+    from ..hub import could_be_repo_id, find_checkpoint, looks_like_a_path
+
+    if Path(weights).expanduser().exists() or find_checkpoint(weights) is not None or could_be_repo_id(weights):
+        return
+    if looks_like_a_path(weights):
+        raise ConfigError(f"--weights {weights}: no such file or folder")
+    raise ConfigError(f"--weights {weights}: neither a file, a manifest name (python -m minivit.hub list) "
+                      "nor a Hugging Face repo id")
 
 
 def run_folder(cfg: TrainConfig, device: torch.device) -> Path:
@@ -115,6 +142,7 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None) -> Run:
     rank, world, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed + rank)  # ranks differ so their dropout masks differ
     precision, amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
+    check_model_and_augment(cfg)  # a bad model or augmentation option: one line before the data is decoded
     if train_set is None:
         train_set, val_set = load_data(cfg, progress=cfg.progress and rank == 0)
     data = TrainData(train_set, cfg, device, world)
@@ -122,7 +150,7 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None) -> Run:
     model = build_model(cfg, len(train_set.classes), resume[0] if resume else None).to(device).train()
     optimizer = build_optimizer(model, cfg, device)
     net = wrap_ddp(model, device, world)
-    aug = AugmentConfig(**{"image_size": cfg.img_size, "channels": model.config.in_chans, **cfg.augment})
+    aug = augment_config(cfg.img_size, model.config.in_chans, cfg.augment)
     run = Run(cfg=cfg, rank=rank, world=world, device=device, out=run_folder(cfg, device), precision=precision,
               amp_dtype=amp_dtype, train_set=train_set, val_set=val_set, data=data, aug=aug, model=model,
               net=torch.compile(net) if compile_wanted(cfg, device) else net, optimizer=optimizer,
@@ -139,7 +167,7 @@ def restore_run(run: Run, tensors: dict, state: dict) -> None:
     if state.get("steps_per_epoch") != run.data.steps_per_epoch:
         raise ConfigError(f"--resume {run.cfg.resume}: batch size or dataset changed "
                           f"({state.get('steps_per_epoch')} -> {run.data.steps_per_epoch} steps per epoch)")
-    restore(tensors, state, run.model, run.optimizer, run.scaler, run.ema)
+    restore(tensors, state, run.model, run.optimizer, run.scaler, run.ema, where=find_resume(run.cfg.resume))
     run.state.update({k: state[k] for k in run.state})
     run.state["sums"] = run.state["sums"][:2]  # [loss sum, correct]; older files also held the count
     if run.rank:  # only rank 0's RNG was saved; other ranks get a fresh stream per resume point
