@@ -36,10 +36,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from minivit.checkpoints.io import atomic_write, write_json  # noqa: E402
-from minivit.device import pick_device  # noqa: E402
+from minivit.device import DEVICES, pick_device  # noqa: E402
 from minivit.cli import ArgumentParser, integer, number, run  # noqa: E402
 from minivit.train import TrainConfig, load_data, train  # noqa: E402
 from minivit.train.cli import PROFILES  # noqa: E402
+from minivit.train.rundir import holds_run  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fer2013"
 # name -> (TrainConfig changes over the "scratch" profile, the same change as flags of python -m minivit.train,
@@ -60,7 +61,7 @@ VALIDATION_COST = 1 / 3  # an evaluated image costs about a third of a trained o
 
 
 def variant_config(name: str, *, data: str, out: Path, epochs: int | None, tiny: bool, device: str,
-                   progress: bool, seed: int) -> TrainConfig:
+                   progress: bool, seed: int, overwrite: bool = False) -> TrainConfig:
     """The scratch profile with ``name``'s change (and --tiny's sizes), for ``epochs`` epochs."""
     fields = copy.deepcopy(PROFILES["scratch"])
     change = copy.deepcopy(VARIANTS[name][0])
@@ -73,7 +74,7 @@ def variant_config(name: str, *, data: str, out: Path, epochs: int | None, tiny:
         # warmup keeps its share of the run: 5 of 100 epochs stays 5% when a run is shortened
         fields["warmup_epochs"] = fields["warmup_epochs"] * epochs / fields["epochs"]
         fields["epochs"] = epochs
-    fields.update(data=data, out=str(out), overwrite=True, device=device, progress=progress, log=progress, seed=seed)
+    fields.update(data=data, out=str(out), overwrite=overwrite, device=device, progress=progress, log=progress, seed=seed)
     return TrainConfig.from_dict(fields, where=f"variant {name}").validate()
 
 
@@ -92,7 +93,7 @@ def epochs_for_budget(seconds: float, img_per_s: float, overhead_s: float, train
 def probe(name: str, args, train_set, val_set, tmp: Path) -> dict:
     """Steady-state img/s and set-up seconds of a variant, from a run of --probe-steps steps."""
     cfg = variant_config(name, data=args.data, out=tmp / f"probe-{name}", epochs=1, tiny=args.tiny,
-                         device=args.device, progress=False, seed=args.seed)
+                         device=args.device, progress=False, seed=args.seed, overwrite=True)  # a fresh temp folder
     steps = min(args.probe_steps, max(1, len(train_set) // cfg.batch_size))
     cfg.stop_after = steps
     start = time.perf_counter()
@@ -106,7 +107,7 @@ def run_variant(name: str, args, train_set, val_set, epochs: int | None) -> dict
     """Train one variant to the end; its row of the table."""
     out = args.out / "runs" / name
     cfg = variant_config(name, data=args.data, out=out, epochs=epochs, tiny=args.tiny, device=args.device,
-                         progress=args.progress, seed=args.seed)
+                         progress=args.progress, seed=args.seed, overwrite=args.overwrite)
     start = time.perf_counter()
     result = train(cfg, train_set, val_set)
     wall = time.perf_counter() - start
@@ -173,7 +174,7 @@ def parse_args(argv=None):
     p.add_argument("--probe-steps", type=integer(at_least=5), default=30, help="--minutes: steps of the probe run")
     p.add_argument("--tiny", action="store_true",
                    help="a tiny model and synthetic-size data: a smoke run, not a result")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
     p.add_argument("--seed", type=integer(at_least=0), default=0)
     p.add_argument("--out", help="output folder (default runs/fer_recipe)")
     p.add_argument("--overwrite", action="store_true", help="replace the results in an existing --out")
@@ -192,6 +193,10 @@ def parse_args(argv=None):
     args.out = Path(args.out or "runs/fer_recipe")
     if (args.out / "results.json").exists() and not args.overwrite:
         p.error(f"argument --out: {args.out} already holds results.json (pass --overwrite to replace it)")
+    taken = [args.out / "runs" / n for n in names if holds_run(args.out / "runs" / n)]
+    if taken and not args.overwrite:  # refused now, not after the variants before it have trained
+        p.error(f"argument --out: {taken[0]} already holds a run (pass --overwrite to replace "
+                f"{'it' if len(taken) == 1 else f'these {len(taken)} runs'})")
     return args
 
 

@@ -33,7 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput as tp  # noqa: E402  (the same settings, presets and step as the throughput benchmark)
-from minivit.checkpoints.io import write_json  # noqa: E402
+from minivit.checkpoints.io import ensure_folder, write_json  # noqa: E402
 from minivit.cli import ArgumentParser, integer, run  # noqa: E402
 from minivit.speed import ATTENTION_BACKENDS  # noqa: E402
 
@@ -277,9 +277,11 @@ def main(argv=None) -> int:
     args.steps = args.steps or (10 if cuda else 2)
     args.loop_steps = args.loop_steps if args.loop_steps is not None else (30 if cuda else 3)
     out = Path(args.out or f"runs/profile/{args.setting}")
+    if out.exists() and not out.is_dir():
+        p.error(f"argument --out: {out} is a file, not a folder")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         p.error(f"argument --out: {out} is not empty (pass --overwrite to replace its files)")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out)  # a one-line error where it cannot be created (no permission, a file on the way)
 
     if cuda:
         tp.speed.allow_tf32()

@@ -45,7 +45,7 @@ from minivit import speed  # noqa: E402
 from minivit.checkpoints.io import write_json  # noqa: E402
 from minivit.cli import ArgumentParser, integer, run  # noqa: E402
 from minivit.config import ViTConfig, config_from_name  # noqa: E402
-from minivit.device import pick_device  # noqa: E402
+from minivit.device import DEVICES, pick_device  # noqa: E402
 from minivit.errors import ConfigError  # noqa: E402
 
 # Dense bf16/fp16 tensor-core peaks (FLOP/s) from the vendors' data sheets, for MFU.
@@ -369,7 +369,7 @@ def add_setting_args(p: ArgumentParser) -> None:
     p.add_argument("--num-classes", type=integer(at_least=1), help="default 1000")
     p.add_argument("--patch-size", type=integer(at_least=1), help="override the model's patch size")
     p.add_argument("--stem", choices=["patch", "conv"], help="override the model's stem")
-    p.add_argument("--in-chans", type=integer(at_least=1, at_most=3), help="input channels (1 or 3)")
+    p.add_argument("--in-chans", type=integer(at_least=1, at_most=3), choices=(1, 3), help="input channels (1 or 3)")
     p.add_argument("--dim", type=integer(at_least=1), help="override the token width")
     p.add_argument("--depth", type=integer(at_least=1), help="override the number of blocks")
     p.add_argument("--heads", type=integer(at_least=1), help="override the number of attention heads")
@@ -377,7 +377,7 @@ def add_setting_args(p: ArgumentParser) -> None:
     p.add_argument("--batch-size", type=integer(at_least=1), help="default 256 on CUDA, 4 on a CPU")
     p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], help="autocast dtype (default bf16 on CUDA, "
                    "fp32 on a CPU); weights stay fp32 except in minivit-fast's inference")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
     p.add_argument("--fast-compile-mode", choices=speed.COMPILE_MODES,
                    help="torch.compile mode of minivit-fast (default: the preset's; else 'default')")
     p.add_argument("--warmup", type=integer(at_least=0), help="untimed steps first (default 10 on CUDA, 1 on a CPU)")

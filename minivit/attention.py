@@ -15,7 +15,8 @@ One image runs at a time in float32 without gradients, so memory stays bounded: 
 224 the maps are 12 blocks x 12 heads x 197 x 197 floats, about 22 MB.
 
 With the ``faces`` extra the largest face found is used (``--face N`` picks another, numbered
-left to right as in minivit.predict); with ``--no-detect``, or no face found, the whole image.
+left to right as in minivit.predict); with ``--no-detect``, no face found, or an image that is a
+face crop already (no larger than twice the model's input), the whole image.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import torch
 from .cli import ArgumentParser, fail, integer, run
 from .device import DEVICES
 from .errors import ConfigError
-from .predict import MAX_PIXELS, PIL_MAX_PIXELS, Predictor, read_image, to_image_tensor
+from . import faces
+from .predict import (FACE_SIZED, MAX_PIXELS, NO_FACE, OFF, PIL_MAX_PIXELS, UNAVAILABLE, Predictor, read_image,
+                      to_image_tensor)
 
 
 def model_view(predictor: Predictor, x: torch.Tensor) -> torch.Tensor:
@@ -57,6 +60,22 @@ def attention_maps(predictor: Predictor, crop: torch.Tensor) -> tuple[torch.Tens
     maps = {"attention rollout": attention_rollout(*args)[0].cpu(),  # (gh, gw)
             pooled_name(cfg.classifier): last_layer_attention(*args)[0].cpu()}  # (gh, gw)
     return model_view(predictor, x), maps, logits.float().softmax(-1)[0].cpu()
+
+
+def pick_region(face: int | None, detection: str, regions: list, image: str):
+    """(box, crop) of face number ``face`` (from 1, left to right), or of the largest region when None;
+    a one-line ConfigError when there is no such face, saying why (detection off, unavailable, ...)."""
+    if face is None:
+        return max(regions, key=lambda r: r[1].shape[-1] * r[1].shape[-2])  # the largest face
+    why = {OFF: "face detection is off (--no-detect): the whole image is used",
+           UNAVAILABLE: f"face detection is unavailable ({faces.unavailable_reason()})",
+           FACE_SIZED: f"{image} is already face-sized (no larger than twice the model's input): it is used whole",
+           NO_FACE: f"no face was found in {image}"}.get(detection)
+    if why is None and face > len(regions):
+        why = f"{image} has {len(regions)} detected face{'s' * (len(regions) != 1)}"
+    if why:
+        raise ConfigError(f"--face {face}: {why}")
+    return regions[face - 1]
 
 
 def build_parser() -> ArgumentParser:
@@ -91,17 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     image = to_image_tensor(read_image(args.image, max_pixels=args.max_pixels), args.image)  # (C, H, W)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, grayscale=args.grayscale,
                                           detect_faces=False if args.no_detect else "auto", max_pixels=args.max_pixels)
+    if predictor.detection == UNAVAILABLE:
+        print(f"note: {faces.unavailable_reason()}; classifying whole images", file=sys.stderr)  # as predict says
     _, detection, regions = predictor.regions(image)
-    if args.face is not None:
-        if detection != "faces" or args.face > len(regions):
-            raise ConfigError(f"--face {args.face}: {args.image} has {len(regions) if detection == 'faces' else 0} "
-                              f"detected face(s)")
-        box, crop = regions[args.face - 1]
-    else:
-        box, crop = max(regions, key=lambda r: r[1].shape[-1] * r[1].shape[-2])  # the largest face
+    box, crop = pick_region(args.face, detection, regions, args.image)
     view, maps, probs = attention_maps(predictor, crop)
     k = int(probs.argmax())
-    where = f"face at {box}" if box else {"no face found": "whole image (no face found)"}.get(detection, "whole image")
+    where = f"face at {box}" if box else {NO_FACE: "whole image (no face found)",
+                                          FACE_SIZED: "whole image (already face-sized)"}.get(detection, "whole image")
     title = f"{Path(args.image).name}, {where}: {predictor.classes[k]} {probs[k]:.2f}"
     from .plots import attention_overlay_png
 

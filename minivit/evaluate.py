@@ -36,6 +36,7 @@ import torch
 
 from .checkpoints.io import ensure_folder, file_in_the_way, write_json
 from .cli import ArgumentParser, integer, run
+from .device import DEVICES
 from .errors import CheckpointError, ConfigError
 from .plots import attention_grid_png, confusion_matrix_png
 from .rollout import attention_rollout
@@ -139,7 +140,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, transform, *, batch_si
     out = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="eval", leave=False, disable=not progress):
-        x = transform(images[start:start + batch_size].to(device, non_blocking=True))  # (B, 3, S, S)
+        x = transform(images[start:start + batch_size].to(device, non_blocking=True))  # (B, C, S, S)
         with amp:
             logits = model(x).float()  # (B, K)
             if tta:
@@ -398,7 +399,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     p.add_argument("--label-mode", default="majority", choices=("majority", "soft"), help="FER+ only")
     p.add_argument("--tta", action="store_true", help="average the logits of each image and its mirror")
     p.add_argument("--batch-size", type=integer(at_least=1), default=256, help="images per forward pass, >= 1")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: a GPU when CUDA is available, else the CPU")
     p.add_argument("--on-bad-image", default="raise", choices=("raise", "skip"),
                    help="an unreadable image or malformed row: stop with its name (raise, default) or skip it and "
                         "report the count (skip)")

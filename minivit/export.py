@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     real, real_name = real_input(model, args.image)
     batch = 1 if args.static_batch else 3
-    inputs = {"random": torch.randn(batch, cfg.in_chans, *cfg.image_hw), real_name: real}
+    # fixed keys: an image file named "random" must not replace the random batch (and its batch-size check)
+    inputs = {f"random batch of {batch}": torch.randn(batch, cfg.in_chans, *cfg.image_hw), "real image": real}
 
     def export_and_verify(tmp):
         export_onnx(model, tmp, opset=args.opset, dynamic_batch=not args.static_batch, dynamo=args.dynamo)
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exporting {source} ({cfg.classifier} pooling, {cfg.in_chans}x{cfg.image_hw[0]}x{cfg.image_hw[1]} input, "
           f"{len(classes)} classes) with opset {args.opset}, {exporter} exporter, "
           f"{'static batch 1' if args.static_batch else 'dynamic batch'}")
+    print(f"real image: {real_name}")
     try:
         atomic_write(out, export_and_verify)
     except VerificationFailed as e:

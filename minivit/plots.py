@@ -68,9 +68,10 @@ def _color(c):
 
 # -------------------------------------------------------------------------------- confusion matrix
 
-def confusion_matrix_figure(cm, classes, *, normalize: bool = True, title: str = "Confusion matrix") -> Figure:
+def confusion_matrix_figure(cm, classes, *, show_rates: bool = True, title: str = "Confusion matrix") -> Figure:
     """Rows: true class, columns: predicted. Colours are the row-normalised rate (recall per cell), so
-    a rare class reads as clearly as a common one; each cell shows its count (and the rate in %)."""
+    a rare class reads as clearly as a common one, whatever ``show_rates``; each cell shows its count
+    and, with ``show_rates``, that rate in % below it."""
     cm = np.asarray(_array(cm), dtype=np.int64)
     k = cm.shape[0]
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)  # (K, K): rows sum to 1
@@ -81,7 +82,7 @@ def confusion_matrix_figure(cm, classes, *, normalize: bool = True, title: str =
     font = 9 if k <= 8 else 7
     for i in range(k):
         for j in range(k):
-            text = f"{cm[i, j]}\n{100 * rates[i, j]:.0f}%" if normalize else f"{cm[i, j]}"
+            text = f"{cm[i, j]}\n{100 * rates[i, j]:.0f}%" if show_rates else f"{cm[i, j]}"
             ax.text(j, i, text, ha="center", va="center", fontsize=font,
                     color="white" if rates[i, j] > 0.5 else "black")  # dark cells get light text
     ax.set_xticks(range(k), labels=list(classes), rotation=40, ha="right", rotation_mode="anchor")
@@ -93,9 +94,9 @@ def confusion_matrix_figure(cm, classes, *, normalize: bool = True, title: str =
     return fig
 
 
-def confusion_matrix_png(cm, classes, path, *, normalize: bool = True, title: str = "Confusion matrix") -> str:
+def confusion_matrix_png(cm, classes, path, *, show_rates: bool = True, title: str = "Confusion matrix") -> str:
     """Write the confusion matrix (see confusion_matrix_figure) as a PNG; returns the path."""
-    return save_png(confusion_matrix_figure(cm, classes, normalize=normalize, title=title), path)
+    return save_png(confusion_matrix_figure(cm, classes, show_rates=show_rates, title=title), path)
 
 
 # -------------------------------------------------------------------------------- training curves

@@ -6,7 +6,9 @@
 
 Each photo goes through face detection (minivit.faces, the ``faces`` extra): one prediction per
 face found, with its box. Where no face is found, detection is off (``--no-detect``) or OpenCV is
-not installed, the whole image is classified and the output says which. Preprocessing is the
+not installed, the whole image is classified and the output says which. An image no larger than
+twice the model's input side (both sides; a 48x48 FER2013 face) is a face crop already: it is
+classified whole without detection ("image is already face-sized"). Preprocessing is the
 evaluation's: images decode to uint8 as minivit.data decodes them (grayscale files stay 1-channel),
 then ``eval_transform(x, AugmentConfig(image_size, channels=in_chans))`` resizes and normalises,
 so predictions on FER2013 images equal ``minivit.evaluate.predict``'s.
@@ -40,6 +42,7 @@ import re
 import sys
 import threading
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,10 +53,11 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from . import faces
 from .augment import AugmentConfig, eval_transform
 from .cli import ArgumentParser, fail, integer, run
-from .device import DEVICES, pick_device
+from .data.folders import IMAGE_SUFFIXES
+from .data.imageset import to_uint8_array
+from .device import DEVICES, pick_device, resolve_precision
 from .errors import CheckpointError, ConfigError, DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # What Pillow may decode: recognised from the bytes, never from the name. MPO is how Pillow names
 # the JPEGs phones write with a second (depth or preview) image inside.
 IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
@@ -65,8 +69,21 @@ PIL_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # Pillow itself refuses beyond this
 # What happened to face detection for one image (ImageResult.detection).
 DETECTED = "faces"          # one prediction per face found
 NO_FACE = "no face found"   # detection ran, found nothing: the whole image was classified
+FACE_SIZED = "face-sized"   # the image is no larger than FACE_SIZED_FACTOR x the model's input: already a face crop
 OFF = "off"                 # detect_faces=False / --no-detect: the whole image was classified
 UNAVAILABLE = "unavailable"  # OpenCV is not installed: the whole image was classified
+
+# Pillow's warnings, filtered once for the process rather than per call (warnings.catch_warnings
+# swaps a global and is not thread-safe, and the web demo reads images from many threads): our own
+# max_pixels decides about decompression bombs, and Pillow's UserWarnings about odd but readable
+# files (corrupt EXIF, palette transparency) are noise on a prediction's output.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\.|$)")
+# An image at most this many times the model's input side (both sides) is taken as a face crop
+# already (FER2013's 48x48 faces, RAF-DB's aligned 100x100 ones) and classified whole: the Haar
+# cascade finds "faces" inside such crops (an eye and a nostril), and re-cropping them would make
+# predictions differ from the evaluation's on the very images the model was trained on.
+FACE_SIZED_FACTOR = 2
 
 
 class UnreadableImage(DataError):
@@ -84,17 +101,13 @@ class ImageTooLarge(UnreadableImage):
 # -- reading images ------------------------------------------------------------------------------
 
 
-def _decoded_mode(mode: str) -> str:
-    # minivit.data's rule: grayscale stays 1 channel (FER2013 is 48x48 'L'); everything else is RGB.
-    return "L" if mode in ("L", "LA", "I", "I;16", "1") else "RGB"
-
-
 def read_image(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
     """A file path or the bytes of an upload -> uint8 (H, W) grayscale or (H, W, 3) RGB.
 
     The format is sniffed from the bytes; the pixel count from the header is checked against
-    ``max_pixels`` before decoding; EXIF orientation is applied (phone photos). Raises NotAnImage,
-    ImageTooLarge or UnreadableImage with one line naming ``name`` (default: the path).
+    ``max_pixels`` before decoding; EXIF orientation is applied (phone photos); the pixels become
+    uint8 as minivit.data decodes them (minivit.data.imageset.to_uint8_array: 16-bit scaled to 8).
+    Raises NotAnImage, ImageTooLarge or UnreadableImage with one line naming ``name`` (default: the path).
     """
     name = name or ("upload" if isinstance(source, (bytes, bytearray)) else str(source))
     if isinstance(source, (bytes, bytearray)):
@@ -109,8 +122,7 @@ def read_image(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None)
             fp = open(path, "rb")
         except OSError as e:
             raise UnreadableImage(f"{name}: cannot open ({e.strerror})") from None
-    with fp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+    with fp:
         try:
             Image.init()  # register every plugin (MPO's is not among the ones Pillow preloads)
             im = Image.open(fp, formats=[f for f in IMAGE_FORMATS if f in Image.OPEN])
@@ -131,7 +143,9 @@ def read_image(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None)
                                     f"{max_pixels:,}: refusing to decode it")
             try:
                 im = ImageOps.exif_transpose(im)  # decodes the pixels
-                return np.asarray(im.convert(_decoded_mode(im.mode)))
+                return to_uint8_array(im, name)
+            except DataError as e:  # pixels no image should have (float ones beyond 0..255)
+                raise UnreadableImage(str(e)) from None
             except (OSError, ValueError, SyntaxError, EOFError) as e:
                 # Pillow says "image file is truncated" for a cut-off JPEG/PNG
                 raise UnreadableImage(f"{name}: cannot decode image ({_first_line(e)})") from None
@@ -152,7 +166,7 @@ def to_image_tensor(image, name: str = "image") -> torch.Tensor:
     if isinstance(image, (str, Path, bytes, bytearray)):
         image = read_image(image)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert(_decoded_mode(image.mode)))
+        image = to_uint8_array(image, name)
     if isinstance(image, np.ndarray):
         if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
             image = image.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
@@ -188,9 +202,19 @@ def default_classes(num_classes: int) -> tuple[str, ...]:
 
 
 def resolve_checkpoint(checkpoint) -> Path | str:
-    """A run folder -> its best.safetensors; an existing file or folder as is; a missing local path
-    is an error here (rather than a Hub lookup); anything else (a manifest name, a Hub id) as given."""
-    path = Path(checkpoint)
+    """A run folder -> its best.safetensors; an existing file or folder as is (``~`` expanded); a
+    manifest name or Hugging Face repo id as given (ViT.from_pretrained resolves it); a missing local
+    path is an error here. minivit.hub decides what counts as a path or a repo id (one rule for both).
+
+    >>> resolve_checkpoint("google/vit-base-patch16-224")
+    'google/vit-base-patch16-224'
+    >>> resolve_checkpoint("no/such/run.safetensors")
+    Traceback (most recent call last):
+    minivit.errors.CheckpointError: no/such/run.safetensors: no such file or folder
+    """
+    from .hub import could_be_repo_id, find_checkpoint, looks_like_a_path
+
+    path = Path(checkpoint).expanduser()
     if path.is_dir() and (path / "best.safetensors").is_file():
         return path / "best.safetensors"
     if path.is_dir() and (path / "resume.safetensors").is_file() and not (path / "model.safetensors").is_file():
@@ -198,10 +222,10 @@ def resolve_checkpoint(checkpoint) -> Path | str:
                               f"pass {path / 'resume.safetensors'} to use the latest weights")
     if path.exists():
         return path
-    looks_local = any(s in str(checkpoint) for s in ("/", "\\")) or path.suffix in (".safetensors", ".npz", ".bin")
-    if looks_local:
+    source = str(checkpoint)
+    if find_checkpoint(source) is None and not could_be_repo_id(source) and looks_like_a_path(source):
         raise CheckpointError(f"{checkpoint}: no such file or folder")
-    return str(checkpoint)
+    return source
 
 
 def load_model(checkpoint):
@@ -257,7 +281,7 @@ class ImageResult:
     source: str
     width: int
     height: int
-    detection: str  # DETECTED, NO_FACE, OFF or UNAVAILABLE
+    detection: str  # DETECTED, NO_FACE, FACE_SIZED, OFF or UNAVAILABLE
     predictions: list[FacePrediction]
 
     @property
@@ -270,6 +294,7 @@ class ImageResult:
         n = len(self.predictions)
         return {DETECTED: f"{n} face{'s' * (n != 1)} found",
                 NO_FACE: "no face found: whole image classified",
+                FACE_SIZED: "image is already face-sized: classified whole",
                 OFF: "face detection off: whole image classified",
                 UNAVAILABLE: "face detection unavailable (pip install 'minivit[faces]'): whole image classified",
                 }[self.detection]
@@ -288,9 +313,14 @@ class Predictor:
     """A trained model plus its preprocessing and face detection: images in, plain data out.
 
     ``detect_faces``: True (needs the ``faces`` extra), False (classify whole images) or "auto"
-    (detect when OpenCV is installed). ``tta`` averages the logits of each crop and its mirror.
-    ``grayscale`` turns colour photos to luminance first (closer to grayscale training data such
-    as FER2013; 1-channel models do this anyway). Thread-safe: the model runs under a lock.
+    (detect when OpenCV is installed). An image no larger than FACE_SIZED_FACTOR (2) times the
+    model's input side, in both sides, is a face crop already (a 48x48 FER2013 face for a 48-pixel
+    model) and is classified whole without detection (``detection == "face-sized"``), so that
+    predictions on dataset crops equal the evaluation's. ``tta`` averages the logits of each crop
+    and its mirror. ``grayscale`` turns colour photos to luminance first (closer to grayscale
+    training data such as FER2013; 1-channel models do this anyway). Precision is the evaluation's:
+    minivit.device.resolve_precision("auto", device) (bf16/fp16 autocast on a GPU, fp32 on the CPU).
+    Thread-safe: the model runs under a lock.
     """
 
     def __init__(self, model, classes=None, *, device="auto", detect_faces="auto", tta: bool = False,
@@ -310,6 +340,7 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.model = model.to(self.device).eval()
         self.aug = AugmentConfig(image_size=cfg.image_size, channels=cfg.in_chans)
+        _, self.autocast_dtype, _ = resolve_precision("auto", self.device)  # as evaluate_checkpoint does
         self.tta, self.grayscale, self.batch_size, self.max_pixels = tta, grayscale, batch_size, max_pixels
         self._lock = threading.Lock()
 
@@ -326,11 +357,14 @@ class Predictor:
 
     def predict(self, images, names=None):
         """One image (PIL, numpy (H, W) / (H, W, C) uint8 or float in [0, 1], torch (C, H, W) / (H, W),
-        a path) -> ImageResult; a list of them, or a (B, C, H, W) tensor -> list[ImageResult]."""
+        a path, or a file's bytes) -> ImageResult; a list of them, or a (B, C, H, W) tensor ->
+        list[ImageResult]. ``names``: one per image (default: the path, or "image <i>")."""
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.ndim == 4)
         items = [images] if single else list(images)
         names = list(names) if names is not None else [
             str(x) if isinstance(x, (str, Path)) else f"image {i}" for i, x in enumerate(items)]
+        if len(names) != len(items):  # zip() below would silently drop the images without a name
+            raise ConfigError(f"names: {len(names)} names for {len(items)} images")
         prepared = [self.regions(to_image_tensor(self._read(x, n), n)) for x, n in zip(items, names)]
         crops = [c for _, _, boxes_crops in prepared for _, c in boxes_crops]
         probs, logits = self.classify(crops)
@@ -345,7 +379,10 @@ class Predictor:
         return results[0] if single else results
 
     def _read(self, image, name):
-        return read_image(image, max_pixels=self.max_pixels, name=name) if isinstance(image, (str, Path)) else image
+        """Paths and the bytes of a file are decoded here, under this predictor's max_pixels."""
+        if isinstance(image, (str, Path, bytes, bytearray)):
+            return read_image(image, max_pixels=self.max_pixels, name=name)
+        return image
 
     def regions(self, x: torch.Tensor):
         """(image, detection, [(box or None, crop (C, h, w))]) for an image (C, H, W): the faces found,
@@ -355,6 +392,8 @@ class Predictor:
             x = gray.round().to(torch.uint8) if x.dtype == torch.uint8 else gray
         if self.detection != DETECTED:
             return x, self.detection, [(None, x)]
+        if self.is_face_sized(x):
+            return x, FACE_SIZED, [(None, x)]
         u8 = x if x.dtype == torch.uint8 else (x * 255).round().to(torch.uint8)
         boxes = faces.detect_faces(u8.permute(1, 2, 0).squeeze(-1).numpy())  # detector wants (H, W[, 3])
         if not boxes:
@@ -365,6 +404,11 @@ class Predictor:
             cx, cy, cw, ch = faces.expand_box(box, W, H)
             regions.append((box, x[:, cy:cy + ch, cx:cx + cw]))  # (C, ch, cw)
         return x, DETECTED, regions
+
+    def is_face_sized(self, x: torch.Tensor) -> bool:
+        """Whether an image (C, H, W) is small enough to be a face crop already (see FACE_SIZED_FACTOR)."""
+        (H, W), (S_h, S_w) = x.shape[-2:], self.model.config.image_hw
+        return H <= FACE_SIZED_FACTOR * S_h and W <= FACE_SIZED_FACTOR * S_w
 
     def preprocess(self, crop: torch.Tensor) -> torch.Tensor:
         """One image (C, h, w) -> the model's input (1, in_chans, S, S) on its device: the evaluation's
@@ -379,7 +423,9 @@ class Predictor:
         out = []
         for start in range(0, len(crops), self.batch_size):
             batch = torch.cat([self.preprocess(c) for c in crops[start:start + self.batch_size]])  # (B, C', S, S)
-            with self._lock:
+            amp = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                   else nullcontext())
+            with self._lock, amp:
                 logits = self.model(batch).float()  # (B, K)
                 if self.tta:
                     logits = 0.5 * (logits + self.model(batch.flip(-1)).float())
@@ -477,7 +523,9 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m minivit.predict", description=(
         "Predict the facial expression of every face in images. Faces are found with OpenCV's Haar "
         "cascade (pip install 'minivit[faces]'); where none is found, detection is off or OpenCV is "
-        "missing, the whole image is classified and the output says so. Bad files are reported one "
+        "missing, the whole image is classified and the output says so. An image no larger than twice the "
+        "model's input size in both sides (e.g. a 48x48 FER2013 face for a 48-pixel model) is taken as a face "
+        "crop already and classified whole, as the evaluation does. Bad files are reported one "
         "line each on stderr, the others are still predicted, and the exit code is then 2."))
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="image files, folders (searched recursively for image files) or quoted glob patterns")

@@ -21,23 +21,35 @@ a 4xx JSON answer ``{"detail": "..."}`` and the server goes on serving:
     422  no ``file`` field, or an image that cannot be decoded (truncated, corrupt)
 
 The model runs under the Predictor's lock, in FastAPI's thread pool: concurrent requests decode
-in parallel and take turns on the model.
+in parallel and take turns on the model. Memory stays bounded however many requests arrive: at
+most MAX_CONCURRENT (4) uploads are decoded and preprocessed at a time, and a decoded photo is
+shrunk at once to MAX_SIDE (1024) pixels on its longest side -- as face detection does anyway --
+so a 40 MP upload never becomes a full-resolution float tensor. Boxes, width and height in the
+answer are in the uploaded image's own pixels.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (Request)
 # at runtime, and Request is imported inside create_app.
 import argparse
 import sys
+import threading
+from contextlib import nullcontext
 from importlib import resources
+
+import numpy as np
+from PIL import Image
 
 from .cli import ArgumentParser, integer, number, run
 from .device import DEVICES
 from .errors import ConfigError
+from .faces import DETECT_MAX_SIDE
 from .predict import DETECTED, PIL_MAX_PIXELS, ImageTooLarge, NotAnImage, Predictor, UnreadableImage, read_image
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 SERVE_MAX_PIXELS = 40_000_000  # a 7300x5500 photo; decoding one takes ~120 MB of memory
 MULTIPART_SLACK = 16 * 1024  # form boundaries and part headers around the file's bytes
+MAX_CONCURRENT = 4  # uploads decoded and preprocessed at once (each up to ~120 MB while decoding)
+MAX_SIDE = DETECT_MAX_SIDE  # decoded uploads shrink to this longest side: detection's own working size
 INSTALL_HINT = "pip install 'minivit[serve]' (fastapi, uvicorn, python-multipart)"
 
 
@@ -53,7 +65,7 @@ def _error(status: int, message: str):
 
 
 def create_app(predictor: Predictor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = SERVE_MAX_PIXELS,
-               top_k: int = 3):
+               top_k: int = 3, max_concurrent: int = MAX_CONCURRENT):
     """The FastAPI app serving ``predictor`` (see the module docstring for the endpoints and limits)."""
     try:
         from fastapi import FastAPI, Request
@@ -62,6 +74,7 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
     except ImportError:
         raise ConfigError(f"the web demo needs FastAPI: {INSTALL_HINT}") from None
 
+    slots = threading.BoundedSemaphore(max_concurrent)  # bounds the memory of concurrent decodes
     app = FastAPI(title="minivit", description="facial expression recognition demo", docs_url=None, redoc_url=None)
     html = page()
 
@@ -79,7 +92,7 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
     @app.post("/predict")
     async def predict(request: Request):
         length = request.headers.get("content-length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdecimal()):  # "²".isdigit() is True
             return _error(411, "send the upload with a Content-Length header")
         if int(length) > max_upload_bytes + MULTIPART_SLACK:
             return _error(413, f"upload of {int(length):,} bytes is larger than the limit of {max_upload_bytes:,}")
@@ -96,22 +109,47 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
         name = upload.filename or "upload"
         if len(data) > max_upload_bytes:
             return _error(413, f"{name}: larger than the limit of {max_upload_bytes:,} bytes")
-        return await run_in_threadpool(_answer, predictor, data, name, max_pixels, top_k)
+        return await run_in_threadpool(_answer, predictor, data, name, max_pixels, top_k, slots)
 
     return app
 
 
-def _answer(predictor: Predictor, data: bytes, name: str, max_pixels: int, top_k: int):
-    """Decode (format sniffed from the bytes), detect and classify one upload; 4xx JSON on bad input."""
-    try:
-        image = read_image(data, max_pixels=max_pixels, name=name)
-    except NotAnImage as e:
-        return _error(415, str(e))
-    except ImageTooLarge as e:
-        return _error(413, str(e))
-    except UnreadableImage as e:
-        return _error(422, str(e))
-    result = predictor.predict([image], names=[name])[0]
+def shrink(image: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
+    """(the uint8 (H, W[, 3]) image with its longest side at most ``max_side``, original / new size).
+
+    >>> small, scale = shrink(np.zeros((3000, 2000, 3), np.uint8))
+    >>> small.shape, round(scale, 3)
+    ((1024, 683, 3), 2.93)
+    """
+    H, W = image.shape[:2]
+    scale = max(H, W) / max_side
+    if scale <= 1:
+        return image, 1.0
+    size = (max(1, round(W / scale)), max(1, round(H / scale)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0))  # (h, w[, 3])
+    return small, max(H / small.shape[0], W / small.shape[1])
+
+
+def _answer(predictor: Predictor, data: bytes, name: str, max_pixels: int, top_k: int, slots=None):
+    """Decode (format sniffed from the bytes), shrink, detect and classify one upload, holding one of
+    ``slots`` throughout; 4xx JSON on bad input. Boxes are scaled back to the upload's pixels."""
+    with slots if slots is not None else nullcontext():
+        try:
+            image = read_image(data, max_pixels=max_pixels, name=name)
+        except NotAnImage as e:
+            return _error(415, str(e))
+        except ImageTooLarge as e:
+            return _error(413, str(e))
+        except UnreadableImage as e:
+            return _error(422, str(e))
+        H, W = image.shape[:2]
+        image, scale = shrink(image)  # the full-size decode is freed here
+        result = predictor.predict([image], names=[name])[0]
+    result.width, result.height = W, H
+    for p in result.predictions:
+        if p.box:
+            x, y, w, h = (round(v * scale) for v in p.box)
+            p.box = (x, y, min(w, W - x), min(h, H - y))
     return result.to_dict(top_k)
 
 
@@ -144,18 +182,22 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+    try:  # both before the model loads: a missing extra is reported first, and at once
+        import fastapi  # noqa: F401
         import uvicorn
-    except ImportError:
-        raise ConfigError(f"the web demo needs uvicorn: {INSTALL_HINT}") from None
+    except ImportError as e:
+        raise ConfigError(f"the web demo needs {e.name or 'fastapi and uvicorn'}: {INSTALL_HINT}") from None
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta,
                                           detect_faces=False if args.no_detect else "auto",
                                           grayscale=args.grayscale)
     app = create_app(predictor, max_upload_bytes=round(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
                      top_k=args.top_k)
     detection = "on" if predictor.detection == DETECTED else predictor.detection
-    print(f"minivit demo: http://{args.host}:{args.port}/ (face detection: {detection})", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    where = (f"http://{args.host}:{args.port}/" if args.port else
+             f"http://{args.host} on a free port that uvicorn picks (it prints it)")
+    print(f"minivit demo: {where} (face detection: {detection})", file=sys.stderr)
+    # port 0: the OS picks a free port when uvicorn binds, and uvicorn's info line says which
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.port else "info")
     return 0
 
 

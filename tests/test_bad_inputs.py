@@ -466,6 +466,21 @@ def train_csv_only_header(tmp, fx):
             ["fer.csv", "no data rows"])
 
 
+@case("csv", "evaluate")
+def csv_emotion_superscript_two(tmp, fx):
+    # "²".isdigit() is True and int("²") raises ValueError: a decimal-digit check, not isdigit
+    lines = fer_csv().splitlines(keepends=True)
+    lines[2] = "²" + lines[2][1:]
+    return _eval_csv(tmp, fx, "".join(lines).encode()), ["fer.csv", "line 3", "emotion label '²'"]
+
+
+@case("csv", "train")
+def train_csv_emotion_superscript_two(tmp, fx):
+    (tmp / "fer.csv").write_text(fer_csv(usage="Training").replace("\n1,", "\n²,", 1), encoding="utf-8")
+    return (["--data", tmp / "fer.csv", "--out", tmp / "run", "--epochs", "1", "--no-progress"],
+            ["fer.csv", "emotion label '²'"])
+
+
 # options: every command line, each numeric option's range and each choice
 
 OPTION_CASES = {
@@ -649,6 +664,80 @@ def eval_checkpoint_outside_run_without_data(tmp, fx):
 @case("evaluation", "evaluate")
 def eval_missing_dataset(tmp, fx):
     return ["--checkpoint", fx["seven"], "--data", tmp / "fer2013", "--out", tmp / "report"], ["fer2013"]
+
+
+# added cases: bad config values in checkpoints, changed options on --resume, out-of-range seeds
+
+def _hf_folder_with(tmp, **changes) -> Path:
+    from minivit.checkpoints import save_folder
+    folder = tmp / "hf_model"
+    save_folder(tiny_model(7, gelu="exact"), folder, "transformers")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, **changes}))
+    return folder
+
+
+@case("checkpoint", "convert")
+def hf_config_hidden_size_text(tmp, fx):
+    return [_hf_folder_with(tmp, hidden_size="big"), "-o", tmp / "out.safetensors"], ["hf_model", "bad config"]
+
+
+@case("checkpoint", "convert")
+def hf_config_layer_norm_eps_null(tmp, fx):
+    return [_hf_folder_with(tmp, layer_norm_eps=None), "-o", tmp / "out.safetensors"], ["hf_model", "bad config"]
+
+
+@case("checkpoint", "convert")
+def minivit_metadata_out_of_range(tmp, fx):
+    model = tiny_model(7)
+    p = tmp / "odd.safetensors"
+    write_safetensors(model.state_dict(), p, {"minivit_config": json.dumps({**model.config.to_dict(), "depth": 0})})
+    return [p, "-o", tmp / "out.safetensors"], ["odd.safetensors", "depth"]
+
+
+@case("checkpoint", "convert")
+def scan_stacked_npz_0d(tmp, fx):
+    from minivit.checkpoints import save_npz
+    save_npz(tiny_model(7, classifier="gap"), tmp / "good.npz", layout="big_vision")
+    with np.load(tmp / "good.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    (tmp / "good.npz").unlink()
+    name = next(k for k in arrays if "encoderblock_0/" in k)
+    arrays[name.replace("encoderblock_0/", "encoderblock/")] = np.float32(1.0)
+    np.savez(tmp / "scan.npz", **arrays)
+    return [tmp / "scan.npz", "-o", tmp / "out.safetensors"], ["scan.npz", "0-d"]
+
+
+def _resumable_run(tmp, fx) -> Path:
+    import shutil
+    run = tmp / "run"
+    shutil.copytree(fx["real_run"], run)
+    return run
+
+
+@case("resume", "train")
+def resume_with_other_layer_decay(tmp, fx):
+    return ["--resume", _resumable_run(tmp, fx), "--layer-decay", "0.5", "--no-progress"], ["--layer-decay", "1.0"]
+
+
+@case("resume", "train")
+def resume_with_other_optimizer(tmp, fx):
+    return ["--resume", _resumable_run(tmp, fx), "--optimizer", "sgd", "--no-progress"], ["--optimizer", "adamw"]
+
+
+@case("resume", "train")
+def resume_with_other_weight_decay(tmp, fx):
+    return ["--resume", _resumable_run(tmp, fx), "--weight-decay", "0.3", "--no-progress"], ["--weight-decay"]
+
+
+@case("option", "train", chdir=True)
+def train_seed_above_31_bits(tmp, fx):
+    return ["--seed", str(2**31), "--out", tmp / "run"], ["--seed"]
+
+
+@case("option", "convert", chdir=True)
+def convert_seed_above_31_bits(tmp, fx):
+    return [fx["seven"], "-o", tmp / "out.safetensors", "--seed", str(2**32)], ["--seed"]
 
 
 @pytest.mark.parametrize("name", [

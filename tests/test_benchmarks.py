@@ -84,6 +84,7 @@ def test_forward_flops_count_vit_b16():
     (["--modes", "jit"], "unknown mode 'jit'"),
     (["--preset", "fer512"], "invalid choice: 'fer512'"),
     (["--reference", "timm"], "expected LIB:MODE"),
+    (["--in-chans", "2"], "--in-chans: invalid choice: 2 (choose from 1, 3)"),
 ])
 def test_throughput_bad_flags_exit_2_with_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
@@ -132,6 +133,28 @@ def test_profile_step_writes_traces_and_finds_the_attention_kernel(tmp_path):
     # the loop augments, mixes and evaluates around the same step: more ops per step than the step alone
     assert loop["aten_ops_per_step"] > eager["aten_ops_per_step"] > 0
     assert summary["loop_extra_over_step"] and all(r["extra_us_per_step"] > 0 for r in summary["loop_extra_over_step"])
+
+
+def test_profile_step_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+    out = tmp_path / "summary"
+    out.write_text("keep me")
+    with pytest.raises(SystemExit) as e:
+        profile_step.main(TINY + ["--device", "cpu", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--out: {out} is a file, not a folder" in err and err.count("\n") == 1
+    assert out.read_text() == "keep me"
+
+
+def test_device_choices_are_minivit_devices(capsys):
+    from minivit.device import DEVICES
+    from minivit.evaluate import build_parser
+
+    for parse in (throughput.parse_args, build_parser().parse_args):
+        with pytest.raises(SystemExit) as e:
+            parse(["--device", "mps"] + ([] if parse is throughput.parse_args else ["--checkpoint", "x"]))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "invalid choice: 'mps'" in err
+        assert err.split("choose from ")[1].split(")")[0].replace("'", "").split(", ") == list(DEVICES)
 
 
 def test_launch_gaps_and_sdpa_names():
@@ -208,6 +231,23 @@ def test_fer_recipe_bad_input(tmp_path, capsys):
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
     assert fer_recipe.main(["--variants"]) == 0
     assert "patch-stem" in capsys.readouterr().out
+
+
+def test_fer_recipe_refuses_a_variant_folder_holding_a_run_before_training_any(tmp_path, capsys):
+    out = tmp_path / "recipe"
+    (out / "runs" / "rgb").mkdir(parents=True)
+    (out / "runs" / "rgb" / "metrics.json").write_text("{}")
+    argv = ["--data", "synthetic", "--epochs", "1", "--tiny", "--no-progress", "--device", "cpu",
+            "--only", "default,rgb", "--out", str(out)]
+    with pytest.raises(SystemExit) as e:
+        fer_recipe.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{out / 'runs' / 'rgb'} already holds a run" in err and "--overwrite" in err
+    assert not (out / "runs" / "default").exists()  # refused up front: the first variant did not train
+    kw = dict(data="synthetic", out=tmp_path, epochs=1, tiny=True, device="cpu", progress=False, seed=0)
+    assert fer_recipe.variant_config("default", **kw).overwrite is False  # train() refuses on its own too
+    assert fer_recipe.variant_config("default", overwrite=True, **kw).overwrite is True
 
 
 @pytest.mark.parametrize("module", [throughput, profile_step, fer_recipe], ids=lambda m: m.__name__)

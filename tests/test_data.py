@@ -552,3 +552,86 @@ def test_decode_progress_bar_is_silenced(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     decode_images(paths, progress=True, desc="decoding test")
     assert "decoding test" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- decoding pixels
+
+def _ramp16():
+    return (np.arange(48 * 48, dtype=np.uint32).reshape(48, 48) * 65535 // (48 * 48 - 1)).astype(np.uint16)
+
+
+def test_high_bit_depth_and_float_images_decode_to_their_8_bit_values(tmp_path, caplog):
+    """16-bit grayscale keeps its top 8 bits (not clipped at 255), big-endian TIFFs stay gray, float
+    images in [0, 1] are scaled, and pixels no image has are refused naming the file."""
+    from minivit.data.imageset import to_uint8_array
+
+    ramp = _ramp16()  # 0..65535
+    cls = tmp_path / "train" / "happy"
+    cls.mkdir(parents=True)
+    Image.fromarray(ramp).save(cls / "a_ramp16.png")
+    Image.frombytes("I;16B", (48, 48), ramp.astype(">u2").tobytes()).save(cls / "b_ramp16be.tif")
+    Image.fromarray(ramp.astype(np.float32) / 65535).save(cls / "c_float.tif")
+    s = load_dataset(tmp_path, "train")
+    assert s.images.shape == (3, 1, 48, 48)  # all three stay 1 channel
+    want = torch.from_numpy((ramp >> 8).astype(np.uint8))
+    assert torch.equal(s.images[0, 0], want) and torch.equal(s.images[1, 0], want)
+    assert (s.images[2, 0].int() - want.int()).abs().max() <= 1  # float: rounded rather than truncated
+    assert s.images[0, 0].max() == 255 and len(s.images[0, 0].unique()) == 256  # the whole range, not clipped
+
+    assert to_uint8_array(Image.fromarray(np.array([[0, 200]], np.int32))).tolist() == [[0, 200]]  # 8-bit in 'I'
+    assert to_uint8_array(Image.fromarray(np.array([[0, 512]], np.int32))).tolist() == [[0, 2]]  # 16-bit in 'I'
+    Image.fromarray(np.full((48, 48), 1000.0, np.float32)).save(cls / "d_bad.tif")
+    with pytest.raises(DataError, match=r"d_bad.tif: 32-bit float pixels up to 1000 are beyond 0..255"):
+        load_dataset(tmp_path, "train")
+    with caplog.at_level(logging.WARNING, logger="minivit.data"):
+        assert load_dataset(tmp_path, "train", on_error="skip").skipped == 1
+
+
+def test_exif_orientation_is_applied_when_a_dataset_is_decoded(tmp_path):
+    cls = tmp_path / "train" / "sad"
+    cls.mkdir(parents=True)
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :20] = 255  # a white left third: where it ends up shows the rotation
+    im = Image.fromarray(pixels)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display" (a phone held upright)
+    im.save(cls / "phone.jpg", exif=exif, quality=95)
+    (img,) = load_dataset(tmp_path, "train").images  # (3, H, W)
+    assert tuple(img.shape) == (3, 60, 40)  # upright: the sides swapped
+    assert img[:, :20].float().mean() > 200 and img[:, -20:].float().mean() < 50  # white on top after rotation
+
+
+def test_decimal_digits_only_in_label_codes(tmp_path):
+    """'²'.isdigit() is True and int('²') raises: such codes are one-line DataErrors, never tracebacks."""
+    from minivit.data.folders import folder_class
+    from minivit.data.imageset import is_ascii_integer
+
+    assert [is_ascii_integer(t) for t in ("0", "17", "²", "٣", "-1", " 1", "")] == [True, True] + [False] * 5
+    with pytest.raises(DataError, match="unknown expression label '²'"):
+        folder_class("²")
+    rows = _fer_rows()
+    path = _write_fer_csv(tmp_path / "fer2013.csv", rows, bad_line="²," + " ".join(["7"] * 2304) + ",Training")
+    with pytest.raises(DataError, match="fer2013.csv line 5: unknown emotion label '²'"):
+        load_dataset(path, "train")
+    _rafdb(tmp_path / "raf", ["train_00001.jpg 1", "train_00002.jpg ²"])
+    with pytest.raises(DataError, match="line 2: unknown label '²'"):
+        load_dataset(tmp_path / "raf", "train")
+
+
+def test_when_every_row_was_skipped_the_error_says_so(tmp_path):
+    path = tmp_path / "fer2013.csv"
+    path.write_text("emotion,pixels,Usage\n3,1 2 3,Training\n9,1 2,PublicTest\n")
+    with pytest.raises(DataError, match=r"all 2 rows were skipped as malformed, none is left for split 'train'; "
+                                        r"first: fer2013.csv line 2: expected 2304 pixel values, got 3"):
+        load_dataset(path, "train", on_error="skip")
+
+
+def test_one_list_of_image_suffixes_and_one_of_splits():
+    import minivit.data.fer2013 as fer2013
+    import minivit.data.formats as formats
+    import minivit.predict as predict
+    from minivit.data.folders import IMAGE_SUFFIXES
+    from minivit.data.labels import SPLITS
+
+    assert predict.IMAGE_SUFFIXES is IMAGE_SUFFIXES and ".pgm" in IMAGE_SUFFIXES and ".webp" in IMAGE_SUFFIXES
+    assert fer2013.SPLITS is SPLITS and formats.SPLITS is SPLITS

@@ -150,12 +150,14 @@ def tiny_vit(classifier="token", num_classes=7, image_size=16):
                          num_classes=num_classes, classifier=classifier))
 
 
-def near(arr, rgb, tol=60):
-    return np.abs(arr - np.asarray(rgb)).sum(-1) < tol
-
-
 @pytest.mark.parametrize("classifier,amp", [("token", None), ("gap", torch.bfloat16), ("map", torch.bfloat16)])
-def test_attention_report_png(tmp_path, classifier, amp):
+def test_attention_report_png(tmp_path, classifier, amp, monkeypatch):
+    import minivit.evaluate as ev
+
+    drawn = {}
+    real_grid = ev.attention_grid_png
+    monkeypatch.setattr(ev, "attention_grid_png", lambda images, heats, captions, path, **kw: drawn.update(
+        captions=captions) or real_grid(images, heats, captions, path, **kw))  # spied on, still drawn
     model = tiny_vit(classifier)
     data = synthetic_faces(70, image_size=24, seed=0)  # 10 per class, resized to the model's 16 x 16
     aug = AugmentConfig(16)
@@ -169,8 +171,22 @@ def test_attention_report_png(tmp_path, classifier, amp):
     base, overlay = arr[y0:y0 + 144, x0:x0 + 144], arr[y0:y0 + 144, x0 + 150:x0 + 294]
     assert base.std() > 10 and overlay.std() > 10  # a face, not a blank panel
     assert np.abs(base - overlay).mean() > 10  # the heat map is drawn over it
-    # captions: green (right) or red (wrong) for every image
-    assert near(arr, (0, 128, 0)).sum() + near(arr, (255, 0, 0)).sum() > 14 * 20
+    # captions: the true label in black, the prediction in green (right) or red (wrong), for every image
+    chosen = select_examples(data.targets, 7)
+    captions = drawn["captions"]
+    assert len(captions) == len(chosen) == 14
+    colours = {"green": (0, 128, 0), "red": (255, 0, 0)}
+    for k, (i, caption) in enumerate(zip(chosen, captions)):
+        (true_text, true_colour), (pred_text, pred_colour) = caption
+        true_name = data.classes[int(data.targets[i])]
+        assert (true_text, true_colour) == (f"true: {true_name}", "black") and pred_text.startswith("pred: ")
+        assert pred_colour == ("green" if pred_text == f"pred: {true_name}" else "red")
+        # and drawn so: that exact colour in the cell's caption strip (second line), the other one nowhere in it
+        x, y = 14 + (k % 4) * (2 * 144 + 6 + 30), 78 + (k // 4) * (36 + 144 + 14)
+        strip = arr[y:y + 36, x:x + 2 * 144 + 6]
+        other = colours["red" if pred_colour == "green" else "green"]
+        assert (strip[18:] == colours[pred_colour]).all(-1).sum() >= 10
+        assert (strip == other).all(-1).sum() == 0 and (strip[:18] == 0).all(-1).sum() >= 10  # black first line
 
 
 def test_attention_report_maps_are_the_rollout_of_each_image(tmp_path, monkeypatch):

@@ -72,7 +72,21 @@ def test_dynamo_exporter_and_a_real_image(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "m.safetensors"), "--onnx", str(out), "--dynamo",
                  "--image", str(face), "--static-batch"]) == 0
     printed = capsys.readouterr().out
-    assert "torch.export-based" in printed and f"verify ({face}, batch 1)" in printed and out.is_file()
+    assert "torch.export-based" in printed and "verify (real image, batch 1)" in printed and out.is_file()
+    assert f"real image: {face}" in printed
+
+
+def test_an_image_named_random_keeps_the_random_batch_check(tmp_path, capsys, monkeypatch):
+    """The inputs are keyed by role, not file name: --image random still verifies the batch of 3."""
+    from PIL import Image
+
+    save_tiny(tmp_path / "m.safetensors")
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 50), dtype=np.uint8)).save("random", format="PNG")
+    assert main(["--checkpoint", "m.safetensors", "--onnx", "m.onnx", "--image", "random"]) == 0
+    printed = capsys.readouterr().out
+    assert "verify (random batch of 3, batch 3)" in printed and "verify (real image, batch 1)" in printed
+    assert printed.count("max abs difference") == 2 and "real image: random" in printed
 
 
 def test_difference_above_tolerance_exits_1_and_writes_nothing(tmp_path, capsys):

@@ -50,7 +50,8 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
     rng = np.random.default_rng(0)
     good = d / "noise.jpg"
-    Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(good, quality=95)
+    # larger than twice the tiny model's 48-pixel input: a photo, where face detection runs
+    Image.fromarray(rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)).save(good, quality=95)
     (d / "notes.jpg").write_text("this is a text file renamed .jpg\n")
     (d / "cut.jpg").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
     (d / "bomb.png").write_bytes(png_header(30000, 30000))
@@ -85,6 +86,82 @@ def test_predictions_equal_the_evaluation_on_real_fer2013(shared_dir, checkpoint
     assert all(r.detection == OFF and r.predictions[0].box is None for r in results)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert [r.predictions[0].label for r in results] == [minivit.data.LABELS[i] for i in expected.argmax(1)]
+
+
+def fer2013_test_files(shared_dir, per_class):
+    root = shared_dir / "data" / "fer2013" / "test"
+    if not root.is_dir():
+        pytest.skip(f"real FER2013 images {root} are absent")
+    return [p for c in sorted(root.iterdir()) for p in sorted(c.glob("*.jpg"))[:per_class]]
+
+
+def test_the_default_predictor_classifies_fer2013_crops_whole_as_the_evaluation_does(shared_dir, tmp_path):
+    """detect_faces="auto" (the default): the Haar cascade would find "faces" inside 48x48 crops and
+    re-crop them; a face-sized image is classified whole, so the logits equal the evaluation's."""
+    from minivit import faces
+    from minivit.data import decode_images
+    from minivit.evaluate import predict
+    from minivit.predict import FACE_SIZED
+
+    if not faces.available():
+        pytest.skip(f"face detection is what this tests, and it is unavailable: {faces.unavailable_reason()}")
+    paths = fer2013_test_files(shared_dir, per_class=13)  # 91 faces
+    model = tiny_model(seed=2)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(model, path)
+    images, _ = decode_images(paths, progress=False)  # uint8 (N, 1, 48, 48)
+    expected = predict(model, images, lambda x: eval_transform(x, AugmentConfig(image_size=48, channels=3)))
+
+    predictor = Predictor.from_checkpoint(path, device="cpu")  # every default, detection included
+    results = predictor.predict([str(p) for p in paths])
+    assert {r.detection for r in results} == {FACE_SIZED}
+    assert results[0].note == "image is already face-sized: classified whole"
+    torch.testing.assert_close(torch.tensor([r.predictions[0].logits for r in results]), expected,
+                               atol=1e-5, rtol=1e-5)
+    big = np.kron(images[0, 0].numpy(), np.ones((3, 3), np.uint8))  # 144x144: more than 2 x 48, a photo
+    assert predictor.predict(big).detection != FACE_SIZED
+
+
+def test_a_repo_id_or_manifest_name_goes_to_from_pretrained_and_a_missing_path_is_one_line(monkeypatch, tmp_path):
+    from minivit.errors import CheckpointError
+    from minivit.model import ViT
+    from minivit.predict import load_model, resolve_checkpoint
+
+    asked = []
+    monkeypatch.setattr(ViT, "from_pretrained", classmethod(lambda cls, source: asked.append(source) or tiny_model()))
+    manifest_name = "augreg/Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"
+    for name in ("google/vit-base-patch16-224", manifest_name, "ViT-B_16"):
+        assert resolve_checkpoint(name) == name
+        model, classes, source = load_model(name)
+        assert asked[-1] == name and source == name and classes == minivit.data.LABELS
+    for missing in (tmp_path / "runs" / "nope.safetensors", tmp_path / "nope", "~/surely-not-here.npz"):
+        with pytest.raises(CheckpointError, match="no such file or folder") as e:
+            resolve_checkpoint(str(missing))
+        assert len(str(e.value).splitlines()) == 1
+    home_run = tmp_path / "home" / "run"
+    home_run.mkdir(parents=True)
+    (home_run / "best.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_checkpoint("~/run") == home_run / "best.safetensors"  # ~ expanded
+
+
+def test_the_predictor_uses_the_evaluations_precision(checkpoint, monkeypatch):
+    """One rule for both: resolve_precision("auto", device). fp32 on the CPU; where it picks bf16 (a GPU,
+    simulated here), the Predictor's logits are the evaluation's under the same autocast."""
+    from minivit.device import resolve_precision
+    from minivit.evaluate import predict
+
+    assert Predictor.from_checkpoint(checkpoint, detect_faces=False, device="cpu").autocast_dtype is None
+    assert resolve_precision("auto", torch.device("cpu"))[1] is None
+    monkeypatch.setattr("minivit.predict.resolve_precision", lambda choice, device: ("bf16", torch.bfloat16, False))
+    predictor = Predictor.from_checkpoint(checkpoint, detect_faces=False, device="cpu")
+    images = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (4, 1, 48, 48), dtype=np.uint8))
+    aug = AugmentConfig(image_size=48, channels=3)
+    expected = predict(predictor.model, images, lambda x: eval_transform(x, aug), autocast_dtype=torch.bfloat16)
+    fp32 = predict(predictor.model, images, lambda x: eval_transform(x, aug))
+    got = torch.tensor([r.predictions[0].logits for r in predictor.predict(list(images))])
+    assert not torch.allclose(expected, fp32, atol=1e-4)  # bf16 is visibly different: the check can fail
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
 
 
 def test_every_input_type_gives_the_same_prediction(checkpoint):
@@ -194,7 +271,7 @@ def test_cli_bomb_refused_below_pillows_own_limit(checkpoint, tmp_path, capsys):
 def test_cli_annotate_writes_a_png_and_never_overwrites(checkpoint, files, tmp_path, capsys):
     out = tmp_path / "labelled.png"
     assert main([str(files / "noise.jpg"), "--checkpoint", str(checkpoint), "--annotate", str(out)]) == 0
-    assert Image.open(out).size == (80, 64)
+    assert Image.open(out).size == (120, 100)
     before = out.read_bytes()
     assert main([str(files / "noise.jpg"), "--checkpoint", str(checkpoint), "--annotate", str(out)]) == 2
     assert "exists" in capsys.readouterr().err and out.read_bytes() == before
@@ -237,3 +314,77 @@ def test_a_training_run_tells_the_predictor_its_classes_and_that_its_faces_were_
     # a file without the note (e.g. saved by hand) keeps colour photos in colour
     save_checkpoint(tiny_model(), tmp_path / "plain.safetensors")
     assert Predictor.from_checkpoint(tmp_path / "plain.safetensors", detect_faces=False).grayscale is False
+
+
+def test_pillow_warnings_are_filtered_once_at_import_not_per_call(tmp_path):
+    """Warnings made errors (-W error): a palette PNG whose convert() warns, and a header over Pillow's
+    warning threshold, still read as today; read_image swaps no global warning state per call
+    (warnings.catch_warnings is not thread-safe, and the web demo reads from many threads)."""
+    import inspect
+    import subprocess
+    import sys
+
+    import minivit.predict
+
+    palette = tmp_path / "palette.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P").save(palette, transparency=bytes(10))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(9500, 9500))  # 90 MP: past Pillow's warning, under its error
+    code = ("import sys; from minivit.predict import read_image, PIL_MAX_PIXELS, UnreadableImage\n"
+            f"print(read_image({str(palette)!r}).shape)\n"
+            f"try:\n    read_image({str(bomb)!r}, max_pixels=PIL_MAX_PIXELS)\n"
+            "except UnreadableImage as e:\n    print('unreadable:', e)\n")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(minivit.__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "(8, 8, 3)" and "bomb.png: cannot decode image" in done.stdout
+    assert "catch_warnings" not in inspect.getsource(minivit.predict.read_image)
+
+
+def test_read_image_decodes_as_the_dataset_reader_does(tmp_path):
+    """16-bit PNGs, big-endian 16-bit TIFFs, float TIFFs and EXIF-rotated JPEGs: read_image gives the
+    pixels minivit.data decodes (one function for both), so predictions match the evaluation's."""
+    from minivit.data import decode_images
+    from minivit.predict import UnreadableImage, read_image
+
+    ramp = (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) * 65535 // (48 * 64 - 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    Image.frombytes("I;16B", (64, 48), ramp.astype(">u2").tobytes()).save(tmp_path / "ramp16be.tif")
+    Image.fromarray(ramp.astype(np.float32) / 65535).save(tmp_path / "float.tif")
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 8  # "rotate 90 degrees counter-clockwise to display"
+    im.save(tmp_path / "phone.jpg", exif=exif)
+    for name in ("ramp16.png", "ramp16be.tif", "float.tif", "phone.jpg"):
+        mine = read_image(tmp_path / name)
+        dataset, _ = decode_images([tmp_path / name], progress=False)  # (1, C, H, W)
+        assert np.array_equal(mine if mine.ndim == 3 else mine[..., None], dataset[0].permute(1, 2, 0).numpy()), name
+    assert np.array_equal(read_image(tmp_path / "ramp16.png"), (ramp >> 8).astype(np.uint8))
+    assert read_image(tmp_path / "phone.jpg").shape == (60, 40, 3)  # upright
+    Image.fromarray(np.full((8, 8), -3.0, np.float32)).save(tmp_path / "negative.tif")
+    with pytest.raises(UnreadableImage, match=r"negative.tif: 32-bit float pixels in \[-3, -3\]"):
+        read_image(tmp_path / "negative.tif")
+    from minivit.predict import to_image_tensor
+
+    as_pil = to_image_tensor(Image.open(tmp_path / "ramp16be.tif"))  # a PIL image given to the Predictor
+    assert as_pil.shape == (1, 48, 64) and torch.equal(as_pil[0], torch.from_numpy((ramp >> 8).astype(np.uint8)))
+
+
+def test_bytes_obey_the_predictors_pixel_limit_and_names_must_match_the_images(checkpoint):
+    from minivit.errors import ConfigError
+    from minivit.predict import ImageTooLarge
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((100, 120), np.uint8)).save(buf, format="PNG")
+    predictor = Predictor.from_checkpoint(checkpoint, detect_faces=False, max_pixels=10_000)
+    with pytest.raises(ImageTooLarge, match="100 = 12,000 pixels is more than the limit of 10,000"):
+        predictor.predict(buf.getvalue())
+    with pytest.raises(ImageTooLarge, match="more than the limit of 10,000"):
+        predictor.predict([bytearray(buf.getvalue())], names=["upload.png"])
+    assert Predictor.from_checkpoint(checkpoint, detect_faces=False).predict(buf.getvalue()).width == 120
+
+    x = np.zeros((48, 48), np.uint8)
+    for names in (["a"], ["a", "b", "c"]):
+        with pytest.raises(ConfigError, match=f"{len(names)} names for 2 images"):
+            predictor.predict([x, x], names=names)
+    assert [r.source for r in predictor.predict([x, x], names=["a", "b"])] == ["a", "b"]

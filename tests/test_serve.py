@@ -48,14 +48,20 @@ def photo() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = minivit.create_model("Ti/16", image_size=48, patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64,
                                  num_classes=7)
     torch.nn.init.normal_(model.head.weight, std=0.5)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_checkpoint(model, path)
-    app = create_app(Predictor.from_checkpoint(path, device="cpu"), max_upload_bytes=MAX_UPLOAD, max_pixels=4_000_000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint):
+    app = create_app(Predictor.from_checkpoint(checkpoint, device="cpu"), max_upload_bytes=MAX_UPLOAD,
+                     max_pixels=4_000_000)
     with TestClient(app) as c:
         yield c
 
@@ -158,3 +164,82 @@ def test_cli_help_explains_every_flag(capsys):
                  "--max-upload-mb", "--max-pixels"):
         assert flag in text
     assert build_parser().parse_args(["--checkpoint", "x"]).host == "127.0.0.1"
+
+
+
+def test_concurrent_decodes_are_bounded(client, photo, monkeypatch):
+    """At most MAX_CONCURRENT uploads are decoded and preprocessed at once, however many arrive."""
+    import threading
+    import time
+
+    import minivit.serve as serve
+
+    active, peak, lock = [0], [0], threading.Lock()
+    real_read = serve.read_image
+
+    def slow_read(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.3)  # long enough for every request to be in flight at once without the bound
+        try:
+            return real_read(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(serve, "read_image", slow_read)
+    with ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda _: client.post("/predict", files={"file": ("x.jpg", photo, "image/jpeg")})
+                              .status_code, range(10)))
+    assert codes == [200] * 10 and 2 <= peak[0] <= serve.MAX_CONCURRENT
+
+
+def test_a_big_photo_is_shrunk_before_detection_and_boxes_come_back_in_its_pixels(checkpoint, monkeypatch):
+    import minivit.serve as serve
+    from minivit import faces
+
+    skimage_data = pytest.importorskip("skimage.data", reason="needs a real face photo (scikit-image's astronaut)")
+    if not faces.available():
+        pytest.skip(f"face boxes need OpenCV: {faces.unavailable_reason()}")
+    small = skimage_data.astronaut()  # (512, 512, 3)
+    big = np.kron(small, np.ones((3, 3, 1), np.uint8))  # (1536, 1536, 3)
+    seen = []
+    real_predict = Predictor.predict
+    monkeypatch.setattr(Predictor, "predict", lambda self, images, names=None:
+                        seen.append(images[0].shape) or real_predict(self, images, names))
+    app = create_app(Predictor.from_checkpoint(checkpoint, device="cpu"), max_upload_bytes=10_000_000,
+                     max_pixels=10_000_000)
+    with TestClient(app) as c:
+        answers = [c.post("/predict", files={"file": ("a.png", png_bytes(a), "image/png")}).json() for a in (small, big)]
+    assert seen == [(512, 512, 3), (serve.MAX_SIDE, serve.MAX_SIDE, 3)]  # never the full 1536 pixels
+    assert (answers[1]["width"], answers[1]["height"]) == (1536, 1536)
+    assert answers[0]["detection"] == answers[1]["detection"] == "faces"
+    small_box, big_box = answers[0]["predictions"][0]["box"], answers[1]["predictions"][0]["box"]
+    np.testing.assert_allclose(big_box, [3 * v for v in small_box], atol=0.1 * 3 * small_box[2])
+
+
+def png_bytes(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_cli_reports_a_missing_extra_before_loading_the_model_and_never_prints_port_0(checkpoint, monkeypatch,
+                                                                                     capsys):
+    import sys
+    import types
+
+    import minivit.serve as serve
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the extra were not installed
+    assert minivit.cli.run(serve.main, ["--checkpoint", "no/such/model.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert "fastapi" in err and "minivit[serve]" in err and "model.safetensors" not in err
+    monkeypatch.undo()
+
+    calls = []
+    monkeypatch.setitem(sys.modules, "uvicorn", types.SimpleNamespace(run=lambda app, **kw: calls.append(kw)))
+    assert serve.main(["--checkpoint", str(checkpoint), "--port", "0", "--no-detect"]) == 0
+    err = capsys.readouterr().err
+    assert ":0" not in err and "free port" in err and calls[0]["port"] == 0 and calls[0]["log_level"] == "info"

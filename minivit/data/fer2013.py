@@ -13,15 +13,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
-from .imageset import ImageSet, Problems, open_csv
-from .labels import FER2013_CODES, code_table
+from .imageset import ImageSet, Problems, is_ascii_integer, open_csv
+from .labels import FER2013_CODES, SPLITS, code_table
 
 log = logging.getLogger("minivit.data")
 
 SIDE = 48
 NUM_PIXELS = SIDE * SIDE  # 2304
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
-SPLITS = ("train", "val", "test")
 
 
 def _parse_pixels(text: str) -> np.ndarray | str:
@@ -33,7 +32,7 @@ def _parse_pixels(text: str) -> np.ndarray | str:
         except (ValueError, DeprecationWarning):
             values = None
     if values is None:  # slow path only to name the bad token
-        bad = next((t for t in text.split() if not t.lstrip("-").isdigit()), text[:20])
+        bad = next((t for t in text.split() if not is_ascii_integer(t.lstrip("-"))), text[:20])
         return f"non-integer pixel value {bad!r}"
     if values.size != NUM_PIXELS:
         return f"expected {NUM_PIXELS} pixel values, got {values.size}"
@@ -80,6 +79,7 @@ def read_fer2013_rows(path: str | Path, *, on_error: str = "raise", progress: bo
         "row": torch.tensor(rows, dtype=torch.int64),
         "num_rows": csv_rows.rows,
         "skipped": problems.count,
+        "first_problem": problems.first,
     }
 
 
@@ -93,7 +93,7 @@ def _parse_row(fields: list[str], header: list[str], col: dict, to_canonical: li
     label = -1
     if "emotion" in col:
         code = fields[col["emotion"]].strip()
-        if not code.isdigit() or int(code) >= len(to_canonical):
+        if not is_ascii_integer(code) or int(code) >= len(to_canonical):
             return f"unknown emotion label {code!r} (expected 0..{len(to_canonical) - 1})", ()
         label = to_canonical[int(code)]
     use = fields[col["Usage"]].strip() if "Usage" in col else ""
@@ -126,6 +126,9 @@ def load_fer2013_csv(path: str | Path, split: str = "train", *, resize_mixed_to:
     resize_mixed_to is accepted for a uniform signature and never needed: every row is 48x48.
     """
     data = read_fer2013_rows(path, on_error=on_error, progress=progress)
+    if data["skipped"] and not len(data["labels"]):  # on_error="skip" left nothing: say why, not "no rows"
+        raise DataError(f"{path}: all {data['num_rows']} rows were skipped as malformed, none is left for split "
+                        f"{split!r}; first: {data['first_problem']}")
     if (data["labels"] < 0).any():
         raise DataError(f"{path}: has no 'emotion' column, so it cannot be used for training or evaluation")
     keep = split_mask(data["usage"], split, str(path))

@@ -11,12 +11,13 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
-from .imageset import ImageSet, Problems, decode_images
+from .imageset import ImageSet, Problems, decode_images, is_ascii_integer
 from .labels import AFFECTNET_CODES, code_table, label_index
 
 log = logging.getLogger("minivit.data")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# Image files, by suffix, when a folder is searched (the dataset readers and minivit.predict).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # Folder names accepted for each split (compared case-insensitively), first match wins.
 SPLIT_DIRS = {
     "train": ("train", "training", "train_set"),
@@ -56,7 +57,7 @@ def is_image_folder_dataset(root: Path) -> bool:
 def folder_class(name: str, index_codes: tuple[str, ...] = AFFECTNET_CODES) -> int | None:
     """Canonical index for a class folder name: a label in any spelling, or a digit string read
     in `index_codes` order (AffectNet's by default). None = a class that is dropped (contempt)."""
-    if name.isdigit():
+    if is_ascii_integer(name):
         table = code_table(index_codes)
         if int(name) >= len(table):
             raise DataError(f"class folder index {name} outside 0..{len(table) - 1}")

@@ -7,9 +7,8 @@ from .fer2013 import load_fer2013_csv
 from .ferplus import LABEL_MODES, is_ferplus_csv, load_ferplus
 from .folders import is_image_folder_dataset, load_image_folder
 from .imageset import ImageSet, read_header
+from .labels import SPLITS
 from .rafdb import find_rafdb_label_file, load_rafdb
-
-SPLITS = ("train", "val", "test")
 
 
 def detect_format(path: str | Path) -> str:

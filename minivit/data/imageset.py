@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
@@ -82,6 +82,16 @@ class Problems:
     def report(self) -> None:
         if self.count:
             log.warning("skipped %d %s (on_error='skip'); first: %s", self.count, self.what, self.first)
+
+
+def is_ascii_integer(text: str) -> bool:
+    """Whether int(text) reads a non-negative integer written in ASCII digits. str.isdigit() is not
+    that test: "²".isdigit() is True and int("²") raises, and int() also accepts Arabic-Indic digits.
+
+    >>> is_ascii_integer("12"), is_ascii_integer("²"), is_ascii_integer("-1"), is_ascii_integer("")
+    (True, False, False, False)
+    """
+    return text.isascii() and text.isdecimal()
 
 
 def _first_non_utf8(path: Path) -> tuple[int, int, int]:
@@ -193,12 +203,51 @@ def read_text_lines(path: Path) -> list[str]:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
 
 
+GRAY_MODES = ("1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # decoded to 1 channel
+
+
+def to_uint8_array(im: Image.Image, name: str = "image") -> np.ndarray:
+    """A decoded PIL image -> uint8 (H, W) for grayscale or (H, W, 3) for colour: the one rule that
+    both the dataset readers and minivit.predict follow.
+
+    Grayscale stays 1 channel (FER2013 is 48x48 'L'); alpha is dropped; palette and every colour
+    mode become RGB. 16-bit grayscale (``I;16`` PNGs, big-endian ``I;16B`` TIFFs) keeps its top 8
+    bits (>> 8) rather than being clipped at 255. 32-bit ``I`` is read as 8-bit data when its values
+    are in 0..255 and as 16-bit when in 0..65535; float ``F`` as [0, 1] or [0, 255] data; values
+    outside those ranges (or NaN) are a DataError naming ``name``: there is no safe way to guess.
+
+    >>> to_uint8_array(Image.fromarray(np.array([[0, 256, 65535]], dtype=np.uint16))).tolist()
+    [[0, 1, 255]]
+    >>> to_uint8_array(Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))).tolist()
+    [[0, 128, 255]]
+    """
+    if im.mode not in GRAY_MODES:
+        return np.asarray(im.convert("RGB"))
+    if im.mode in ("1", "L", "LA"):
+        return np.asarray(im.convert("L"))
+    a = np.asarray(im)  # uint16 (any byte order), int32 or float32 (H, W)
+    if im.mode.startswith("I;16"):
+        return (a.astype(np.uint16) >> 8).astype(np.uint8)  # the top 8 of 16 bits
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    kind = "32-bit integer" if im.mode == "I" else "32-bit float"
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0:
+        raise DataError(f"{name}: {kind} pixels in [{lo:g}, {hi:g}] are not an image's 0..255 or 0..65535 "
+                        f"(save it as 8- or 16-bit)")
+    if im.mode == "I":
+        if hi > 65535:
+            raise DataError(f"{name}: 32-bit integer pixels up to {hi:g} are beyond 16 bits (save it as 8- or 16-bit)")
+        return (a >> 8 if hi > 255 else a).astype(np.uint8)  # 16-bit data (>> 8) or 8-bit data
+    if hi > 255:
+        raise DataError(f"{name}: 32-bit float pixels up to {hi:g} are beyond 0..255 (save it as 8- or 16-bit)")
+    scale = 255.0 if hi <= 1.0 else 1.0  # [0, 1] data, or [0, 255] data
+    return np.clip(np.round(a * scale), 0, 255).astype(np.uint8)
+
+
 def _decode_one(path: Path) -> np.ndarray:
-    """One image file -> uint8 (H, W) for grayscale or (H, W, 3) for colour, at its own size."""
+    """One image file -> uint8 (H, W) for grayscale or (H, W, 3) for colour, at its own size, turned
+    upright by its EXIF orientation (phone photos), decoded by to_uint8_array."""
     with Image.open(path) as im:
-        # Keep grayscale as 1 channel (FER2013 is 48x48 'L'); everything else becomes RGB.
-        im = im.convert("L" if im.mode in ("L", "LA", "I", "I;16", "1") else "RGB")
-        return np.asarray(im)
+        return to_uint8_array(ImageOps.exif_transpose(im), str(path))
 
 
 def resize_array(a: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -249,6 +298,8 @@ def decode_images(paths: list[Path], *, resize_mixed_to: int | tuple[int, int] |
     def work(path):
         try:
             return _decode_one(path)
+        except DataError as e:  # pixels that are not an image's (to_uint8_array): its own message
+            return str(e)
         # Pillow's decoders also raise SyntaxError (a broken PNG chunk) and EOFError on damaged files
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
             return f"{path}: cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"

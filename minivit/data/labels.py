@@ -10,6 +10,8 @@ from ..errors import DataError
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER2013 codes 0..6
 NUM_CLASSES = len(LABELS)
+# The split names every reader accepts (each maps its own: FER2013's Usage, folder names, RAF-DB's prefixes).
+SPLITS = ("train", "val", "test")
 
 # Labels that appear in some datasets but are not one of the 7: recognised, then dropped.
 # (contempt: AffectNet and FER+; unknown / NF ("not a face"): FER+ vote columns.)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
-from .imageset import ImageSet, Problems, decode_images, read_text_lines
+from .imageset import ImageSet, Problems, decode_images, is_ascii_integer, read_text_lines
 from .labels import RAFDB_CODES, code_table
 
 log = logging.getLogger("minivit.data")
@@ -58,7 +58,7 @@ def load_rafdb(path: str | Path, split: str = "train", *, resize_mixed_to: int |
             problems(f"{where}: expected '<image> <label>', got {line.strip()!r}")
             continue
         name, code = fields
-        if not code.isdigit() or not 1 <= int(code) <= len(to_canonical):
+        if not is_ascii_integer(code) or not 1 <= int(code) <= len(to_canonical):
             problems(f"{where}: unknown label {code!r} (RAF-DB codes are 1..{len(to_canonical)})")
             continue
         if not name.startswith(split + "_"):
