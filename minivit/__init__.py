@@ -8,7 +8,7 @@ Example:
 """
 
 from .config import ViTConfig, config_from_name
-from .errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError
+from .errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError, OutputError
 from .model import ViT, create_model
 from .pos_embed import resample_pos_embed
 
@@ -25,6 +25,7 @@ __all__ = [
     "CheckpointError",
     "DownloadError",
     "DataError",
+    "OutputError",
     "Predictor",
 ]
 
