@@ -21,17 +21,15 @@ face crop already (no larger than twice the model's input), the whole image.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 from .cli import ArgumentParser, fail, integer, run
-from .device import DEVICES
 from .errors import ConfigError
 from . import faces
-from .predict import (FACE_SIZED, MAX_PIXELS, NO_FACE, OFF, PIL_MAX_PIXELS, UNAVAILABLE, Predictor, read_image,
+from .predict import (FACE_SIZED, NO_FACE, OFF, UNAVAILABLE, Predictor, add_image_options, read_image,
                       to_image_tensor)
 
 
@@ -89,14 +87,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--face", type=integer(at_least=1), default=None, help="which detected face to use, numbered "
                    "left to right from 1 (default: the largest)")
-    p.add_argument("--no-detect", action="store_true", help="do not look for faces: use the whole image")
-    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
-                   help="turn colour photos to grayscale first (default: as the model was trained: a minivit "
-                   "run on grayscale faces such as FER2013 stores that, and its photos are turned gray)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
-    p.add_argument("--max-pixels", type=integer(at_least=1, at_most=PIL_MAX_PIXELS), default=MAX_PIXELS,
-                   help=f"refuse images whose header claims more pixels than this (1 to {PIL_MAX_PIXELS}; "
-                        f"default {MAX_PIXELS})")
+    add_image_options(p)  # --device, --no-detect (use the whole image), --grayscale, --max-pixels
     return p
 
 

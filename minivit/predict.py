@@ -519,6 +519,19 @@ def annotate(image: np.ndarray, result: ImageResult, path) -> str:
     return str(path)
 
 
+def add_image_options(p, *, max_pixels: int = MAX_PIXELS, refused: str = "refused before decoding") -> None:
+    """The options every command that reads photos for a model shares (predict, attention, serve):
+    --device, --no-detect, --grayscale, --max-pixels, with one wording and one range each."""
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
+    p.add_argument("--no-detect", action="store_true", help="do not look for faces: classify each whole image")
+    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
+                   help="turn colour photos to grayscale first (default: as the model was trained: a minivit "
+                   "run on grayscale faces such as FER2013 stores that, and its photos are turned gray)")
+    p.add_argument("--max-pixels", type=integer(at_least=1, at_most=PIL_MAX_PIXELS), default=max_pixels,
+                   help=f"largest image, in pixels, read from the header: larger ones (decompression bombs) are "
+                        f"{refused} (1 to {PIL_MAX_PIXELS}; default {max_pixels})")
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m minivit.predict", description=(
         "Predict the facial expression of every face in images. Faces are found with OpenCV's Haar "
@@ -539,15 +552,8 @@ def build_parser() -> ArgumentParser:
                    "expressions to list per face (an integer >= 1; default 3)")
     p.add_argument("--batch-size", type=integer(at_least=1), default=64,
                    help="faces classified per forward pass and files read per step (>= 1; default 64)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
     p.add_argument("--tta", action="store_true", help="average each face's logits with its mirror image's")
-    p.add_argument("--no-detect", action="store_true", help="do not look for faces: classify each whole image")
-    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
-                   help="turn colour photos to grayscale first (default: as the model was trained: a minivit "
-                   "run on grayscale faces such as FER2013 stores that, and its photos are turned gray)")
-    p.add_argument("--max-pixels", type=integer(at_least=1, at_most=PIL_MAX_PIXELS), default=MAX_PIXELS,
-                   help=f"refuse images whose header claims more pixels than this, before decoding "
-                        f"(decompression bombs; 1 to {PIL_MAX_PIXELS}; default {MAX_PIXELS})")
+    add_image_options(p)
     p.add_argument("--annotate", metavar="OUT.png", help="with one input image: write a copy with each "
                    "face's box and expression drawn on it")
     p.add_argument("--overwrite", action="store_true", help="let --annotate replace an existing file")

@@ -30,7 +30,6 @@ answer are in the uploaded image's own pixels.
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (Request)
 # at runtime, and Request is imported inside create_app.
-import argparse
 import sys
 import threading
 from contextlib import nullcontext
@@ -40,10 +39,9 @@ import numpy as np
 from PIL import Image
 
 from .cli import ArgumentParser, integer, number, run
-from .device import DEVICES
 from .errors import ConfigError
 from .faces import DETECT_MAX_SIDE
-from .predict import DETECTED, PIL_MAX_PIXELS, ImageTooLarge, NotAnImage, Predictor, UnreadableImage, read_image
+from .predict import DETECTED, ImageTooLarge, NotAnImage, Predictor, UnreadableImage, add_image_options, read_image
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 SERVE_MAX_PIXELS = 40_000_000  # a 7300x5500 photo; decoding one takes ~120 MB of memory
@@ -163,20 +161,13 @@ def build_parser() -> ArgumentParser:
                    "only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=integer(at_least=0, at_most=65535), default=8000,
                    help="TCP port (0 to 65535, 0: any free one; default 8000)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
-    p.add_argument("--no-detect", action="store_true", help="do not look for faces: classify each whole image")
     p.add_argument("--tta", action="store_true", help="average each face's logits with its mirror image's")
-    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
-                   help="turn colour photos to grayscale first (default: as the model was trained: a minivit "
-                   "run on grayscale faces such as FER2013 stores that, and its photos are turned gray)")
+    add_image_options(p, max_pixels=SERVE_MAX_PIXELS, refused="answered with 413")
     p.add_argument("--top-k", type=integer(at_least=1), default=3, help="expressions listed per face in "
                    "'top_k' (>= 1; default 3); 'probabilities' always holds every class")
     p.add_argument("--max-upload-mb", type=number(above=0, at_most=1024), default=MAX_UPLOAD_BYTES / 2**20,
                    help=f"largest upload accepted, in MiB (in (0, 1024]; default {MAX_UPLOAD_BYTES / 2**20:g}): "
                         f"larger ones get 413")
-    p.add_argument("--max-pixels", type=integer(at_least=1, at_most=PIL_MAX_PIXELS), default=SERVE_MAX_PIXELS,
-                   help=f"largest image accepted, in pixels, read from the header before decoding (1 to "
-                        f"{PIL_MAX_PIXELS}; default {SERVE_MAX_PIXELS}): larger ones get 413")
     return p
 
 

@@ -12,16 +12,16 @@
 This package never imports the model: ``ViT.from_pretrained`` (minivit/model.py) calls
 ``load_state`` and builds the model from what it returns.
 
-Example:
+Example (ViT.from_pretrained is load_state plus building the model; this package never builds one):
     >>> import os, tempfile, torch
     >>> from minivit import ViT, ViTConfig
-    >>> from minivit.checkpoints import save_checkpoint
+    >>> from minivit.checkpoints import load_state, read_extra, save_checkpoint
     >>> m = ViT(ViTConfig(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32, num_classes=3))
     >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
-    >>> save_checkpoint(m, path)
-    >>> x = torch.randn(1, 3, 16, 16)
-    >>> torch.equal(ViT.from_pretrained(path)(x), m.eval()(x))
-    True
+    >>> save_checkpoint(m, path, extra={"epoch": 3})
+    >>> config, state, report = load_state(path)
+    >>> config == m.config, all(torch.equal(state[k], v) for k, v in m.state_dict().items()), read_extra(path)
+    (True, True, {'epoch': 3})
 """
 
 from .configs import CONFIG_KEY, timm_config, transformers_config
