@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import ArgumentParser, fail, integer, run
+from .cli import ArgumentParser, fail, integer, output_file_problem, run
 from .errors import ConfigError
 from . import faces
 from .predict import (FACE_SIZED, NO_FACE, OFF, UNAVAILABLE, Predictor, add_image_options, read_image,
@@ -94,10 +94,9 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_path = Path(args.output)
-    if out_path.suffix.lower() != ".png":
-        return fail(f"--output {args.output}: must end in .png")
-    if out_path.exists() and not args.overwrite:
-        return fail(f"--output {args.output}: file exists (pass --overwrite to replace it)")
+    problem = output_file_problem("--output", args.output, suffix=".png", overwrite=args.overwrite)
+    if problem:
+        return fail(problem)
     image = to_image_tensor(read_image(args.image, max_pixels=args.max_pixels), args.image)  # (C, H, W)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, grayscale=args.grayscale,
                                           detect_faces=False if args.no_detect else "auto", max_pixels=args.max_pixels)

@@ -107,6 +107,23 @@ def integer(*, at_least: int | None = None, at_most: int | None = None) -> Calla
     return parse
 
 
+def output_file_problem(option: str, path, *, suffix: str | None = None, overwrite: bool = False) -> str | None:
+    """What is wrong with an output file an option names, or None: the wrong suffix, or a file that
+    exists already (unless ``overwrite``). Commands check it before any work: nothing is lost
+    without an explicit --overwrite.
+
+    >>> output_file_problem("--onnx", "model.txt", suffix=".onnx")
+    '--onnx model.txt: must end in .onnx'
+    """
+    from pathlib import Path
+
+    if suffix and Path(path).suffix.lower() != suffix:
+        return f"{option} {path}: must end in {suffix}"
+    if Path(path).exists() and not overwrite:
+        return f"{option} {path}: file exists (pass --overwrite to replace it)"
+    return None
+
+
 def fail(message: str) -> int:
     """Print ``error: <message>`` (first line only) to stderr; return the bad-input exit code."""
     print(f"error: {str(message).strip().splitlines()[0] if str(message).strip() else 'failed'}", file=sys.stderr)

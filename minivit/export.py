@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .augment import AugmentConfig, eval_transform
-from .cli import ArgumentParser, fail, integer, number, run
+from .cli import ArgumentParser, fail, integer, number, output_file_problem, run
 from .errors import ConfigError
 
 DEFAULT_OPSET = 18
@@ -159,10 +159,9 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.onnx)
-    if out.suffix.lower() != ".onnx":
-        return fail(f"--onnx {args.onnx}: must end in .onnx")
-    if out.exists() and not args.overwrite:
-        return fail(f"--onnx {args.onnx}: file exists (pass --overwrite to replace it)")
+    problem = output_file_problem("--onnx", args.onnx, suffix=".onnx", overwrite=args.overwrite)
+    if problem:
+        return fail(problem)
     if args.dynamo and args.opset < 18:
         return fail(f"--opset {args.opset}: the --dynamo exporter needs opset 18 or newer")
     try:

@@ -52,7 +52,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from . import faces
 from .augment import AugmentConfig, eval_transform
-from .cli import ArgumentParser, fail, integer, run
+from .cli import ArgumentParser, fail, integer, output_file_problem, run
 from .data.folders import IMAGE_SUFFIXES
 from .data.imageset import to_uint8_array
 from .device import DEVICES, pick_device, resolve_precision
@@ -600,8 +600,9 @@ def _predict_files(predictor: Predictor, inputs, args) -> tuple[list[dict], dict
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.annotate and Path(args.annotate).exists() and not args.overwrite:
-        return fail(f"--annotate {args.annotate}: file exists (pass --overwrite to replace it)")
+    problem = args.annotate and output_file_problem("--annotate", args.annotate, overwrite=args.overwrite)
+    if problem:
+        return fail(problem)
     inputs = collect_inputs(args.paths)
     if args.annotate and len(inputs) != 1:
         return fail(f"--annotate draws on one image, but the paths name {len(inputs)}")
