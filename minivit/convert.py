@@ -5,28 +5,40 @@
     python -m minivit.convert checkpoints/ -o converted/              # every checkpoint in a folder
     python -m minivit.convert ViT-B_16.npz --num-classes 7 --image-size 112
 
+A model the target layout cannot hold (exact GELU or a LayerNorm eps other than 1e-6 in an
+.npz, a representation layer in timm, a conv stem outside minivit, ...: the table in
+minivit/checkpoints/holds.py) is refused before anything is written, with one line naming the
+setting and the target. ``--allow-lossy`` writes the nearest model the target holds instead
+and says so, loudly.
+
 For each source it prints the inferred config, the parameter count and the sha256 of the
-written weights, then loads the written file back, runs source and result on the same
-random input and prints the largest absolute difference (0 for an exact conversion). Exit
-status: 0 ok, 1 a result differs by more than --tolerance, 2 bad input (one-line message).
-An output that exists already is refused (exit 2) unless --overwrite is given.
+written weights, then verifies the file it wrote: reloads it with ``ViT.from_pretrained(out)``
+exactly as a user would (no overrides), runs source and result in float32 on a fixed input
+(``--seed``) and prints the largest absolute difference of the logits and the features the head
+reads (0 for an exact conversion). Exit status: 0 ok, or written lossy as --allow-lossy asked;
+1 a conversion that nothing made lossy differs by more than --tolerance; 2 bad input or a
+refused target (one-line message). An output that exists already is refused (exit 2) unless
+--overwrite is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 from . import cli
-from .checkpoints import LAYOUTS, export, layout_names
+from .checkpoints import LAYOUTS, Refusal, export, export_refusals, layout_names
+from .checkpoints.holds import refusal_message
 from .checkpoints.io import hash_file
 from .errors import CheckpointError, ConfigError, MinivitError
 from .model import ViT
 
 CHECKPOINT_SUFFIXES = (".npz", ".safetensors", ".bin")
+LOSSY_HINT = "pass --allow-lossy to write it anyway and measure the difference"
 
 
 def targets() -> list[str]:
@@ -71,12 +83,40 @@ def parse_image_size(text: str) -> int | tuple[int, int]:
     return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
 
 
-def convert_one(src: Path, out: Path, to: str, num_classes, image_size, tolerance: float, seed: int) -> bool:
-    """Convert, write, reload, compare. True if the result matches within tolerance."""
+def refuse_unless_allowed(model: ViT, src: Path, to: str, allow_lossy: bool) -> list[Refusal]:
+    """What the target cannot hold of the model, allowed by --allow-lossy; else one line, before writing."""
+    lost = export_refusals(model, to)
+    if lost and not (allow_lossy and all(r.lossy for r in lost)):
+        raise CheckpointError(f"{src}: {refusal_message(to, lost, LOSSY_HINT)}")
+    return lost
+
+
+def verify(model: ViT, out: Path, seed: int) -> float:
+    """Max abs difference between the source model and the written file reloaded as any user would
+    (``ViT.from_pretrained(out)``, no overrides), in float32 on a fixed input in [-1, 1]: the
+    logits and the features the head reads (a new zero head alone would hide the body)."""
+    result = ViT.from_pretrained(out).float()
+    model = model.float().eval()
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, cfg.in_chans, *cfg.image_hw, generator=g) * 2 - 1  # [-1, 1]: Google's input range
+    with torch.no_grad():
+        (a, a_out), (b, b_out) = model(x, return_out=True), result(x, return_out=True)
+    pairs = [(a, b), (a_out["pre_logits"], b_out["pre_logits"])]
+    if any(p.shape != q.shape for p, q in pairs):
+        return math.inf
+    return max((p - q).abs().max().item() for p, q in pairs)
+
+
+def convert_one(src: Path, out: Path, to: str, num_classes, image_size, tolerance: float, seed: int,
+                allow_lossy: bool = False) -> bool:
+    """Convert, write, reload as a user would, compare. True if the result is within tolerance, or
+    written lossy as allow_lossy asked (and still a finite difference)."""
     model = ViT.from_pretrained(src, num_classes=num_classes, image_size=image_size)
     cfg = model.config
+    lost = refuse_unless_allowed(model, src, to, allow_lossy)
     try:
-        weights = export(model, out, to)
+        weights = export(model, out, to, allow_lossy=allow_lossy)
     except CheckpointError as e:
         raise CheckpointError(f"{src}: {e}") from None
     print(f"{src} -> {out}  [{model.load_report.layout} -> {to}]")
@@ -85,17 +125,17 @@ def convert_one(src: Path, out: Path, to: str, num_classes, image_size, toleranc
         print("  " + line.strip())
     print(f"  parameters: {model.num_params():,}")
     print(f"  sha256: {hash_file(weights).hexdigest()}  {weights.name}")
-
-    # An .npz states neither GELU variant nor LayerNorm eps: reload with the source's (equal values
-    # never contradict a layout that does state them).
-    result = ViT.from_pretrained(out, gelu=cfg.gelu, norm_eps=cfg.norm_eps)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(2, cfg.in_chans, *cfg.image_hw, generator=g) * 2 - 1  # [-1, 1]: Google's input range
-    with torch.no_grad():
-        diff = (model(x) - result(x)).abs().max().item()
+    if lost:
+        print(f"  LOSSY (--allow-lossy): the {to} layout cannot hold {', '.join(r.setting for r in lost)}; "
+              "the file holds the nearest model that layout can")
+    diff = verify(model, out, seed)
     ok = diff <= tolerance
-    print(f"  verify: max abs diff {diff:g} on a random input ({'ok' if ok else f'ABOVE tolerance {tolerance:g}'})")
-    return ok
+    status = "ok" if ok else f"ABOVE tolerance {tolerance:g}"
+    if lost:
+        status = f"LOSSY, {status}, written as --allow-lossy asked"
+    print(f"  verify: max abs diff {diff:g} between the source and {out.name} reloaded by ViT.from_pretrained "
+          f"(float32, fixed input, seed {seed}) ({status})")
+    return ok or (bool(lost) and math.isfinite(diff))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert ViT checkpoints (Google .npz from vit_jax/AugReg/big_vision, transformers or timm folders, "
                     "minivit .safetensors, manifest names, Hugging Face repo ids) to any writable layout, "
                     "and verify that the result computes the same outputs.",
-        epilog="Exit status: 0 ok; 1 a result differs by more than --tolerance; 2 bad input or option. "
-               "See docs/checkpoints.md for the layout tables.",
+        epilog="Exit status: 0 ok (or written lossy as --allow-lossy asked); 1 a result differs by more than "
+               "--tolerance; 2 bad input or option, or a model the target layout cannot hold. "
+               "See docs/checkpoints.md for the layout tables and what each layout can hold.",
     )
     p.add_argument("src", help="checkpoint file, model folder, manifest name, HF repo id, "
                                "or a folder of checkpoints (each one is converted)")
@@ -128,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest allowed max abs difference, > 0 (default: 5e-5)")
     p.add_argument("--seed", type=cli.integer(at_least=0, at_most=2**31 - 1), default=0,
                    help="seed of the random verification input, integer in [0, 2**31 - 1] (default: 0)")
+    p.add_argument("--allow-lossy", action="store_true",
+                   help="write even a model the target layout cannot hold exactly (e.g. exact GELU or LayerNorm "
+                        "eps 1e-12 into a Google .npz, which is read back with tanh GELU and eps 1e-6): the nearest "
+                        "model the layout holds is written, the lost settings and the measured difference are "
+                        "printed, exit status 0. Without it such a conversion is refused (exit 2)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output file or folder that exists already (otherwise that is refused)")
     return p
@@ -165,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for s, out in zip(sources, outputs):
         try:
-            if not convert_one(s, Path(out), args.to, args.num_classes, args.image_size, args.tolerance, args.seed):
+            if not convert_one(s, Path(out), args.to, args.num_classes, args.image_size, args.tolerance, args.seed,
+                               args.allow_lossy):
                 status = max(status, 1)
         except MinivitError as e:  # one bad checkpoint in a folder: report it, convert the others
             cli.fail(str(e))

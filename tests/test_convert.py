@@ -144,12 +144,25 @@ def test_cli_conv_stem_error_in_a_subprocess(tmp_path):
 
 
 def test_npz_targets_round_trip(fixtures_dir, tmp_path, capsys):
-    for fixture, to in (("hf_vit_cls/hf_model", "vit_jax"), ("bigvision_gap/model.npz", "big_vision"),
-                        ("timm_vit_token/timm_model", "vit_jax")):
-        out = tmp_path / f"m-{to}.npz"  # written twice for vit_jax: the second replaces the first
-        assert main([str(fixtures_dir / fixture), "--to", to, "-o", str(out), "--overwrite"]) == 0
+    for fixture, to in (("bigvision_gap/model.npz", "big_vision"), ("vitjax_token_rep/model.npz", "vit_jax")):
+        out = tmp_path / f"m-{to}.npz"
+        assert main([str(fixtures_dir / fixture), "--to", to, "-o", str(out)]) == 0
         assert "max abs diff 0 " in capsys.readouterr().out
         assert ViT.from_pretrained(out).load_report.layout == to
+    # The transformers and timm fixtures compute the exact GELU (transformers' also LayerNorm eps 1e-12),
+    # which an .npz cannot state: refused, nothing written. --allow-lossy writes every tensor bit for bit
+    # (reloading with the source's gelu and eps gives the source back) and reports the measured difference.
+    for fixture in ("hf_vit_cls/hf_model", "timm_vit_token/timm_model"):
+        src, out = fixtures_dir / fixture, tmp_path / f"{fixture.split('/')[0]}-vit_jax.npz"
+        assert main([str(src), "--to", "vit_jax", "-o", str(out)]) == 2
+        assert "gelu='exact'" in capsys.readouterr().err and not out.exists()
+        assert main([str(src), "--to", "vit_jax", "-o", str(out), "--allow-lossy"]) == 0
+        printed = capsys.readouterr().out
+        assert "LOSSY" in printed and "max abs diff 0 " not in printed
+        source = ViT.from_pretrained(src)
+        back = ViT.from_pretrained(out, gelu=source.config.gelu, norm_eps=source.config.norm_eps)
+        assert back.load_report.layout == "vit_jax"
+        assert all(torch.equal(back.state_dict()[k], v) for k, v in source.state_dict().items())
     # big_vision has no position embedding for a CLS token: a model with a non-zero one is refused.
     assert main([str(fixtures_dir / "hf_vit_cls" / "hf_model"), "--to", "big_vision", "-o", str(tmp_path / "x.npz")]) == 2
     assert "pos_embed[:, 0] is not zero" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()

@@ -4,7 +4,10 @@
                  big_vision .npz, transformers, timm, minivit), used forwards to load and
                  backwards to export, with how each layout is detected, read and written
     configs.py   each layout's config: inferred from its files (bad values: one-line CheckpointError),
-                 and written for its library, refusing what that library cannot express
+                 and written for its library
+    holds.py     what each writable layout can hold of a model (the GELU and LayerNorm eps its files
+                 imply, the settings it has no place for): the one rule by which export and the
+                 converter refuse before writing, and allow_lossy writes the nearest model instead
     io.py        defensive readers (never unpickle), atomic writers, sha256, HTML sniffing
     loader.py    load_state (file -> config + state + report), save_checkpoint / read_extra, export
     resume.py    a training run's resume.safetensors: model, EMA, optimiser state, RNGs and run state
@@ -25,7 +28,8 @@ Example (ViT.from_pretrained is load_state plus building the model; this package
 """
 
 from .configs import CONFIG_KEY, timm_config, transformers_config
-from .layouts import LAYOUTS, Layout, Rule, from_minivit, layout_names, table_markdown, to_minivit
+from .holds import SETTINGS, Holds, Refusal, Setting
+from .layouts import LAYOUTS, Layout, Rule, from_minivit, holds_markdown, layout_names, table_markdown, to_minivit
 from .loader import (
     EXTRA_KEY,
     Checkpoint,
@@ -33,6 +37,7 @@ from .loader import (
     build_state,
     convert_transformers_state_dict,
     export,
+    export_refusals,
     export_tensors,
     load_state,
     read_checkpoint,
@@ -44,7 +49,8 @@ from .loader import (
 
 __all__ = [
     "LAYOUTS", "Layout", "Rule", "from_minivit", "to_minivit", "layout_names", "table_markdown",
+    "SETTINGS", "Setting", "Holds", "Refusal", "holds_markdown",
     "CONFIG_KEY", "EXTRA_KEY", "Checkpoint", "LoadReport", "build_state", "convert_transformers_state_dict",
-    "export", "export_tensors", "load_state", "read_checkpoint", "read_extra", "save_checkpoint", "save_folder",
+    "export", "export_refusals", "export_tensors", "load_state", "read_checkpoint", "read_extra", "save_checkpoint", "save_folder",
     "save_npz", "timm_config", "transformers_config",
 ]

@@ -6,7 +6,8 @@ Every layout in ``layouts.LAYOUTS`` names two functions from here:
             Google .npz: everything from tensor shapes, found through the layout's own table;
             transformers / timm: their config.json; minivit: the metadata.
     export  ViTConfig -> the config file the target library reads (None for an .npz, which has
-            none); refuses, with a one-line CheckpointError, what the layout cannot express.
+            none); refuses, with a one-line CheckpointError, what the layout cannot express --
+            by holds.py's table, the one rule for every writer.
 
 Nothing here imports the model: the checkpoint layer maps tensors and configs only.
 
@@ -25,6 +26,8 @@ import re
 
 from ..config import SIZES, TIMM_SIZE_NAMES, ViTConfig, config_from_name
 from ..errors import CheckpointError, ConfigError, MinivitError
+from . import holds
+from .holds import refuse
 
 CONFIG_KEY = "minivit_config"  # safetensors metadata key holding ViTConfig.to_dict() as JSON
 # Training hyper-parameters: no checkpoint states them, so overriding them is always allowed.
@@ -61,10 +64,6 @@ def _square_patch(patch, where) -> int:
             raise CheckpointError(f"{where}: non-square patch_size={list(patch)} is not supported")
         return patch[0]
     return patch
-
-
-def cannot(layout: str, why: str):
-    raise CheckpointError(f"cannot export to {layout}: {why}")
 
 
 # -- Google .npz (vit_jax, big_vision): the config is in the shapes --------------------------------
@@ -116,14 +115,15 @@ def infer_flax(tensors: dict, layout, prefix: str, stated: dict | None, where) -
                   num_classes=tensors[head].shape[-1] if head in tensors else 0,
                   qkv_bias=prefix + layout.theirs("blocks.{i}.attn.qkv.bias") in tensors)
     # gelu and norm_eps are the producing code's conventions, not stored in the file: overridable.
-    return make_config(dict(fields, gelu=layout.gelu, norm_eps=layout.norm_eps), where), set(fields)
+    conventions = dict(gelu=layout.holds.gelu, norm_eps=layout.holds.norm_eps)
+    return make_config(dict(fields, **conventions), where), set(fields)
 
 
-def export_flax(layout_name: str):
+def export_flax(layout_holds: holds.Holds):
+    """An .npz has no config file (its shapes say it all): only what the layout cannot hold is refused."""
     def export(cfg: ViTConfig) -> None:
-        if cfg.norm_after_pool:
-            cannot(layout_name, "Google's ViT normalises the tokens before pooling (norm_after_pool=False)")
-        return None  # an .npz has no config file: its shapes say it all
+        refuse(layout_holds, cfg)
+        return None
 
     return export
 
@@ -158,11 +158,7 @@ def infer_transformers(tensors: dict, layout, prefix: str, hf: dict, where) -> t
 
 def transformers_config(cfg: ViTConfig) -> dict:
     """config.json for transformers' ViTForImageClassification (or ViTModel when headless)."""
-    if cfg.classifier != "token" or cfg.norm_after_pool:
-        cannot("transformers", "transformers' ViT only pools the CLS token after the final norm")
-    if cfg.num_classes and cfg.representation_size:
-        cannot("transformers", "ViTForImageClassification has no representation layer before the head "
-               "(pass --num-classes to replace the head, or use --to minivit)")
+    refuse(holds.TRANSFORMERS, cfg)
     labels = {str(i): f"LABEL_{i}" for i in range(cfg.num_classes)}
     return {
         "architectures": ["ViTForImageClassification" if cfg.num_classes else "ViTModel"], "model_type": "vit",
@@ -228,7 +224,7 @@ def infer_timm(tensors: dict, layout, prefix: str, tc: dict, where) -> tuple[ViT
     act = args.get("act_layer")
     if act not in TIMM_ACTIVATIONS:
         raise CheckpointError(f"{where}: timm act_layer={act!r} is not supported")
-    fields.update(gelu=TIMM_ACTIVATIONS[act], norm_eps=1e-6, representation_size=None, stem="patch")
+    fields.update(gelu=TIMM_ACTIVATIONS[act], norm_eps=layout.holds.norm_eps, representation_size=None, stem="patch")
     unsupported = [k for k, v in args.items() if k not in TIMM_SIMPLE_ARGS and k not in TIMM_FREE_ARGS
                    and k not in TIMM_READ_ARGS and v not in (None, False, 0, "")]
     if unsupported:
@@ -245,13 +241,7 @@ def timm_architecture(cfg: ViTConfig) -> str:
 
 def timm_config(cfg: ViTConfig) -> dict:
     """config.json as timm.models.save_for_hf writes it (all sizes in model_args)."""
-    if cfg.representation_size:
-        cannot("timm", "timm's VisionTransformer has no representation (pre_logits) layer")
-    if cfg.norm_eps != 1e-6:
-        cannot("timm", f"timm's ViT uses LayerNorm eps 1e-6, this model {cfg.norm_eps:g}")
-    if int(cfg.dim * (cfg.mlp_dim / cfg.dim)) != cfg.mlp_dim:  # timm sizes the MLP as int(embed_dim * mlp_ratio)
-        cannot("timm", f"timm sizes the MLP as int(embed_dim * mlp_ratio), which gives no mlp_dim={cfg.mlp_dim} "
-                       f"for dim={cfg.dim}")
+    refuse(holds.TIMM, cfg)
     h, w = cfg.image_hw
     pool = {v: k for k, v in TIMM_POOLS.items()}[cfg.classifier]
     args = dict(img_size=[h, w], patch_size=cfg.patch_size, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
@@ -279,4 +269,5 @@ def infer_minivit(tensors: dict, layout, prefix: str, meta: dict, where) -> tupl
 
 def minivit_config(cfg: ViTConfig) -> dict:
     """The metadata of minivit's .safetensors: every ViTConfig field, so nothing is inferred on load."""
+    refuse(holds.MINIVIT, cfg)  # holds everything: here so that every writer follows the one table
     return {CONFIG_KEY: json.dumps(cfg.to_dict())}

@@ -13,10 +13,11 @@ the converter cannot disagree. ``when`` names the condition on the config under 
 row applies (a CLS token, a head, a representation layer, a MAP head, ...).
 
 Each ``Layout`` also owns how it is recognised (the kind of file, its config file, an
-anchor tensor), how its config is read (``infer``, from configs.py) and what config file
-it is written with (``export``). Everything else -- the loader's detection, the
-converter's ``--to`` choices, the error messages, the docs -- is derived from ``LAYOUTS``:
-adding a layout is one entry plus its table.
+anchor tensor), how its config is read (``infer``, from configs.py), what config file
+it is written with (``export``) and what a model written in it can have (``holds``, from
+holds.py: the conventions its files imply and the settings it refuses). Everything else --
+the loader's detection, the converter's ``--to`` choices, the error messages, the docs --
+is derived from ``LAYOUTS``: adding a layout is one entry plus its tables.
 
 Example:
     >>> from minivit.checkpoints.layouts import LAYOUTS
@@ -36,7 +37,8 @@ import torch
 
 from ..config import ViTConfig
 from ..errors import CheckpointError
-from . import configs
+from . import configs, holds
+from .holds import Holds, refuse
 
 # -- transforms: (forward: their tensors -> ours, inverse: ours -> their tensors) ---------------
 
@@ -140,9 +142,9 @@ class Layout:
     claims: Callable[[dict], bool] = lambda cfg_json: True  # folder layouts: does this config.json belong to it?
     export_prefix: Callable[[ViTConfig], str] = lambda cfg: ""
     writable: bool = True  # False: read only (an in-memory naming that is never written to disk)
-    stems: tuple[str, ...] = ("patch",)  # the stems the layout can express
-    gelu: str = "exact"  # the activation of the producing implementation
-    norm_eps: float | None = 1e-6  # None: read from config.json
+    # What a model written in this layout can have, and the GELU / LayerNorm eps its files imply
+    # (holds.py: one table for export, the converter and the docs). None: read only, never written.
+    holds: Holds | None = None
     pos_has_cls_slot: bool = True  # does the stored pos_embed include the CLS slot?
 
     def theirs(self, ours: str, i: int = 0) -> str | None:
@@ -153,11 +155,11 @@ class Layout:
     def full_name(self, name: str, prefix: str) -> str:
         return name if name.startswith(self.unprefixed) else prefix + name
 
-    def check_expressible(self, cfg: ViTConfig) -> None:
-        """One-line CheckpointError for a model this layout cannot hold; else its config file (or None)."""
-        if cfg.stem not in self.stems:
-            raise CheckpointError(f"stem={cfg.stem!r} cannot be expressed in the {self.name} layout; "
-                                  "save it as minivit .safetensors")
+    def check_expressible(self, cfg: ViTConfig, state: dict | None = None) -> dict | None:
+        """One-line CheckpointError for a model (config, and state dict if given) this layout cannot
+        hold (holds.py); else its config file (None for an .npz)."""
+        if self.holds is not None:
+            refuse(self.holds, cfg, state)
         return self.export(cfg) if self.export else None
 
 
@@ -281,10 +283,10 @@ LAYOUTS: dict[str, Layout] = {
         "Google vision_transformer .npz (ViT-B_16.npz, AugReg); prefix '' or 'opt/target/'",
         _flax_rules("Transformer/encoderblock_{i}", "LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3",
                     (R("pos_embed", "Transformer/posembed_input/pos_embedding"),)),
-        kind="npz", infer=configs.infer_flax, export=configs.export_flax("vit_jax"),
+        kind="npz", infer=configs.infer_flax, export=configs.export_flax(holds.VIT_JAX),
         anchor="Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel",
         prefixes=("opt/target/", ""),
-        gelu="tanh",
+        holds=holds.VIT_JAX,
     ),
     "big_vision": Layout(
         "big_vision",
@@ -292,10 +294,10 @@ LAYOUTS: dict[str, Layout] = {
         _flax_rules("Transformer/encoderblock_{i}", "LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0",
                     (R("pos_embed", "pos_embedding", when="no_token"),
                      R("pos_embed", "pos_embedding", "posemb_cls_slot", when="token")), _BV_MAP),
-        kind="npz", infer=configs.infer_flax, export=configs.export_flax("big_vision"),
+        kind="npz", infer=configs.infer_flax, export=configs.export_flax(holds.BIG_VISION),
         anchor="Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel",
         prefixes=("params/img/", "params/", ""),
-        gelu="tanh",
+        holds=holds.BIG_VISION,
         pos_has_cls_slot=False,
     ),
     "transformers": Layout(
@@ -311,7 +313,7 @@ LAYOUTS: dict[str, Layout] = {
         unprefixed=("classifier.",),
         claims=lambda cfg_json: not configs.is_timm_config(cfg_json),
         export_prefix=lambda cfg: "vit." if cfg.num_classes else "",  # ViTForImageClassification's body
-        norm_eps=None,
+        holds=holds.TRANSFORMERS,
     ),
     "transformers_v5": Layout(
         "transformers_v5",
@@ -325,7 +327,6 @@ LAYOUTS: dict[str, Layout] = {
         unprefixed=("classifier.",),
         claims=lambda cfg_json: not configs.is_timm_config(cfg_json),
         writable=False,
-        norm_eps=None,
     ),
     "timm": Layout(
         "timm",
@@ -334,6 +335,7 @@ LAYOUTS: dict[str, Layout] = {
         kind="folder", infer=configs.infer_timm, export=configs.timm_config,
         anchor="blocks.0.attn.qkv.weight",
         claims=configs.is_timm_config,
+        holds=holds.TIMM,
     ),
     # minivit's own layout: every name maps to itself (timm's names, which minivit shares, plus the
     # representation layer and the conv stem, BatchNorm statistics included).
@@ -343,7 +345,7 @@ LAYOUTS: dict[str, Layout] = {
         _identity(_CONV_STEM + _TIMM_RULES[:-2] + _HF_FINAL[2:4] + _TIMM_RULES[-2:]),
         kind="minivit", infer=configs.infer_minivit, export=configs.minivit_config,
         anchor="blocks.0.attn.qkv.weight",
-        stems=("patch", "conv"),
+        holds=holds.MINIVIT,
     ),
 }
 
@@ -393,8 +395,11 @@ def to_minivit(tensors: dict, layout: Layout, prefix: str, cfg: ViTConfig, where
 
 
 def from_minivit(state: dict, layout: Layout, cfg: ViTConfig, prefix: str = "") -> dict:
-    """minivit state dict -> tensors named as in ``layout`` (the same table, read backwards)."""
-    layout.check_expressible(cfg)
+    """minivit state dict -> tensors named as in ``layout`` (the same table, read backwards).
+
+    A model the layout cannot hold (holds.py) is a one-line CheckpointError.
+    """
+    layout.check_expressible(cfg, state)
     out, done = {}, set()
     for ours, theirs, kind in expand(layout, cfg):
         if ours not in state:
@@ -403,7 +408,7 @@ def from_minivit(state: dict, layout: Layout, cfg: ViTConfig, prefix: str = "") 
             out[layout.full_name(name, prefix)] = t.contiguous()
         done.add(ours)
     left = [k for k in state if k not in done]
-    if left:  # e.g. a MAP head into vit_jax, which has no place for one
+    if left:  # a part no refusal in holds.py named (a read-only layout, or a table missing a row)
         raise CheckpointError(f"the {layout.name} layout has no place for {', '.join(left)}")
     return out
 
@@ -416,3 +421,8 @@ def table_markdown(name: str) -> str:
         theirs = "<br>".join(f"`{t}`" for t in r.theirs)
         lines.append(f"| `{r.ours}` | {theirs} | {r.kind} | {r.when or ''} |")
     return "\n".join(lines)
+
+
+def holds_markdown() -> str:
+    """What each writable layout can hold (holds.py) as the markdown table docs/checkpoints.md prints."""
+    return holds.table_markdown([lay.holds for lay in LAYOUTS.values() if lay.writable])

@@ -14,7 +14,8 @@ The steps, each a small function below:
 
 ``ViT.from_pretrained`` builds the model from the result and checks every shape: the checkpoint
 layer never imports the model. Writing goes the other way: ``save_checkpoint`` (minivit's own
-format, with JSON ``extra`` metadata that ``read_extra`` returns) and ``export`` (any writable layout).
+format, with JSON ``extra`` metadata that ``read_extra`` returns) and ``export`` (any writable layout,
+refusing what the layout cannot hold by holds.py's table unless ``allow_lossy``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..errors import CheckpointError, ConfigError, MinivitError
 from ..pos_embed import resample_pos_embed
 from . import io
 from .configs import CONFIG_KEY, FREE_FIELDS
+from .holds import Refusal, drop_refused, refusal_message, refusals
 from .layouts import LAYOUTS, Layout, from_minivit, layout_names, to_minivit
 
 log = logging.getLogger("minivit.checkpoints")
@@ -314,12 +316,16 @@ def save_checkpoint(model, path, extra: dict | None = None) -> None:
         >>> read_extra(path)
         {'epoch': 3, 'val_accuracy': 0.5}
     """
-    metadata = LAYOUTS["minivit"].check_expressible(model.config)
+    _write_minivit(model.state_dict(), model.config, path, extra)
+
+
+def _write_minivit(state: dict, cfg: ViTConfig, path, extra: dict | None) -> None:
+    metadata = LAYOUTS["minivit"].check_expressible(cfg, state)
     try:
         metadata[EXTRA_KEY] = json.dumps(extra or {}, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: extra metadata must be JSON values ({e})") from None
-    io.write_safetensors(model.state_dict(), path, metadata)
+    io.write_safetensors(state, path, metadata)
 
 
 def read_extra(path) -> dict:
@@ -339,23 +345,66 @@ def export_tensors(model, layout: str, prefix: str = "") -> dict:
     return from_minivit(model.state_dict(), LAYOUTS[layout], model.config, prefix)
 
 
-def export(model, out, to: str) -> Path:
+def _writable(to: str) -> Layout:
+    layout = LAYOUTS.get(to)
+    if layout is None or not layout.writable:
+        raise CheckpointError(f"unknown export target {to!r} (expected one of {', '.join(layout_names(writable=True))})")
+    return layout
+
+
+def export_refusals(model, to: str) -> list[Refusal]:
+    """What of ``model`` the ``to`` layout cannot hold (holds.py); [] when it holds all of it.
+
+    Example:
+        >>> from minivit import ViT, ViTConfig
+        >>> m = ViT(ViTConfig(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32, norm_eps=1e-12))
+        >>> [(r.setting, r.lossy) for r in export_refusals(m, "timm")], export_refusals(m, "transformers")
+        ([('norm_eps=1e-12', True)], [])
+    """
+    return refusals(_writable(to).holds, model.config, model.state_dict())
+
+
+def _holdable(model, layout: Layout, allow_lossy: bool) -> tuple[ViTConfig, dict]:
+    """(config, state) to write: the model's own, or with allow_lossy the nearest model the layout holds."""
+    cfg, state = model.config, model.state_dict()
+    found = refusals(layout.holds, cfg, state)
+    if found and not (allow_lossy and all(r.lossy for r in found)):
+        raise CheckpointError(refusal_message(layout.name, found))
+    return drop_refused(found, cfg, state)
+
+
+def export(model, out, to: str, allow_lossy: bool = False) -> Path:
     """Write ``model`` in any writable layout; returns the weights file written.
 
     minivit: ``out`` is the .safetensors; npz layouts: ``out`` is the .npz; folder layouts
     (transformers, timm): ``out`` is a folder with config.json + model.safetensors that the
-    library loads. A model the layout cannot express (a conv stem outside minivit, a
-    representation layer in timm, ...) is a one-line CheckpointError and nothing is written.
+    library loads. A model the layout cannot hold (holds.py: exact GELU or another LayerNorm
+    eps in an .npz, a conv stem outside minivit, a representation layer in timm, ...) is a
+    one-line CheckpointError naming the setting and the layout, and nothing is written.
+    ``allow_lossy=True`` writes the nearest model the layout holds instead (the settings it cannot
+    hold dropped, its conventions applied), where there is one; ``export_refusals`` says what is lost.
+
+    Example:
+        >>> import os, tempfile
+        >>> from minivit import ViT, ViTConfig
+        >>> m = ViT(ViTConfig(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32))  # exact GELU
+        >>> out = os.path.join(tempfile.mkdtemp(), "m.npz")
+        >>> export(m, out, "vit_jax")
+        Traceback (most recent call last):
+        minivit.errors.CheckpointError: gelu='exact' cannot be expressed in the vit_jax layout; ...; pass allow_lossy=True ...
+        >>> os.path.exists(out), export(m, out, "vit_jax", allow_lossy=True).name
+        (False, 'm.npz')
+        >>> ViT.from_pretrained(out).config.gelu
+        'tanh'
     """
-    layout = LAYOUTS.get(to)
-    if layout is None or not layout.writable:
-        raise CheckpointError(f"unknown export target {to!r} (expected one of {', '.join(layout_names(writable=True))})")
+    layout = _writable(to)
+    cfg, state = _holdable(model, layout, allow_lossy)
     out = Path(out)
     if layout.kind == "minivit":
-        save_checkpoint(model, out)
+        _write_minivit(state, cfg, out, {})
         return out
-    config = layout.check_expressible(model.config)
-    tensors = export_tensors(model, to, layout.export_prefix(model.config))
+    config = layout.check_expressible(cfg, state)
+    tensors = from_minivit(state, layout, cfg, layout.export_prefix(cfg))
     if layout.kind == "npz":
         io.write_npz(tensors, out)
         return out
@@ -364,14 +413,14 @@ def export(model, out, to: str) -> Path:
     return out / "model.safetensors"
 
 
-def save_folder(model, folder, to: str) -> Path:
+def save_folder(model, folder, to: str, allow_lossy: bool = False) -> Path:
     """A transformers or timm model folder (config.json + model.safetensors) those libraries load."""
     if to not in layout_names(kind="folder", writable=True):
         raise CheckpointError(f"unknown folder layout {to!r} (expected one of {', '.join(layout_names('folder', True))})")
-    return export(model, folder, to)
+    return export(model, folder, to, allow_lossy)
 
 
-def save_npz(model, path, layout: str = "vit_jax", prefix: str = "") -> None:
-    """A Google-layout .npz (vit_jax or big_vision names) of this model."""
-    LAYOUTS[layout].check_expressible(model.config)
-    io.write_npz(export_tensors(model, layout, prefix), path)
+def save_npz(model, path, layout: str = "vit_jax", prefix: str = "", allow_lossy: bool = False) -> None:
+    """A Google-layout .npz (vit_jax or big_vision names) of this model; refuses as ``export`` does."""
+    cfg, state = _holdable(model, LAYOUTS[layout], allow_lossy)
+    io.write_npz(from_minivit(state, LAYOUTS[layout], cfg, prefix), path)
