@@ -7,9 +7,11 @@
 Each figure calls the library rather than re-deriving it: the patch grid and token count come from
 the model's config, the position-embedding similarity from ``model.pos_embed``, the augmented faces
 from ``minivit.augment.train_transform``, the CutMix example from ``mix_batch``, the learning rate
-from the training loop's ``lr_at`` under the "scratch" profile, and the attention maps from
-``model(x, attention=True)`` and ``minivit.rollout``. So a figure changes when the code does, and
-tests/test_make_figures.py runs this script on a tiny model so it cannot rot.
+from the training loop's ``lr_at`` under the "scratch" profile, the attention maps from
+``model(x, attention=True)`` and ``minivit.rollout``, and the shapes of the architecture diagram
+(ViT-B/16 at 224 and the "scratch" profile's FER model) from hooks and the out dict of a forward
+pass on the meta device. So a figure changes when the code does, and tests/test_make_figures.py
+runs this script on a tiny model so it cannot rot.
 
 Faces are PublicTest faces of FER2013 (``../shared/data/fer2013/test``) when that folder exists, else
 minivit's synthetic faces. Everything is seeded: the same inputs give the same PNGs.
@@ -396,6 +398,130 @@ def attention_heads_figure(inputs: Inputs, path) -> dict:
     return {"heads": heads, "mean": maps["last"][0]}
 
 
+# ----------------------------------------------------------------------- (h) the architecture, shape by shape
+
+# The stages drawn, in forward order: (key of stage_shapes, what happens there).
+STAGES = (
+    ("input", "input image"),
+    ("grid", "stem: image -> grid of D-dim vectors"),
+    ("tokens", "flatten the grid row by row: one token per cell"),
+    ("embedded", "prepend [CLS] (if any), add position embeddings"),
+    ("qkv", "LayerNorm, then one Linear makes q, k, v for all heads"),
+    ("attention", "softmax(q k^T / sqrt(head_dim)) per head"),
+    ("attended", "probs @ v, merge heads, proj; + residual"),
+    ("mlp", "LayerNorm, fc1 + GELU (the MLP widens)"),
+    ("block", "fc2; + residual: the block's output"),
+    ("encoded", "final LayerNorm over every token"),
+    ("pooled", "pool: one vector per image"),
+    ("logits", "head: one score per class"),
+)
+BLOCK_STAGES = ("qkv", "attention", "attended", "mlp", "block")  # inside one encoder block
+
+
+@torch.no_grad()
+def stage_shapes(model: ViT, batch: int = 2) -> dict:
+    """{stage: shape} of a forward pass through ``model`` (keys of STAGES, plus "stem_convs" for a conv
+    stem and "pre_logits" for a representation layer), read from the pass itself: forward hooks on the
+    stem and on block 0's layers, and the model's out dict. Runs on a meta-device model (shapes only).
+    Also {"depth": the number of blocks the pass went through}."""
+    cfg = model.config
+    device = next(model.parameters()).device
+    x = torch.zeros(batch, cfg.in_chans, *cfg.image_hw, device=device)  # (B, C, H, W)
+    seen: dict = {}
+
+    def keep(name, pick=lambda out: out):
+        return lambda module, args, out: seen.__setitem__(name, tuple(pick(out).shape))
+
+    first = model.blocks[0]
+    hooks = {"grid": model.patch_embed.proj, "tokens": model.patch_embed, "embedded": model.pos_drop,
+             "qkv": first.attn.qkv, "mlp": first.mlp.fc1}
+    handles = [module.register_forward_hook(keep(name)) for name, module in hooks.items()]
+    handles.append(first.attn.register_forward_hook(keep("attended", lambda out: out[0])))  # (out, probs)
+    if cfg.stem == "conv":
+        handles.append(model.patch_embed.convs.register_forward_hook(keep("stem_convs")))
+    training = model.training
+    try:
+        logits, out = model.eval()(x, attention=True)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    shapes = {"input": tuple(x.shape), **seen, "attention": tuple(out["attention"][0].shape),
+              "block": tuple(out["tokens"][0].shape), "encoded": tuple(out["encoded"].shape),
+              "pooled": tuple(out["pooled"].shape), "logits": tuple(logits.shape), "depth": len(out["tokens"])}
+    if model.pre_logits is not None:
+        shapes["pre_logits"] = tuple(out["pre_logits"].shape)
+    return shapes
+
+
+def shape_label(shape: tuple) -> str:
+    """(2, 197, 768) -> "(B, 197, 768)": the batch axis by its name."""
+    return "(" + ", ".join(["B", *map(str, shape[1:])]) + ")"
+
+
+def stage_labels(model: ViT, shapes: dict) -> dict:
+    """{stage: the text drawn beside it}: the shape, and for the stem and the pooling what this model does."""
+    cfg = model.config
+    labels = {name: shape_label(shapes[name]) for name, _ in STAGES}
+    if cfg.stem == "conv":
+        labels["grid"] += (f"\n{cfg.stem_depth} x (3x3 conv, BN, GELU) -> {shape_label(shapes['stem_convs'])}, "
+                           "then 1x1 conv")
+    else:
+        labels["grid"] += f"\none {cfg.patch_size}x{cfg.patch_size} conv, stride {cfg.patch_size}"
+    labels["block"] += f"\nrepeated: {shapes['depth']} blocks, same shape"
+    labels["pooled"] += {"token": "\nthe [CLS] token", "gap": "\nmean of the patch tokens",
+                         "map": "\nattention pooling (MAP head)"}[cfg.classifier]
+    if "pre_logits" in shapes:
+        labels["pooled"] += f", tanh(pre_logits) {shape_label(shapes['pre_logits'])}"
+    return labels
+
+
+def architecture_models() -> list[tuple[str, ViT]]:
+    """ViT-B/16 at 224 (Google's ImageNet model) and the FER model of the "scratch" training profile,
+    built on the meta device: their shapes without their weights."""
+    profile = PROFILES["scratch"]
+    with torch.device("meta"):
+        b16 = create_model("ViT-B_16")
+        fer = create_model(profile["model"], image_size=profile["img_size"], num_classes=len(LABELS),
+                           **profile["model_overrides"])
+    return [("ViT-B/16 @ 224, ImageNet (1000 classes)", b16),
+            (f"FER: {profile['model']} {fer.config.stem} stem @ {profile['img_size']}, gray, {len(LABELS)} classes "
+             "(scratch profile)", fer)]
+
+
+def architecture_figure(inputs: Inputs | None, path, *, models: list[tuple[str, ViT]] | None = None) -> dict:
+    """A block diagram of the ViT: one box per stage (encoder block internals in a frame repeated
+    depth times), each model's shapes beside it, read by stage_shapes from a real forward pass.
+    Returns {"shapes": [per model], "labels": [per model: {stage: text}], "texts": every string drawn}."""
+    models = architecture_models() if models is None else models
+    shapes = [stage_shapes(m) for _, m in models]
+    labels = [stage_labels(m, s) for (_, m), s in zip(models, shapes)]
+    rows = len(STAGES)
+    fig = Figure(figsize=(11.0, 8.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_xlim(0.4, 11.6)
+    ax.set_ylim(rows + 0.2, -1.4)
+    ax.set_axis_off()
+    top, bottom = [i for i, (name, _) in enumerate(STAGES) if name in BLOCK_STAGES][::len(BLOCK_STAGES) - 1]
+    ax.add_patch(Rectangle((3.7, top - 0.45), 4.6, bottom - top + 0.9, fill=False, ls="--", ec="tab:blue"))
+    ax.text(3.85, (top + bottom) / 2, "one encoder block (pre-norm)", rotation=90, ha="center", va="center",
+            fontsize=7.5, color="tab:blue")
+    for i, (name, what) in enumerate(STAGES):
+        ax.add_patch(Rectangle((4.0, i - 0.32), 4.0, 0.64, fc="#dde8f4" if name in BLOCK_STAGES else "#eeeeee",
+                               ec="0.4", lw=0.8))
+        ax.text(6.0, i, what, ha="center", va="center", fontsize=7.5)
+        if i:
+            ax.annotate("", xy=(6.0, i - 0.32), xytext=(6.0, i - 0.68), arrowprops=dict(arrowstyle="->", lw=0.8))
+        for (x, ha), label in zip(((3.6, "right"), (8.4, "left")), (lab[name] for lab in labels)):
+            ax.text(x, i, label, ha=ha, va="center", fontsize=7.5, family="monospace")
+    for (x, ha), (title, _) in zip(((3.6, "right"), (8.4, "left")), models):
+        ax.text(x, -0.9, title, ha=ha, va="center", fontsize=8.5, weight="bold")
+    fig.suptitle("The Vision Transformer, stage by stage: shapes of one batch of B images, read from a forward pass "
+                 "of each model (docs/make_figures.py)", fontsize=9)
+    save_small(fig, path)
+    return {"shapes": shapes, "labels": labels, "texts": [t.get_text() for t in ax.texts]}
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 FIGURES = {  # name -> drawing function; the PNG is <out>/<name>.png
@@ -406,6 +532,7 @@ FIGURES = {  # name -> drawing function; the PNG is <out>/<name>.png
     "lr_schedule": lr_schedule_figure,
     "attention": attention_figure,
     "attention_heads": attention_heads_figure,
+    "architecture": architecture_figure,
 }
 
 

@@ -34,6 +34,15 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse's hook
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
 
+    def _get_values(self, action, arg_strings):
+        # argparse (Python 3.11's at least) drops a "--" given as an option's value: "--lr=--" parsed
+        # as lr=[], never seen by the option's type. Hand "--" to the type, which refuses it in one line.
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
 
 def _fmt(x: float) -> str:
     return f"{x:g}"

@@ -254,7 +254,10 @@ class Block(nn.Module):
     """Pre-norm encoder block: x + attn(norm(x)), then x + mlp(norm(x)).
 
     Normalising before each branch (not after, as the original Transformer did) keeps the
-    residual path an identity, which is what lets deep ViTs train without warm-up tricks.
+    residual path an identity, so gradients reach the first block undiminished and deep stacks
+    train stably. It makes the learning-rate warm-up less critical (post-norm Transformers
+    diverge without one, Xiong et al. 2020), not unnecessary: ViT recipes, and every training
+    profile of minivit (minivit/train/cli.py), still warm up.
     """
 
     def __init__(self, cfg: ViTConfig, drop_path: float):

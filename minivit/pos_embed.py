@@ -8,14 +8,22 @@ another ``image_size``:
 
     * the prefix (CLS) slot has no place on the grid: kept apart and put back unchanged;
     * the grid is interpolated **bicubic, antialiased**, with half-pixel centres
-      (``align_corners=False``), as timm and transformers do;
+      (``align_corners=False``), the default of timm's ``resample_abs_pos_embed`` (what timm
+      does for its own checkpoints at another size and for ``dynamic_img_size``);
     * in **float32** whatever the weights' dtype (bf16 interpolation visibly blurs the
       embeddings), then cast back.
 
 Antialiasing matters when shrinking: a 14x14 grid taken to 3x3 (a 48x48 face with 16-pixel
-patches) averages neighbours instead of sampling a few. Google's own fine-tuning code uses
-``scipy.ndimage.zoom(order=1)`` (bilinear, corner-aligned); minivit does not copy that, so one
-function is computed whichever way a model reaches a new size.
+patches) averages neighbours instead of sampling a few. Other code resamples differently, so
+a model loaded at another size there computes slightly different numbers than here:
+
+    * transformers' ``interpolate_pos_encoding``: bicubic, half-pixel, **no antialias**, in the
+      weights' dtype;
+    * timm loading a Google ``.npz``: **bilinear, no antialias**;
+    * Google's own fine-tuning code: ``scipy.ndimage.zoom(order=1)`` (bilinear, corner-aligned).
+
+minivit copies none of these per layout, so one function is computed whichever way a model
+reaches a new size.
 
 This module imports only torch and einops, so both the model and the checkpoint loader use it
 without importing each other.

@@ -107,21 +107,49 @@ def test_missing_file_and_empty_folder(tmp_path):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["npz", "safetensors"]), data=st.data())
 def test_random_damage_loads_or_raises_checkpoint_error(good_files, tmp_path, kind, data):
-    raw = bytearray(good_files[kind])
-    if data.draw(st.booleans(), label="truncate"):
+    good = good_files[kind]
+    raw = bytearray(good)
+    truncate = data.draw(st.booleans(), label="truncate")
+    if truncate:
         raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="length")]
-    for _ in range(data.draw(st.integers(0 if len(raw) else 0, 8), label="flips")):
-        if raw:
-            i = data.draw(st.integers(0, len(raw) - 1), label="offset")
-            raw[i] = data.draw(st.integers(0, 255), label="byte")
+    # Every example is damaged: without a cut, at least one byte really changes. Flips favour the
+    # first and last KiB, where the structure is (safetensors' JSON header; the zip headers and the
+    # central directory of an npz), as much as the tensor data between them.
+    if raw:
+        near = min(len(raw) - 1, 1023)
+        offset = st.one_of(st.integers(0, near), st.integers(len(raw) - 1 - near, len(raw) - 1),
+                           st.integers(0, len(raw) - 1))
+        for i in data.draw(st.sets(offset, min_size=0 if truncate else 1, max_size=8), label="offsets"):
+            raw[i] ^= data.draw(st.integers(1, 255), label="xor")  # distinct offsets, never xor 0: each byte changes
+    assert bytes(raw) != good
     path = tmp_path / f"damaged.{kind}"
     path.write_bytes(bytes(raw))
+    loads_whole_or_raises(path)
+
+
+def loads_whole_or_raises(path):
+    """A damaged file is refused with a one-line CheckpointError naming it, or it loads as a whole model."""
     try:
         model = ViT.from_pretrained(path)
     except CheckpointError as e:
         assert "\n" not in str(e) and path.name in str(e)
-        return
-    assert model.config.dim == 16  # a load that succeeds is a whole model
+        return None
+    # every parameter read from the file, nothing in the file left over, nothing freshly initialised
+    report = model.load_report
+    assert report.ok and not report.new and not report.dropped, str(report)
+    assert report.loaded == sorted(model.state_dict()), str(report)
+    assert model.config.dim == 16
+    return model
+
+
+@pytest.mark.parametrize("kind, name", [("safetensors", b'"head.bias"'), ("npz", b"head/bias.npy")])
+def test_one_flipped_byte_in_a_tensor_name(good_files, tmp_path, kind, name):
+    """The damage that keeps a file readable: a tensor under another name is refused, not loaded without it."""
+    raw = good_files[kind]
+    assert name in raw
+    path = tmp_path / f"renamed.{kind}"
+    path.write_bytes(raw.replace(name, name.replace(b"head", b"heaD")))  # npz: local header and directory alike
+    assert loads_whole_or_raises(path) is None
 
 
 def test_timm_unknown_architecture_without_sizes(tmp_path):

@@ -17,9 +17,11 @@ the parsers: each is accepted within its documented range or refused with exit 2
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -933,6 +935,42 @@ def _parsers():
     }
 
 
+def _declared_range(parse: Callable) -> tuple[type, dict] | None:
+    """(int or float, {bound name: value}) a ``cli.integer``/``cli.number`` type was declared with, read
+    from the declaration itself (its closure), so the fuzz checks accepted values against the stated
+    range with its own comparisons instead of asking the parser that produced them."""
+    kind = {"integer": int, "number": float}.get(getattr(parse, "__name__", ""))
+    if kind is None:
+        return None
+    declared = inspect.getclosurevars(parse).nonlocals
+    return kind, {k: declared[k] for k in ("above", "at_least", "below", "at_most") if declared.get(k) is not None}
+
+
+def _expected_value(text: str, kind: type, bounds: dict):
+    """What a correct parser returns for ``text`` (Python's own int()/float() reading, finite, within
+    every declared bound), or None when it must refuse it."""
+    try:
+        x = kind(text)
+    except ValueError:
+        return None
+    if not math.isfinite(x):
+        return None
+    ok = {"above": x > bounds.get("above", -math.inf), "at_least": x >= bounds.get("at_least", -math.inf),
+          "below": x < bounds.get("below", math.inf), "at_most": x <= bounds.get("at_most", math.inf)}
+    return x if all(ok.values()) else None
+
+
+def _expected_image_size(text: str):
+    """convert --image-size: ``S`` or ``HxW`` (also ``H,W``), every size an integer >= 1; else None."""
+    try:
+        sizes = [int(part) for part in re.split(r"[xX,]", text)]
+    except ValueError:
+        return None
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        return None
+    return sizes[0] if len(sizes) == 1 else tuple(sizes)
+
+
 VALUES = st.one_of(
     st.integers(-10**12, 10**12).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -944,13 +982,31 @@ VALUES = st.one_of(
 
 @pytest.mark.parametrize("cli_name", ["train", "evaluate", "convert", "predict", "attention", "export", "serve"])
 def test_option_fuzz(cli_name, capsys):
-    """Random values for each numeric option: parsed into the documented range, or exit 2 with one line."""
+    """Random values for each numeric option: parsed into the documented range, or exit 2 with one line.
+
+    What a correct parser does with each value is worked out here from the option's declaration
+    (its bounds, its choices), independently of the parser: an accepted value must be exactly the
+    number the text says and inside the range; a refused one must really be unreadable or outside it.
+    """
+    from minivit.convert import parse_image_size
+
     make_parser, required = _parsers()[cli_name]
-    options = {o: t for o, t in _documented(make_parser()).items() if o not in ("--output", "-o")}
-    assert options, cli_name
+    actions = {o: make_parser()._option_string_actions[o] for o in _documented(make_parser())
+               if o not in ("--output", "-o")}
+    assert actions, cli_name
+
+    def expected(option, value):
+        """The correct parse of ``value`` for ``option``; None: it must be refused."""
+        action = actions[option]
+        if action.type is parse_image_size:
+            return _expected_image_size(value)
+        declared = _declared_range(action.type)
+        assert declared is not None, f"{option}: type {action.type!r} has no declared range to check against"
+        x = _expected_value(value, *declared)
+        return x if action.choices is None or x in action.choices else None
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(option=st.sampled_from(sorted(options)), value=VALUES)
+    @given(option=st.sampled_from(sorted(actions)), value=VALUES)
     def check(option, value):
         parser = make_parser()
         capsys.readouterr()
@@ -962,10 +1018,10 @@ def test_option_fuzz(cli_name, capsys):
             lines = [line for line in err.splitlines() if line.strip()]
             assert len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0], (option, value, err)
             assert "Traceback" not in err
+            assert expected(option, value) is None, (option, value, "a valid value was refused", err)
             return
-        parsed = getattr(args, parser._option_string_actions[option].dest)
-        # accepted: the type itself must accept what it returned (it is within the stated range)
-        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
-            assert math.isfinite(parsed), (option, value, parsed)
-            options[option](str(parsed) if not isinstance(parsed, tuple) else value)
+        parsed = getattr(args, actions[option].dest)
+        want = expected(option, value)
+        assert want is not None, (option, value, parsed, "accepted, but it is outside the declared range")
+        assert parsed == want and type(parsed) is type(want), (option, value, parsed, want)
     check()

@@ -1,7 +1,11 @@
 """The four reference checkpoints load and match the producing library's outputs at 5e-5.
 
 Each fixture (../shared/fixtures, see its README) is a tiny random ViT saved by the
-official code of one layout, with an input and the output that code computed.
+official code of one layout, with an input and the output that code computed. This is the
+second line of the numerical checks, and it needs ../shared: the first runs on any clone
+(tests/test_reference_npz.py, a clean-room numpy ViT against random vit_jax, big_vision and
+timm checkpoints; tests/test_parity_transformers.py, transformers itself), and that reference
+is itself checked against these fixtures when they are present.
 """
 
 import numpy as np

@@ -198,3 +198,48 @@ def test_faces_are_fer2013_publictest_when_shared_data_exists(mf):
     assert source == "FER2013 PublicTest faces" and faces.shape == (6, 1, 48, 48)
     assert labels[:3] == ["happy", "surprise", "angry"]  # one face per class, in SHOW_CLASSES order
     assert (faces.float().flatten(1).std(1) > 10).all()  # no blank image
+
+
+@pytest.mark.parametrize("overrides", [{}, {"classifier": "gap"}, {"classifier": "map", "representation_size": 12},
+                                       {"stem": "conv"}, {"stem": "conv", "in_chans": 3, "image_size": 32}])
+def test_stage_shapes_are_the_config_arithmetic(mf, overrides):
+    """The shapes the architecture figure prints, from a forward pass, are what the config implies."""
+    cfg = ViTConfig(**{**dict(image_size=(16, 24), patch_size=4, dim=16, depth=3, heads=2, mlp_dim=40,
+                              num_classes=7, in_chans=1), **overrides})
+    shapes = mf.stage_shapes(ViT(cfg), batch=3)
+    (gh, gw), D, B = cfg.grid, cfg.dim, 3
+    T = gh * gw + (cfg.classifier == "token")  # tokens: a CLS token only with the token classifier
+    expected = {"input": (B, cfg.in_chans, *cfg.image_hw), "grid": (B, D, gh, gw), "tokens": (B, gh * gw, D),
+                "embedded": (B, T, D), "qkv": (B, T, 3 * D), "attention": (B, cfg.heads, T, T), "attended": (B, T, D),
+                "mlp": (B, T, cfg.mlp_dim), "block": (B, T, D), "encoded": (B, T, D), "pooled": (B, D),
+                "logits": (B, cfg.num_classes), "depth": cfg.depth}
+    if cfg.stem == "conv":
+        expected["stem_convs"] = (B, max(D // 2, 8), gh, gw)  # the 3x3 stack ends at D/2 channels
+    if cfg.representation_size:
+        expected["pre_logits"] = (B, cfg.representation_size)
+    assert shapes == expected
+    labels = mf.stage_labels(ViT(cfg), shapes)
+    assert labels["tokens"] == f"(B, {gh * gw}, {D})" and labels["attention"] == f"(B, {cfg.heads}, {T}, {T})"
+    assert labels["block"].endswith(f"{cfg.depth} blocks, same shape")
+
+
+def test_architecture_figure_draws_b16_and_the_fer_model(mf, tmp_path):
+    d = mf.architecture_figure(None, tmp_path / "architecture.png")
+    assert (tmp_path / "architecture.png").read_bytes().startswith(PNG_MAGIC)
+    (b16_title, b16), (fer_title, fer) = mf.architecture_models()
+    scratch = mf.PROFILES["scratch"]
+    # the FER column is the scratch training profile's model, the other Google's ViT-B/16
+    assert (fer.config.stem, fer.config.in_chans, fer.config.depth) == (
+        scratch["model_overrides"]["stem"], scratch["model_overrides"]["in_chans"], scratch["model_overrides"]["depth"])
+    assert fer.config.image_hw == (scratch["img_size"],) * 2 and fer.config.num_classes == len(LABELS)
+    b16_cfg = b16.config
+    assert (b16_cfg.patch_size, b16_cfg.image_hw, b16_cfg.dim, b16_cfg.num_classes) == (16, (224, 224), 768, 1000)
+    for model, shapes, labels in zip((b16, fer), d["shapes"], d["labels"]):
+        cfg = model.config
+        n = cfg.grid[0] * cfg.grid[1]
+        assert shapes["tokens"][1:] == (n, cfg.dim) and shapes["embedded"][1] == n + 1
+        assert shapes["depth"] == cfg.depth and shapes["logits"][1:] == (cfg.num_classes,)
+        for stage, _ in mf.STAGES:  # every stage's label is drawn, and starts with the shape of the pass
+            assert labels[stage].startswith(mf.shape_label(shapes[stage])) and labels[stage] in d["texts"], stage
+    assert b16_title in d["texts"] and fer_title in d["texts"]
+    assert "(B, 197, 768)" in d["labels"][0]["embedded"] and "(B, 12, 197, 197)" == d["labels"][0]["attention"]
