@@ -209,7 +209,8 @@ def main(argv=None) -> int:
     first = variant_config(args.only[0], data=args.data, out=args.out, epochs=None, tiny=args.tiny,
                            device=args.device, progress=args.progress, seed=args.seed)
     start = time.perf_counter()
-    train_set, val_set = load_data(first, progress=args.progress)  # decoded once, shared by every variant
+    splits = load_data(first, progress=args.progress)  # decoded once, shared by every variant
+    train_set, val_set = splits.train, splits.val  # val: the dataset's, or carved out of train (minivit.data.splits)
     meta = dict(data=args.data, train_size=len(train_set), val_size=len(val_set),
                 data_load_s=round(time.perf_counter() - start, 1), device=device_name(args.device),
                 torch=torch.__version__,

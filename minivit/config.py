@@ -1,11 +1,14 @@
 """Model configuration: one dataclass, one table of sizes, names parsed from it.
 
 A ViT is named by its size and patch, e.g. ``"B/16"``. People write that name in
-three dialects, and all of them work here:
+four dialects, and all of them work here:
 
     Google's vit_jax files    "ViT-B_16", "ViT-B_16-384"
     big_vision / the paper    "B/16", "ViT-B/16"
-    timm                      "vit_base_patch16_224", "vit_base_patch16_384.augreg_in21k"
+    timm                      "vit_base_patch16_224", "vit_base_patch16_384.augreg_in21k",
+                              "timm/vit_base_patch16_224" (its Hugging Face repo)
+    transformers              "google/vit-base-patch16-224", "vit-large-patch32-384",
+                              "vit-huge-patch14-224-in21k" (the Hugging Face repo, owner optional)
 
 Example:
     >>> from minivit.config import config_from_name
@@ -193,19 +196,25 @@ _NAME_PATTERNS = [
     ("google", re.compile(r"^(?:vit-)?(?P<size>ti|s|b|l|h)_(?P<patch>\d+)(?:-(?P<res>\d{3}))?(?:\b|-|$)", re.I)),
     # The paper's and big_vision's: B/16, ViT-B/16, ViT-B/16-384, Ti/4
     ("paper", re.compile(r"^(?:vit-)?(?P<size>ti|s|b|l|h)/(?P<patch>\d+)(?:-(?P<res>\d{2,4}))?$", re.I)),
-    # timm's: vit_base_patch16_224, vit_tiny_patch16_384.augreg_in21k
-    ("timm", re.compile(r"^vit_(?P<size>tiny|small|base|large|huge)_patch(?P<patch>\d+)(?:_(?P<res>\d{3})(?:[._].*)?|\..*)?$", re.I)),
+    # timm's: vit_base_patch16_224, vit_tiny_patch16_384.augreg_in21k, timm/vit_base_patch16_224 (its hub repo)
+    ("timm", re.compile(r"^(?:timm/)?vit_(?P<size>tiny|small|base|large|huge)_patch(?P<patch>\d+)"
+                        r"(?:_(?P<res>\d{3})(?:[._].*)?|\..*)?$", re.I)),
+    # transformers' (Google's Hugging Face repos): google/vit-base-patch16-224, vit-huge-patch14-224-in21k
+    ("transformers", re.compile(r"^(?:google/)?vit-(?P<size>tiny|small|base|large|huge)-patch(?P<patch>\d+)"
+                                r"(?:-(?P<res>\d{3}))?(?:-in21k)?$", re.I)),
 ]
 
 
 def parse_name(name: str) -> tuple[str, int, int]:
     """Split a model name into (size, patch, image_size).
 
-    Google's and timm's names only come with the published patch sizes 8/14/16/32; the paper
-    dialect also takes any power of two ("Ti/4" for 48x48 faces).
+    Google's, timm's and transformers' names only come with the published patch sizes 8/14/16/32;
+    the paper dialect also takes any power of two ("Ti/4" for 48x48 faces).
 
     >>> parse_name("vit_large_patch32_384")
     ('L', 32, 384)
+    >>> parse_name("google/vit-huge-patch14-224-in21k")
+    ('H', 14, 224)
     >>> parse_name("Ti/4")
     ('Ti', 4, 224)
     """
@@ -219,8 +228,10 @@ def parse_name(name: str) -> tuple[str, int, int]:
                 break
             return size, patch, res
     raise ConfigError(
-        f"unknown model name {name!r}: expected e.g. 'ViT-B_16', 'B/16', 'Ti/4' or 'vit_base_patch16_224' "
-        f"with size in {'/'.join(SIZES)} and patch in {'/'.join(map(str, PATCH_SIZES))} "
+        f"unknown model name {name!r}: expected a name in one of these dialects: Google's 'ViT-B_16' or "
+        "'ViT-B_16-384', the paper's 'B/16' or 'Ti/4', timm's 'vit_base_patch16_224', transformers' "
+        "'google/vit-base-patch16-224' or 'vit-huge-patch14-224-in21k'; with size "
+        f"{'/'.join(SIZES)} ({'/'.join(TIMM_SIZE_NAMES)}) and patch {'/'.join(map(str, PATCH_SIZES))} "
         "(or any power of two in the 'S/4' form)"
     )
 

@@ -2,16 +2,22 @@
 
 The report of a model on a dataset is:
     metrics.json           accuracy, macro/weighted F1, per-class precision/recall/F1/support,
-                           the confusion matrix, a ``warning`` when one class swallows the predictions
-                           (dominant_class_warning), and with --tta the flip-averaged numbers
-    confusion_matrix.png   rows: true class, columns: predicted, coloured by row rate
+                           the confusion matrix, a ``warning`` when the model is close to a majority-class
+                           predictor (dominant_class_warning), with --tta the flip-averaged numbers, and
+                           what was measured: ``split``, ``data``, ``split_label`` (split, source, image
+                           count, whether it selected the checkpoint), ``note`` (data of another kind
+                           than the training data: synthetic vs real, gray vs colour, other classes)
+    confusion_matrix.png   rows: true class, columns: predicted, coloured by row rate; titled with the split
     attention_maps.png     a couple of images per class with their attention rollout overlaid
-                           (attention_report), titled with the true and predicted labels
+                           (attention_report), titled with the split and the true and predicted labels
 
 From the command line (``examples/evaluate_fer.py`` is the same command)::
 
-    python -m minivit.evaluate --checkpoint runs/synthetic-20260101-120000        # the run's own val set
+    python -m minivit.evaluate --checkpoint runs/synthetic-20260101-120000        # the run's own test split
+    python -m minivit.evaluate --checkpoint runs/fer --split val                  # its validation split, as it had it
     python -m minivit.evaluate --checkpoint runs/fer/best.safetensors --data ../shared/data/fer2013 --tta
+
+The default split is "test": the one that selected nothing, so its numbers are not optimistic.
 
 This module never imports minivit.train: a run folder is read through its files (best.safetensors,
 config.json), so evaluation works on any checkpoint, trained here or elsewhere.
@@ -30,6 +36,7 @@ import json
 import sys
 from collections import Counter
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -84,26 +91,58 @@ def classification_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, classes) 
     )
 
 
-def dominant_class_warning(metrics: dict, threshold: float = 0.9) -> str | None:
-    """A one-line warning when the model predicts a single class for more than ``threshold`` of the
-    images (a collapse: e.g. a warm-up longer than the run), else None. Uses the confusion matrix.
+# A model close to a majority-class predictor is named in the console and in metrics.json ("warning"). The
+# rule, stated once: either
+DOMINANT_SHARE = 0.70  # 1. one class gets more than 70% of the predictions while
+DOMINANT_TRUE_SHARE = 0.40  # under 40% of the images truly are that class, or
+BASELINE_MARGIN = 0.02  # 2. macro F1 is at most 0.02 above the majority-class baseline's.
 
-    >>> m = classification_metrics(torch.tensor([0, 1, 2, 3]), torch.tensor([3, 3, 3, 3]), ("a", "b", "c", "d"))
-    >>> dominant_class_warning(m)
-    "the model predicts 'd' for 100% of the 4 images: it has collapsed to one class (check the learning rate, warm-up and class balance)"
-    >>> dominant_class_warning(classification_metrics(torch.tensor([0, 1]), torch.tensor([0, 1]), ("a", "b"))) is None
+
+def majority_baseline_macro_f1(support) -> float:
+    """Macro F1 of always predicting the most frequent true class: that class has precision p (its
+    share), recall 1, F1 2p / (1 + p); every other class 0; averaged over all K classes.
+
+    >>> round(majority_baseline_macro_f1([467, 56, 496, 895, 653, 415, 607]), 4)  # FER2013 PublicTest
+    0.057
+    """
+    support = torch.as_tensor(support, dtype=torch.float64)
+    total = float(support.sum())
+    if total == 0:
+        return 0.0
+    p = float(support.max()) / total
+    return 2 * p / (1 + p) / len(support)
+
+
+def dominant_class_warning(metrics: dict) -> str | None:
+    """A one-line warning when the model is close to a majority-class predictor, else None: one class
+    predicted for more than DOMINANT_SHARE (70%) of the images while its true share is under
+    DOMINANT_TRUE_SHARE (40%), or macro F1 within BASELINE_MARGIN (0.02) of always predicting the most
+    frequent class (majority_baseline_macro_f1). Reads the confusion matrix and macro F1 of ``metrics``.
+
+    >>> classes = ("angry", "happy", "sad", "neutral")
+    >>> y = torch.tensor([0] * 25 + [1] * 25 + [2] * 25 + [3] * 25)  # happy: 25% of the images
+    >>> p = torch.cat([torch.tensor([1] * 83), torch.tensor([0, 2, 3] * 5 + [0, 2])])  # happy for 83%
+    >>> dominant_class_warning(classification_metrics(y, p, classes)).split(";")[0]
+    "the model predicts 'happy' for 83% of the 100 images, whose true share is 25%"
+    >>> dominant_class_warning(classification_metrics(y, y, classes)) is None  # a healthy model
     True
     """
-    predicted = torch.tensor(metrics["confusion_matrix"]).sum(0)  # (K,) predictions per class
-    total = int(predicted.sum())
+    cm = torch.tensor(metrics["confusion_matrix"], dtype=torch.float64)  # (K, K) rows true, columns predicted
+    predicted, support = cm.sum(0), cm.sum(1)
+    total = float(predicted.sum())
     if total == 0:
         return None
     top = int(predicted.argmax())
-    share = int(predicted[top]) / total
-    if share <= threshold:
+    share, true_share = float(predicted[top]) / total, float(support[top]) / total
+    baseline = majority_baseline_macro_f1(support)
+    swallowed = share > DOMINANT_SHARE and true_share < DOMINANT_TRUE_SHARE  # rule 1
+    if not swallowed and metrics["macro_f1"] > baseline + BASELINE_MARGIN:  # nor rule 2
         return None
-    return (f"the model predicts {metrics['classes'][top]!r} for {100 * share:.0f}% of the {total} images: "
-            f"it has collapsed to one class (check the learning rate, warm-up and class balance)")
+    majority = metrics["classes"][int(support.argmax())]
+    return (f"the model predicts {metrics['classes'][top]!r} for {100 * share:.0f}% of the {int(total)} images, "
+            f"whose true share is {100 * true_share:.0f}%; macro F1 {metrics['macro_f1']:.3f} against "
+            f"{baseline:.3f} for always predicting {majority!r}: it is close to a majority-class predictor "
+            f"(check the learning rate, warm-up, number of epochs and class balance)")
 
 
 def format_table(metrics: dict) -> str:
@@ -164,16 +203,22 @@ def evaluate(model: torch.nn.Module, dataset, transform, *, batch_size: int = 25
     return metrics
 
 
-def write_report(metrics: dict, out_dir, *, name: str = "metrics", extra: dict | None = None) -> dict:
-    """Write ``<name>.json`` and ``confusion_matrix.png`` (or ``<name>_confusion_matrix.png``) into out_dir.
+def confusion_report_png(metrics: dict, path, label: str = "") -> str:
+    """confusion_matrix.png of a report: the accuracy in the title, ``label`` (which split of which data,
+    how many images: minivit.data.split_label) under it."""
+    return confusion_matrix_png(metrics["confusion_matrix"], metrics["classes"], path,
+                                title=f"Confusion matrix (accuracy {100 * metrics['accuracy']:.1f}%)", subtitle=label)
+
+
+def write_report(metrics: dict, out_dir, *, name: str = "metrics", extra: dict | None = None, label: str = "") -> dict:
+    """Write ``<name>.json`` and ``confusion_matrix.png`` (or ``<name>_confusion_matrix.png``) into out_dir;
+    ``label`` names what was measured, in the PNG (see confusion_report_png).
 
     Returns the paths written. The JSON is written atomically (temp file + os.replace).
     """
     out_dir = ensure_folder(out_dir)
     stem = "" if name == "metrics" else f"{name}_"
-    cm_path = confusion_matrix_png(metrics["confusion_matrix"], metrics["classes"],
-                                   out_dir / f"{stem}confusion_matrix.png",
-                                   title=f"Confusion matrix (accuracy {100 * metrics['accuracy']:.1f}%)")
+    cm_path = confusion_report_png(metrics, out_dir / f"{stem}confusion_matrix.png", label)
     json_path = out_dir / f"{name}.json"
     write_json({**metrics, **(extra or {})}, json_path)
     return {"metrics": str(json_path), "confusion_matrix": cm_path}
@@ -270,8 +315,8 @@ def find_checkpoint(checkpoint) -> tuple[str, Path | None]:
     return str(checkpoint), None
 
 
-def run_train_fields(run_dir: Path) -> dict:
-    """The "train" section of a run folder's config.json; one line naming the file if it is unreadable."""
+def run_config(run_dir: Path) -> dict:
+    """A run folder's config.json; one line naming the file if it is unreadable or has no "train" section."""
     path = run_dir / "config.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -281,27 +326,88 @@ def run_train_fields(run_dir: Path) -> dict:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
         raise ConfigError(f"{path}: has no \"train\" section (not a minivit run's config.json)")
-    return saved["train"]
+    return saved
 
 
-def load_eval_data(data: str, split: str, run_dir: Path | None, model, **read) -> object:
-    """The ImageSet to evaluate on. "synthetic": the run's own synthetic val set, re-drawn from the
-    samples, size and seed in its config.json (minivit.data.synthetic_split). A path: that dataset's
-    split, folders of mixed image sizes resized to the model's input size (``read``: load_dataset's
-    on_error, progress, label_mode, ferplus_images)."""
-    from .data import load_dataset, synthetic_split
+def run_train_fields(run_dir: Path) -> dict:
+    """The "train" section of a run folder's config.json (see run_config)."""
+    return run_config(run_dir)["train"]
 
-    if data != "synthetic":
-        return load_dataset(data, split, resize_mixed_to=model.config.image_size, **read)
-    if run_dir is None:
-        raise ConfigError("--data synthetic re-draws a run's own val set: --checkpoint must be a run folder "
-                          "(or a file inside one); give --data a dataset path otherwise")
-    train = run_train_fields(run_dir)
-    missing = [k for k in ("synthetic_samples", "img_size", "seed") if k not in train]
-    if missing:
-        raise ConfigError(f"{run_dir / 'config.json'}: no train {', '.join(missing)}: cannot re-draw the run's "
-                          f"synthetic val set")
-    return synthetic_split(train["synthetic_samples"], image_size=train["img_size"], seed=train["seed"])[1]
+
+@dataclass
+class RunData:
+    """What a run folder says about its data: the dataset, how it was read, and its split rule (the one
+    its config.json recorded; for runs from before that record, minivit.data.splits.legacy_rule)."""
+
+    folder: Path
+    train: dict  # config.json "train"
+    rule: dict
+
+    @classmethod
+    def read(cls, folder: Path) -> "RunData":
+        from .data.splits import legacy_rule
+
+        saved = run_config(folder)
+        section = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+        data = str(saved["train"].get("data", "synthetic"))
+        rule = section.get("split") if isinstance(section.get("split"), dict) else legacy_rule(data)
+        return cls(folder, saved["train"], rule)
+
+    @property
+    def data(self) -> str:
+        return str(self.train.get("data", "synthetic"))
+
+    @property
+    def given(self) -> bool:
+        """Whether the run trained on ImageSets passed to train() in Python: no dataset to re-read."""
+        return self.rule.get("val") == "given"
+
+    def owns(self, data: str) -> bool:
+        """Whether ``data`` is the dataset this run trained on (then its split rule applies)."""
+        if self.given:
+            return False
+        if data == "synthetic" or self.data == "synthetic":
+            return data == self.data
+        return Path(data).expanduser().resolve() == Path(self.data).expanduser().resolve()
+
+    def synthetic(self) -> dict:
+        missing = [k for k in ("synthetic_samples", "img_size", "seed") if k not in self.train]
+        if missing:
+            raise ConfigError(f"{self.folder / 'config.json'}: no train {', '.join(missing)}: cannot re-draw the "
+                              f"run's synthetic faces")
+        return dict(samples=self.train["synthetic_samples"], image_size=self.train["img_size"], seed=self.train["seed"])
+
+
+def load_eval_data(data: str, split: str, run: RunData | None, model, *, fallback: bool = False, **read):
+    """(the ImageSet to evaluate on, the split it is). The run's own data is split as the run split it
+    (minivit.data.splits.load_run_split): "val" is its carved validation split, rebuilt and checked
+    against the recorded hash, and "synthetic" re-draws its synthetic faces. Other data: that dataset's
+    split (load_dataset). Folders of mixed image sizes are resized to the model's input size; ``read``:
+    load_dataset's on_error, progress, label_mode, ferplus_images. ``fallback``: a dataset without
+    ``split`` is evaluated on its val split instead (the report names the split it used)."""
+    from .data import MissingSplit, load_dataset, load_run_split
+
+    read = dict(read, resize_mixed_to=model.config.image_size)
+    if data == "synthetic" and (run is None or not run.owns(data)):
+        raise ConfigError("--data synthetic re-draws a run's own synthetic faces: --checkpoint must be a run folder "
+                          "(or a file inside one) of a synthetic run; give --data a dataset path otherwise")
+
+    def load(s: str):
+        if run is not None and run.owns(data):
+            return load_run_split(data, s, run.rule, synthetic=run.synthetic() if data == "synthetic" else None,
+                                  **read)
+        return load_dataset(data, s, **read)
+
+    try:
+        return load(split), split
+    except MissingSplit:
+        if not fallback:
+            raise
+    try:
+        return load("val"), "val"
+    except MissingSplit:
+        raise MissingSplit(f"{data}: has neither a test nor a val split; pass --split train to score the "
+                           f"training images") from None
 
 
 def check_classes(model, num_classes: int, where: str) -> None:
@@ -328,54 +434,90 @@ def check_report_folder(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out}: {blocker} is a file, not a folder")
 
 
-def evaluate_checkpoint(checkpoint, data: str | None = None, *, split: str = "val", out=None, tta: bool = False,
+def report_folder(out, run_dir: Path | None, source: str, data: str, split: str, tta: bool) -> Path:
+    """--out, or ``<run>/eval-<data>-<split>[-tta]`` (``runs/eval-...-<checkpoint>`` outside a run)."""
+    name = "synthetic" if data == "synthetic" else Path(data).name
+    report = f"eval-{name}-{split}{'-tta' if tta else ''}"
+    return Path(out) if out else run_dir / report if run_dir else Path("runs") / f"{report}-{Path(source).stem}"
+
+
+def evaluate_checkpoint(checkpoint, data: str | None = None, *, split: str | None = None, out=None, tta: bool = False,
                         device: str = "auto", batch_size: int = 256, ferplus_images=None,
                         label_mode: str = "majority", progress: bool = True, on_error: str = "raise",
                         overwrite: bool = False) -> dict:
     """Evaluate a saved model on a dataset split and write the report; returns the metrics.
 
     ``checkpoint``: a run folder (its best.safetensors is used), a minivit .safetensors, or anything
-    ViT.from_pretrained reads. ``data``: a dataset path, or "synthetic" (a run's own synthetic val
-    set); by default the run's own data. The report goes to ``out`` (default
-    ``<run>/eval-<data>-<split>``), which must not already hold one unless ``overwrite``; the
-    per-class table and any collapse warning are printed. Every check that can fail runs before the
-    model sees an image.
+    ViT.from_pretrained reads. ``data``: a dataset path, or "synthetic" (a run's own synthetic faces);
+    by default the run's own data, split as the run split it (its carved validation split rebuilt).
+    ``split``: by default "test", the split that selected nothing (a dataset without one: its val split,
+    said so). The report goes to ``out`` (default ``<run>/eval-<data>-<split>``), which must not already
+    hold one unless ``overwrite``. Printed: what was measured (split, source, image count, and whether it
+    selected the checkpoint), a note when the data differs in kind from the training data, the per-class
+    table and any majority-class warning. Every check that can fail runs before the model sees an image.
     """
-    from .augment import AugmentConfig, eval_transform
     from .data import LABELS
-    from .device import pick_device, resolve_precision
+    from .device import pick_device
     from .model import ViT
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r}: expected an integer >= 1")
     source, run_dir = find_checkpoint(checkpoint)
+    run = RunData.read(run_dir) if run_dir else None
     if data is None:  # the run's own data, read the way the run read it
         if run_dir is None and not Path(checkpoint).exists():
             raise CheckpointError(f"{checkpoint}: no such file or folder (and --data is needed for a checkpoint "
                                   f"that is not in a run folder)")
-        if run_dir is None:
+        if run is None:
             raise ConfigError(f"--data is needed: {checkpoint} is not a run folder (no config.json beside it)")
-        train = run_train_fields(run_dir)
-        data, label_mode = str(train.get("data", "synthetic")), train.get("label_mode", label_mode)
-        ferplus_images = ferplus_images or train.get("ferplus_images")
-    name = "synthetic" if data == "synthetic" else Path(data).name
-    report = f"eval-{name}-{split}{'-tta' if tta else ''}"
-    out = Path(out) if out else run_dir / report if run_dir else Path("runs") / f"{report}-{Path(source).stem}"
-    check_report_folder(out, overwrite)
-    dev = pick_device(device)
-    model = ViT.from_pretrained(source).to(dev).eval()
+        if run.given:
+            raise ConfigError(f"--data is needed: the run in {run_dir} trained on images passed to train() in "
+                              f"Python, which evaluate cannot read again")
+        data, label_mode = run.data, run.train.get("label_mode", label_mode)
+        ferplus_images = ferplus_images or run.train.get("ferplus_images")
+    out_dir = report_folder(out, run_dir, source, data, split or "test", tta)
+    check_report_folder(out_dir, overwrite)
+    model = ViT.from_pretrained(source).to(pick_device(device)).eval()
     check_classes(model, len(LABELS), source)  # every reader maps to LABELS: known before reading any data
-    dataset = load_eval_data(data, split, run_dir, model, on_error=on_error, progress=progress,
-                             label_mode=label_mode, ferplus_images=ferplus_images)
+    dataset, used = load_eval_data(data, split or "test", run, model, fallback=split is None, on_error=on_error,
+                                   progress=progress, label_mode=label_mode, ferplus_images=ferplus_images)
+    if used != (split or "test"):
+        print(f"note: {data} has no test split: evaluating its {used} split")
+        if out is None:
+            out_dir = report_folder(out, run_dir, source, data, used, tta)
+            check_report_folder(out_dir, overwrite)
     check_classes(model, len(dataset.classes), source)
+    rule = run.rule if run is not None and run.owns(data) else None
+    return score_and_report(model, dataset, used, rule, source, out_dir, tta=tta, batch_size=batch_size,
+                            progress=progress)
+
+
+def score_and_report(model, dataset, split: str, rule: dict | None, source: str, out_dir: Path, *, tta: bool,
+                     batch_size: int, progress: bool) -> dict:
+    """evaluate_checkpoint's second half: score, write the report, print what was measured."""
+    from .augment import AugmentConfig, eval_transform
+    from .data import data_kind, kind_note, split_label
+    from .data.provenance import read_trained_on
+    from .data.splits import selection_role, split_title
+    from .device import resolve_precision
+
+    device = next(model.parameters()).device
     aug = AugmentConfig(image_size=model.config.image_size, channels=model.config.in_chans)
-    _, dtype, _ = resolve_precision("auto", dev)
+    _, dtype, _ = resolve_precision("auto", device)
+    label = split_label(split, dataset, rule)
+    note = kind_note(read_trained_on(source), data_kind(dataset))
+    print(f"{Path(source).name} on {label}" + (" (flip TTA)" if tta else ""))
+    if note:
+        print(f"note: {note}")
     metrics = evaluate(model, dataset, lambda x: eval_transform(x, aug), batch_size=batch_size, tta=tta,
                        autocast_dtype=dtype, progress=progress)
     metrics["skipped"] = dataset.skipped
-    paths = write_report(metrics, out, extra=dict(checkpoint=source, data=dataset.source, split=split))
-    attention = attention_report(model, dataset, lambda x: eval_transform(x, aug), out / "attention_maps.png",
-                                 autocast_dtype=dtype, title=f"Attention maps: {Path(source).name} on {name} ({split})")
+    paths = write_report(metrics, out_dir, label=label, extra=dict(
+        checkpoint=source, data=dataset.source, split=split, split_label=label,
+        selection=selection_role(split, rule), note=note))
+    attention = attention_report(model, dataset, lambda x: eval_transform(x, aug), out_dir / "attention_maps.png",
+                                 autocast_dtype=dtype,
+                                 title=f"Attention maps: {Path(source).name} on {split_title(split, dataset, rule)}")
     print(format_table(metrics))
     if dataset.skipped:
         print(f"skipped {dataset.skipped} unreadable items (--on-bad-image skip)")
@@ -393,8 +535,10 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="run folder (uses best.safetensors), a minivit "
                    ".safetensors, or anything ViT.from_pretrained reads")
     p.add_argument("--data", help="dataset path (FER2013 csv, image folder, FER+ csv, RAF-DB root) or 'synthetic' "
-                   "(a run's own synthetic val set); default: the data the run trained on")
-    p.add_argument("--split", default="val", choices=("train", "val", "test"), help="default val")
+                   "(a run's own synthetic faces); default: the data the run trained on")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="default test: the split that selected nothing (a dataset without one: its val split, said "
+                        "so); val on a run's own data is its validation split as the run had it, a carved one rebuilt")
     p.add_argument("--ferplus-images", help="FER+ csv only: the original fer2013.csv or the folder of its images")
     p.add_argument("--label-mode", default="majority", choices=("majority", "soft"), help="FER+ only")
     p.add_argument("--tta", action="store_true", help="average the logits of each image and its mirror")
@@ -421,8 +565,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 __all__ = ["evaluate_checkpoint", "confusion_matrix", "classification_metrics", "dominant_class_warning",
-           "format_table", "hard_targets", "predict", "evaluate", "write_report", "select_examples",
-           "attention_report", "find_checkpoint", "main"]
+           "majority_baseline_macro_f1", "format_table", "hard_targets", "predict", "evaluate", "write_report",
+           "confusion_report_png", "select_examples", "attention_report", "find_checkpoint", "main"]
 
 
 if __name__ == "__main__":

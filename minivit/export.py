@@ -29,8 +29,10 @@ to a temporary file that only replaces ``--onnx`` once it has passed).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,10 @@ from .errors import ConfigError
 DEFAULT_OPSET = 18
 TOLERANCE = 1e-4  # float32 ONNX Runtime vs PyTorch: kernels differ in summation order, ~1e-6 for small ViTs
 INSTALL_HINT = "pip install 'minivit[export]' (onnx, onnxruntime)"
+# Where torch's dynamo exporter logs "torchvision is not installed. Skipping torchvision::nms" (and
+# roi_align, roi_pool, deform_conv2d) as it builds its table of operators, on every export.
+ONNX_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
+TORCHVISION_NOTICE = "torchvision is not installed. Skipping"
 
 
 class VerificationFailed(Exception):
@@ -60,6 +66,24 @@ class LogitsOnly(torch.nn.Module):
         return self.model(images)  # (B, K)
 
 
+class _DropTorchvisionNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(TORCHVISION_NOTICE)
+
+
+@contextmanager
+def without_torchvision_notices():
+    """Drop exactly the dynamo exporter's "torchvision is not installed. Skipping torchvision::..."
+    warnings while inside: minivit has no torchvision operator (and does not depend on torchvision),
+    so the four lines say nothing about this export. Every other message of that logger still shows."""
+    logger, drop = logging.getLogger(ONNX_REGISTRY_LOGGER), _DropTorchvisionNotices()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True, dynamo: bool = False) -> None:
     """Write ``model`` (eval mode, CPU, float32) as an ONNX graph images -> logits to ``path``."""
     cfg = model.config
@@ -73,9 +97,10 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool 
             except ImportError:
                 raise ConfigError("--dynamo needs onnxscript: pip install onnxscript") from None
             shapes = {"images": {0: torch.export.Dim("batch")}} if dynamic_batch else None
-            torch.onnx.export(wrapper, (example,), str(path), dynamo=True, input_names=["images"],
-                              output_names=["logits"], dynamic_shapes=shapes, opset_version=opset,
-                              external_data=False, verbose=False)
+            with without_torchvision_notices():
+                torch.onnx.export(wrapper, (example,), str(path), dynamo=True, input_names=["images"],
+                                  output_names=["logits"], dynamic_shapes=shapes, opset_version=opset,
+                                  external_data=False, verbose=False)
         else:
             axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
             torch.onnx.export(wrapper, (example,), str(path), dynamo=False, input_names=["images"],

@@ -379,6 +379,10 @@ class ViT(nn.Module):
         on the fly (differentiably, every call); ``resize_image`` does it once instead.
         """
         cfg = self.config
+        if x.ndim != 4:  # batches only, as nanoGPT's model: one image is x[None], a (1, C, H, W) batch
+            one = ": for one image pass x[None]" if x.ndim == 3 else ""
+            raise ConfigError(f"input has shape {tuple(x.shape)} but the model expects a batch of images "
+                              f"(B, C, H, W){one}")
         B, C, H, W = x.shape
         if C != cfg.in_chans:
             raise ConfigError(f"input has {C} channel{'s' if C != 1 else ''} but the model expects {cfg.in_chans} "
@@ -394,6 +398,7 @@ class ViT(nn.Module):
 
     def forward(self, x: torch.Tensor, *, return_out: bool = False, attention: bool = False):
         """Images (B, C, H, W) -> logits (B, num_classes), or the pooled features without a head.
+        Batches only: one (C, H, W) image is a ConfigError (pass ``x[None]``).
 
         ``return_out=True`` returns ``(logits, out)``, big_vision's dict of intermediates:
         ``out["tokens"]`` the (B, T, D) tokens after each block, ``out["encoded"]`` after the

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,20 @@ def _color(c):
 
 # -------------------------------------------------------------------------------- confusion matrix
 
-def confusion_matrix_figure(cm, classes, *, show_rates: bool = True, title: str = "Confusion matrix") -> Figure:
+def _with_subtitle(title: str, subtitle: str, inches: float) -> str:
+    """The title, then the subtitle wrapped to the figure's width: what the figure measured (the split,
+    its source and size, "synthetic faces") has to be readable in the picture itself."""
+    if not subtitle:
+        return title
+    return title + "\n" + textwrap.fill(subtitle, width=max(30, int(inches * 13)))  # ~13 characters an inch at 9 pt
+
+
+def confusion_matrix_figure(cm, classes, *, show_rates: bool = True, title: str = "Confusion matrix",
+                            subtitle: str = "") -> Figure:
     """Rows: true class, columns: predicted. Colours are the row-normalised rate (recall per cell), so
     a rare class reads as clearly as a common one, whatever ``show_rates``; each cell shows its count
-    and, with ``show_rates``, that rate in % below it."""
+    and, with ``show_rates``, that rate in % below it. ``subtitle`` (e.g. which split of which data, how
+    many images) goes under the title in smaller type."""
     cm = np.asarray(_array(cm), dtype=np.int64)
     k = cm.shape[0]
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)  # (K, K): rows sum to 1
@@ -89,14 +100,15 @@ def confusion_matrix_figure(cm, classes, *, show_rates: bool = True, title: str 
     ax.set_yticks(range(k), labels=list(classes))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(_with_subtitle(title, subtitle, side), fontsize=10 if subtitle else None)
     fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
     return fig
 
 
-def confusion_matrix_png(cm, classes, path, *, show_rates: bool = True, title: str = "Confusion matrix") -> str:
+def confusion_matrix_png(cm, classes, path, *, show_rates: bool = True, title: str = "Confusion matrix",
+                         subtitle: str = "") -> str:
     """Write the confusion matrix (see confusion_matrix_figure) as a PNG; returns the path."""
-    return save_png(confusion_matrix_figure(cm, classes, show_rates=show_rates, title=title), path)
+    return save_png(confusion_matrix_figure(cm, classes, show_rates=show_rates, title=title, subtitle=subtitle), path)
 
 
 # -------------------------------------------------------------------------------- training curves
@@ -106,8 +118,9 @@ def _series(history: list[dict], key: str) -> tuple[list, list]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def curves_figure(history: list[dict], *, title: str = "Training curves") -> Figure:
-    """Loss, accuracy and learning rate per epoch, one panel each, from a list of per-epoch dicts.
+def curves_figure(history: list[dict], *, title: str = "Training curves", subtitle: str = "") -> Figure:
+    """Loss, accuracy and learning rate per epoch, one panel each, from a list of per-epoch dicts;
+    ``subtitle`` (the data and the split "val" is) goes under the title in smaller type.
 
     Each dict has "epoch" and any of train_loss, val_loss, val_ema_loss, train_acc, val_acc,
     val_ema_acc, lr. Ticks are picked by matplotlib's locators (integers, at most ~8 per axis), so
@@ -136,13 +149,13 @@ def curves_figure(history: list[dict], *, title: str = "Training curves") -> Fig
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
+    fig.suptitle(_with_subtitle(title, subtitle, 13), fontsize=11 if subtitle else None)
     return fig
 
 
-def curves_png(history: list[dict], path, *, title: str = "Training curves") -> str:
+def curves_png(history: list[dict], path, *, title: str = "Training curves", subtitle: str = "") -> str:
     """Write the training curves (see curves_figure) as a 1300 x 400 PNG; returns the path."""
-    return save_png(curves_figure(history, title=title), path)
+    return save_png(curves_figure(history, title=title, subtitle=subtitle), path)
 
 
 # -------------------------------------------------------------------------------- attention maps

@@ -5,6 +5,7 @@
 
 Endpoints:
     GET  /          the page (minivit/static/index.html: plain JavaScript and a canvas, no CDN)
+    GET  /favicon.svg, /favicon.ico   the page's icon (a small SVG; .ico for clients that ask for it unprompted)
     GET  /health    {"status": "ok", "classes": [...], "face_detection": ..., limits}
     POST /predict   multipart form with the image in field ``file`` -> JSON, as minivit.predict's
                     ``--json`` record of one image: {"width", "height", "detection", "note",
@@ -49,6 +50,13 @@ MULTIPART_SLACK = 16 * 1024  # form boundaries and part headers around the file'
 MAX_CONCURRENT = 4  # uploads decoded and preprocessed at once (each up to ~120 MB while decoding)
 MAX_SIDE = DETECT_MAX_SIDE  # decoded uploads shrink to this longest side: detection's own working size
 INSTALL_HINT = "pip install 'minivit[serve]' (fastapi, uvicorn, python-multipart)"
+# The tab icon: a smiling face, 300 bytes of SVG. Browsers ask for /favicon.ico unless the page links
+# an icon; the page links this one, and /favicon.ico answers with it too, so no request gets a 404.
+FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">'
+               '<rect width="64" height="64" rx="14" fill="#4363d8"/>'
+               '<circle cx="22" cy="26" r="5" fill="#fff"/><circle cx="42" cy="26" r="5" fill="#fff"/>'
+               '<path d="M18 40 Q32 54 46 40" stroke="#fff" stroke-width="5" fill="none" stroke-linecap="round"/>'
+               '</svg>')
 
 
 def page() -> str:
@@ -68,7 +76,7 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
     try:
         from fastapi import FastAPI, Request
         from fastapi.concurrency import run_in_threadpool
-        from fastapi.responses import HTMLResponse
+        from fastapi.responses import HTMLResponse, Response
     except ImportError:
         raise ConfigError(f"the web demo needs FastAPI: {INSTALL_HINT}") from None
 
@@ -79,6 +87,11 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
     @app.get("/", response_class=HTMLResponse)
     def index():
         return html
+
+    @app.get("/favicon.svg")
+    @app.get("/favicon.ico")
+    def favicon():
+        return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/health")
     def health():

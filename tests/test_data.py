@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import minivit.data as data
-from minivit.data import (LABELS, ImageSet, detect_format, label_index, load_dataset, read_ferplus_labels,
+from minivit.data import (LABELS, ImageSet, MissingSplit, detect_format, label_index, load_dataset, read_ferplus_labels,
                           synthetic_faces)
 from minivit.errors import ConfigError, DataError
 
@@ -135,9 +135,12 @@ def test_image_folders_aliases_fallback_and_blank(tmp_path, caplog):
     assert s.images.shape == (6, 1, 48, 48)
     assert s.class_counts().tolist() == [2, 0, 0, 2, 0, 2, 0]
     assert (s.images[s.images.flatten(1).amax(1) == 0]).shape[0] == 3  # blank images are data
-    with caplog.at_level(logging.WARNING, logger="minivit.data"):
-        v = load_dataset(tmp_path, "val")
-    assert len(v) == 6 and "using test/ for split 'val'" in caplog.text
+    # no val/ folder: "val" is missing, never test/ under another name (the test split would then pick the
+    # model it is scored on); training carves a val split out of train/ instead (minivit.data.splits)
+    with pytest.raises(MissingSplit, match="no folder for split 'val'"):
+        load_dataset(tmp_path, "val")
+    t = load_dataset(tmp_path, "test")
+    assert len(t) == 6 and t.ids == tuple(f"{c}/{i}.jpg" for c in ("Anger", "happiness", "surprised") for i in (0, 1))
 
 
 def test_image_folders_errors(tmp_path, caplog):
@@ -339,8 +342,10 @@ def test_fer2013_public_test_folder(shared_dir):
     if not (root / "test").is_dir():
         pytest.skip(f"{root}/test is absent")
     assert detect_format(root) == "folders"
-    s = load_dataset(root, "val")  # Kaggle layout: no val/, falls back to test/ (PublicTest)
+    s = load_dataset(root, "test")  # Kaggle layout: test/ holds PublicTest
     assert s.images.shape == (3589, 1, 48, 48) and s.images.dtype == torch.uint8
+    with pytest.raises(MissingSplit):  # and there is no val/: never test/ again under that name
+        load_dataset(root, "val")
     assert s.class_counts().tolist() == [PUBLIC_TEST_COUNTS[c] for c in LABELS]
     # a real face has contrast; the whole set is not one constant
     assert s.images.float().std() > 20

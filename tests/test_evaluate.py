@@ -112,12 +112,54 @@ def test_dominant_class_warning():
     y = torch.tensor([0] * 30 + [1] * 40 + [2] * 30)
     collapsed = classification_metrics(y, torch.tensor([1] * 97 + [0] * 3), classes)
     message = dominant_class_warning(collapsed)
-    assert message.startswith("the model predicts 'happy' for 97% of the 100 images")
-    assert dominant_class_warning(collapsed, threshold=0.98) is None
-    # exactly at the threshold is not a collapse; one more image over it is
-    assert dominant_class_warning(classification_metrics(y, torch.tensor([1] * 90 + [0] * 10), classes)) is None
-    assert dominant_class_warning(classification_metrics(y, torch.tensor([1] * 91 + [0] * 9), classes))
+    assert message.startswith("the model predicts 'happy' for 97% of the 100 images, whose true share is 40%")
     assert dominant_class_warning(classification_metrics(y, y, classes)) is None  # a healthy model
+
+
+def spread_predictions(y: torch.Tensor, dominant: int, count: int) -> torch.Tensor:
+    """Predictions for y: class ``dominant`` for the first ``count`` images, the true class for the rest."""
+    p = y.clone()
+    p[:count] = dominant
+    return p
+
+
+def test_majority_class_rule_one_class_swallows_the_predictions():
+    """Rule 1: one class predicted for over 70% of the images while under 40% of them truly are it. The case
+    the former 90% rule let through: 83% 'happy' predictions where happy is 25% of the images (a 2-epoch
+    FER2013 run)."""
+    from minivit.evaluate import DOMINANT_SHARE, DOMINANT_TRUE_SHARE
+
+    assert (DOMINANT_SHARE, DOMINANT_TRUE_SHARE) == (0.7, 0.4)
+    classes = ("angry", "happy", "sad", "neutral")
+    y = torch.tensor([1] * 25 + [0] * 25 + [2] * 25 + [3] * 25)  # happy: 25%
+    p = spread_predictions(y, 1, 83)  # happy for 83 of 100, the other 17 right
+    m = classification_metrics(y, p, classes)
+    assert m["macro_f1"] > 0.3  # far above the 0.1 of always predicting happy: rule 2 alone would not fire
+    message = dominant_class_warning(m)
+    assert message.startswith("the model predicts 'happy' for 83% of the 100 images, whose true share is 25%")
+    assert dominant_class_warning(classification_metrics(y, spread_predictions(y, 1, 70), classes)) is None  # 70%
+    assert dominant_class_warning(classification_metrics(y, spread_predictions(y, 1, 71), classes))  # over 70%
+    # a class that truly is 40% of the images may take 75% of the predictions without rule 1 firing
+    y40 = torch.tensor([1] * 40 + [0] * 20 + [2] * 20 + [3] * 20)
+    assert dominant_class_warning(classification_metrics(y40, spread_predictions(y40, 1, 75), classes)) is None
+
+
+def test_majority_class_rule_macro_f1_near_the_baseline():
+    """Rule 2: macro F1 at most 0.02 above always predicting the most frequent class (a common class
+    swallowing the predictions is not caught by rule 1, since its true share is 40% or more)."""
+    from minivit.evaluate import BASELINE_MARGIN, majority_baseline_macro_f1
+
+    classes = ("angry", "happy", "sad")
+    y = torch.tensor([1] * 60 + [0] * 20 + [2] * 20)  # happy: 60%
+    baseline = majority_baseline_macro_f1([20, 60, 20])
+    assert baseline == pytest.approx(2 * 0.6 / 1.6 / 3) and BASELINE_MARGIN == 0.02
+    p = torch.full((100,), 1)
+    p[-1] = 0  # happy for 99 images, and one sad face called angry: no better than the baseline
+    near = classification_metrics(y, p, classes)
+    assert near["macro_f1"] <= baseline + BASELINE_MARGIN and dominant_class_warning(near)
+    assert "macro F1" in dominant_class_warning(near) and f"{baseline:.3f}" in dominant_class_warning(near)
+    healthy = classification_metrics(y, spread_predictions(y, 1, 80), classes)  # 80% happy, rest right
+    assert healthy["macro_f1"] > baseline + BASELINE_MARGIN and dominant_class_warning(healthy) is None
 
 
 class Constant(torch.nn.Module):
@@ -239,7 +281,7 @@ def cli(argv, capsys):
 def test_evaluating_a_run_redraws_its_synthetic_val_set(tmp_path, capsys):
     model = tiny_vit().eval()
     run_dir = fake_run(tmp_path / "run", model)
-    code, out, err = cli(["--checkpoint", run_dir, "--no-progress", "--batch-size", 5], capsys)
+    code, out, err = cli(["--checkpoint", run_dir, "--split", "val", "--no-progress", "--batch-size", 5], capsys)
     assert code == 0, err
     assert err == ""  # --no-progress: not one bar
     report = run_dir / "eval-synthetic-val"
@@ -255,7 +297,7 @@ def test_evaluating_a_run_redraws_its_synthetic_val_set(tmp_path, capsys):
 def test_existing_report_is_never_overwritten_without_the_flag(tmp_path, capsys):
     run_dir = fake_run(tmp_path / "run", tiny_vit())
     assert cli(["--checkpoint", run_dir, "--no-progress"], capsys)[0] == 0
-    report = run_dir / "eval-synthetic-val"
+    report = run_dir / "eval-synthetic-test"  # the default split: the test faces that selected nothing
     before = {p.name: p.read_bytes() for p in report.iterdir()}
     code, _, err = cli(["--checkpoint", run_dir, "--no-progress"], capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err

@@ -115,3 +115,46 @@ def test_help_explains_every_flag(capsys):
     for flag in ("--checkpoint", "--onnx", "--overwrite", "--opset", "--static-batch", "--dynamo", "--image",
                  "--tolerance"):
         assert flag in text
+
+
+def test_dynamo_export_prints_no_torchvision_notices(tmp_path):
+    """torch's dynamo exporter logs "torchvision is not installed. Skipping torchvision::nms" (and three
+    more) on every export; minivit has no such operator. A real process: the lines went to stderr
+    through torch's own log handler, which an in-process capture does not see."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("onnxscript", reason="--dynamo needs onnxscript")
+    save_tiny(tmp_path / "m.safetensors")
+    out = tmp_path / "m.onnx"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "minivit.export", "--checkpoint", str(tmp_path / "m.safetensors"),
+                           "--onnx", str(out), "--dynamo"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and out.is_file(), proc.stderr
+    assert "torch.export-based" in proc.stdout and "wrote" in proc.stdout
+    assert "torchvision" not in proc.stderr, proc.stderr
+
+
+def test_only_the_torchvision_notices_are_dropped():
+    """The filter is exact: another warning of the same logger still shows, and the filter is gone after."""
+    import logging
+
+    from minivit.export import ONNX_REGISTRY_LOGGER, without_torchvision_notices
+
+    logger = logging.getLogger(ONNX_REGISTRY_LOGGER)
+    seen = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        with without_torchvision_notices():
+            for op in ("nms", "roi_align", "roi_pool", "deform_conv2d"):
+                logger.warning("torchvision is not installed. Skipping %s", f"torchvision::{op}")
+            logger.warning("'%s' does not have a 'default' overload.", "aten::x")
+        logger.warning("torchvision is not installed. Skipping %s", "torchvision::nms")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["'aten::x' does not have a 'default' overload.",
+                    "torchvision is not installed. Skipping torchvision::nms"]

@@ -434,3 +434,50 @@ def test_properties_of_any_config(cfg, batch, seed, extra):
         assert torch.equal(model(y), resized(y))
         # Resampling to the same grid is the identity (no interpolation round trip).
         assert torch.equal(resample_pos_embed(model.pos_embed, cfg.grid, cfg.grid, cfg.num_prefix_tokens), model.pos_embed)
+
+
+@pytest.mark.parametrize("name, parsed", [
+    ("vit-base-patch16-224", ("B", 16, 224)),
+    ("google/vit-base-patch16-224", ("B", 16, 224)),
+    ("google/vit-base-patch16-224-in21k", ("B", 16, 224)),
+    ("vit-large-patch32-384", ("L", 32, 384)),
+    ("vit-huge-patch14-224-in21k", ("H", 14, 224)),
+    ("Google/ViT-Base-Patch32-384", ("B", 32, 384)),
+    ("timm/vit_small_patch16_224.augreg_in21k", ("S", 16, 224)),
+])
+def test_transformers_and_hugging_face_repo_names(name, parsed):
+    assert parse_name(name) == parsed
+
+
+def test_a_transformers_name_builds_the_paper_names_model():
+    with torch.device("meta"):  # sizes only
+        assert create_model("vit-base-patch16-224").num_params() == create_model("B/16").num_params() == 86_567_656
+    assert config_from_name("google/vit-huge-patch14-224-in21k") == config_from_name("H/14")
+    assert config_from_name("vit-large-patch32-384", num_classes=7) == config_from_name("L/32-384", num_classes=7)
+
+
+@pytest.mark.parametrize("name", ["vit-base-patch15-224", "openai/vit-base-patch16-224", "vit-base16-224",
+                                  "vit-base-patch16-224-finetuned-fer2013", "google/vit-base_patch16_224"])
+def test_an_unknown_name_lists_every_dialect(name):
+    with pytest.raises(ConfigError) as e:
+        config_from_name(name)
+    message = str(e.value)
+    assert message.startswith(f"unknown model name {name!r}") and "\n" not in message
+    for example in ("'ViT-B_16'", "'B/16'", "'vit_base_patch16_224'", "'google/vit-base-patch16-224'", "-in21k'"):
+        assert example in message, example
+
+
+def test_an_unbatched_image_is_a_one_line_error_naming_the_shapes():
+    """Batches only (as nanoGPT's model): a (C, H, W) image is refused with the shape it had and the
+    shape wanted, not Python's "not enough values to unpack"."""
+    model = randomized(ViT(tiny()))
+    x = torch.randn(3, 32, 32)
+    with pytest.raises(ConfigError, match=r"^input has shape \(3, 32, 32\) but the model expects a batch of images "
+                                          r"\(B, C, H, W\): for one image pass x\[None\]$"):
+        model(x)
+    with pytest.raises(ValueError, match=r"input has shape \(2, 1, 3, 32, 32\) but .* \(B, C, H, W\)$"):
+        model(torch.randn(2, 1, 3, 32, 32))  # a ConfigError is a ValueError, for callers that catch those
+    with pytest.raises(ConfigError, match=r"input has shape \(32, 32\)"):
+        model(torch.randn(32, 32))
+    with torch.no_grad():
+        assert model(x[None]).shape == (1, 5)  # the batch of one the message suggests

@@ -388,3 +388,17 @@ def test_bytes_obey_the_predictors_pixel_limit_and_names_must_match_the_images(c
         with pytest.raises(ConfigError, match=f"{len(names)} names for 2 images"):
             predictor.predict([x, x], names=names)
     assert [r.source for r in predictor.predict([x, x], names=["a", "b"])] == ["a", "b"]
+
+
+def test_no_table_on_stdout_when_no_file_gave_a_prediction(checkpoint, files, capsys):
+    """Errors go to stderr; a table header with no rows under it is not printed. With a good file
+    beside the bad one the table is there, the bad file's error still on stderr only."""
+    notes = str(files / "notes.jpg")
+    assert main([notes, str(files / "missing.jpg"), "--checkpoint", str(checkpoint), "--no-detect"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert [line.split(":")[0] for line in captured.err.splitlines()] == ["error", "error"]
+    assert main([notes, str(files / "noise.jpg"), "--checkpoint", str(checkpoint), "--no-detect"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].split()[:3] == ["image", "region", "expression"]
+    assert "noise.jpg" in captured.out and "notes.jpg" not in captured.out and "notes.jpg" in captured.err

@@ -243,3 +243,17 @@ def test_cli_reports_a_missing_extra_before_loading_the_model_and_never_prints_p
     assert serve.main(["--checkpoint", str(checkpoint), "--port", "0", "--no-detect"]) == 0
     err = capsys.readouterr().err
     assert ":0" not in err and "free port" in err and calls[0]["port"] == 0 and calls[0]["log_level"] == "info"
+
+
+def test_the_page_links_an_icon_that_is_served(client):
+    """Browsers ask for an icon (/favicon.ico unless the page links one): both answer 200 with an SVG."""
+    import xml.etree.ElementTree as ET
+
+    page = client.get("/").text
+    assert '<link rel="icon" href="/favicon.svg" type="image/svg+xml">' in page
+    for path in ("/favicon.svg", "/favicon.ico"):
+        r = client.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml"), path
+        root = ET.fromstring(r.content)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg" and root.get("viewBox") == "0 0 64 64"
+    assert client.get("/favicon.png").status_code == 404  # only the icon's two names, nothing else

@@ -91,6 +91,7 @@ BAD_OPTIONS = [
     ("--synthetic-samples", "0"), ("--synthetic-samples", "6"), ("--epochs", "2.5"), ("--in-chans", "2"),
     ("--stem", "resnet"), ("--compile", "maybe"), ("--on-bad-image", "ignore"), ("--patch-size", "0"),
     ("--log-every", "0"), ("--eval-batch-size", "0"), ("--seed", "-1"),
+    ("--val-fraction", "0"), ("--val-fraction", "1"), ("--val-fraction", "-0.1"), ("--val-split", "sometimes"),
 ]
 
 
@@ -289,7 +290,11 @@ def test_bad_images_stop_or_are_skipped_and_counted(tmp_path, capsys):
     assert code == 0, err
     assert "skipped 1 unreadable image" in err
     saved = json.loads((tmp_path / "skip" / "config.json").read_text())
-    assert saved["data"]["train_size"] == 24 and saved["model"]["in_chans"] == 1  # 16 and 24 px, resized to 16
+    # the 24 readable training images (16 and 24 px, resized to 16): a val split of 1 per class carved out of
+    # them (the folder has no val/), the other 22 trained on; test/ is scored at the end, never selects
+    assert saved["data"]["train_size"] + saved["data"]["val_size"] == 24 and saved["data"]["val_size"] == 2
+    assert saved["data"]["split"]["val"] == "carved" and saved["data"]["test_size"] == 8
+    assert saved["model"]["in_chans"] == 1
 
 
 # -- resuming: what may not change, where the run continues, what the stop line says ----------------------

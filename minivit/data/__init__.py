@@ -2,8 +2,9 @@
 
     from minivit.data import load_dataset, synthetic_faces, LABELS
     train = load_dataset("../shared/data/fer2013", "train")   # ImageSet: uint8 (N, 1, 48, 48) + int64 (N,)
+    splits = load_splits("../shared/data/fer2013")            # train, val (carved out of train/), test
 
-See docs/data.md for the formats, the label mappings and the on_error policy.
+See docs/data.md for the formats, the label mappings, the on_error policy and the split rule (splits.py).
 """
 
 from .fer2013 import load_fer2013_csv, read_fer2013_rows
@@ -11,14 +12,17 @@ from .ferplus import load_ferplus, read_ferplus_labels
 from .folders import load_image_folder
 from .imageset import ImageSet, decode_images
 from .labels import (AFFECTNET_CODES, ALIASES, DROPPED, FERPLUS_COLUMNS, LABELS, NUM_CLASSES, RAFDB_CODES,
-                     code_table, label_index)
+                     MissingSplit, code_table, label_index)
 from .formats import detect_format, load_dataset
 from .rafdb import load_rafdb
-from .synthetic import synthetic_faces, synthetic_split
+from .synthetic import synthetic_faces, synthetic_split, synthetic_test_set
+from .splits import DataSplits, carve_validation, load_run_split, load_splits, split_label
+from .provenance import data_kind, kind_note, trained_on
 
 __all__ = [
     "LABELS", "NUM_CLASSES", "ALIASES", "DROPPED", "RAFDB_CODES", "AFFECTNET_CODES", "FERPLUS_COLUMNS",
     "label_index", "code_table", "ImageSet", "decode_images", "load_dataset", "detect_format",
     "load_fer2013_csv", "read_fer2013_rows", "load_ferplus", "read_ferplus_labels", "load_image_folder",
-    "load_rafdb", "synthetic_faces", "synthetic_split",
+    "load_rafdb", "synthetic_faces", "synthetic_split", "synthetic_test_set", "MissingSplit", "DataSplits",
+    "carve_validation", "load_splits", "load_run_split", "split_label", "trained_on", "data_kind", "kind_note",
 ]

@@ -1,7 +1,9 @@
 """FER2013 in its original CSV form: `emotion,pixels,Usage`, one 48x48 grayscale face per row.
 
 Usage column -> split: Training -> train, PublicTest -> val, PrivateTest -> test.
-Kaggle's competition files without a Usage column (train.csv: `emotion,pixels`) are one split.
+Kaggle's competition files without a Usage column (train.csv: `emotion,pixels`) are one split,
+"train": asking them for "val" or "test" is a MissingSplit (a run carves its validation split out of
+train, see minivit.data.splits), never the same rows again under another name.
 """
 
 import logging
@@ -14,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
 from .imageset import ImageSet, Problems, is_ascii_integer, open_csv
-from .labels import FER2013_CODES, SPLITS, code_table
+from .labels import FER2013_CODES, SPLITS, MissingSplit, code_table
 
 log = logging.getLogger("minivit.data")
 
@@ -103,19 +105,21 @@ def _parse_row(fields: list[str], header: list[str], col: dict, to_canonical: li
 
 
 def split_mask(usage: list[str], split: str, source: str) -> torch.Tensor:
-    """Boolean (N,) mask of rows whose Usage maps to `split` (all rows if the file has no Usage).
+    """Boolean (N,) mask of rows whose Usage maps to `split`; a file without Usage is all "train".
 
-    A split with no rows is a DataError: an empty set would fail later, far from its cause.
+    A split with no rows is a MissingSplit (a DataError): an empty set would fail later, far from its cause.
     """
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} for {source}: expected one of {', '.join(SPLITS)}")
     if usage and not any(usage):
-        log.info("%s has no Usage column: using all rows as split %r", source, split)
+        if split != "train":
+            raise MissingSplit(f"{source}: no Usage column, so every row is split 'train' (none is {split!r})")
+        log.info("%s has no Usage column: using all rows as split 'train'", source)
         return torch.ones(len(usage), dtype=torch.bool)
     mask = torch.tensor([USAGE_TO_SPLIT.get(u) == split for u in usage], dtype=torch.bool)
     if not mask.any():
         usage_name = next(u for u, s in USAGE_TO_SPLIT.items() if s == split)
-        raise DataError(f"{source}: no rows for split {split!r} (Usage {usage_name})")
+        raise MissingSplit(f"{source}: no rows for split {split!r} (Usage {usage_name})")
     return mask
 
 
@@ -133,4 +137,9 @@ def load_fer2013_csv(path: str | Path, split: str = "train", *, resize_mixed_to:
         raise DataError(f"{path}: has no 'emotion' column, so it cannot be used for training or evaluation")
     keep = split_mask(data["usage"], split, str(path))
     return ImageSet(data["images"][keep], data["labels"][keep], source=f"{path} [{split}]",
-                    skipped=data["skipped"])
+                    skipped=data["skipped"], ids=row_ids(data["row"][keep]))
+
+
+def row_ids(rows: torch.Tensor) -> tuple[str, ...]:
+    """Stable names of CSV data rows (0-based): what a carved validation split records."""
+    return tuple(f"row {r}" for r in rows.tolist())

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
-from .fer2013 import read_fer2013_rows, split_mask
+from .fer2013 import read_fer2013_rows, row_ids, split_mask
 from .imageset import ImageSet, Problems, decode_images, open_csv, read_header
 from .labels import FERPLUS_COLUMNS, LABELS, label_index
 
@@ -141,7 +141,7 @@ def load_ferplus(path: str | Path, split: str = "train", *, ferplus_images: str 
     keep = split_mask(usage, split, str(path))
     return ImageSet(pixels["images"][pos[keep]], labels["targets"][joined][keep],
                     source=f"{path} + {ferplus_images} [{split}, {label_mode}]",
-                    skipped=labels["skipped"] + pixels["skipped"])
+                    skipped=labels["skipped"] + pixels["skipped"], ids=row_ids(labels["row"][joined][keep]))
 
 
 def _load_ferplus_folder(path, labels, folder: Path, split, label_mode, decode: dict) -> ImageSet:
@@ -157,4 +157,4 @@ def _load_ferplus_folder(path, labels, folder: Path, split, label_mode, decode: 
     images, kept = decode_images(paths, resize_mixed_to=decode["resize_mixed_to"], problems=problems,
                                  desc=f"decoding FER+ {split}", progress=decode["progress"])
     return ImageSet(images, labels["targets"][index][kept], source=f"{path} + {folder} [{split}, {label_mode}]",
-                    skipped=labels["skipped"] + problems.count)
+                    skipped=labels["skipped"] + problems.count, ids=row_ids(labels["row"][index][kept]))

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .imageset import ImageSet, Problems, decode_images, is_ascii_integer
-from .labels import AFFECTNET_CODES, code_table, label_index
+from .labels import AFFECTNET_CODES, MissingSplit, code_table, label_index
 
 log = logging.getLogger("minivit.data")
 
@@ -31,8 +31,9 @@ def _child_dirs(root: Path) -> dict[str, Path]:
 
 
 def find_split_dir(root: str | Path, split: str) -> Path:
-    """The folder holding `split` under root. Kaggle's FER2013 has only train/ and test/: there
-    "val" falls back to test/ (logged), which is the PublicTest set in that layout."""
+    """The folder holding `split` under root; MissingSplit when there is none. Kaggle's FER2013 has only
+    train/ and test/: its "val" is missing, never test/ in disguise (training carves one out of train/,
+    see minivit.data.splits)."""
     root = Path(root)
     if split not in SPLIT_DIRS:
         raise ConfigError(f"split={split!r} for {root}: expected one of {', '.join(SPLIT_DIRS)}")
@@ -40,12 +41,7 @@ def find_split_dir(root: str | Path, split: str) -> Path:
     for name in SPLIT_DIRS[split]:
         if name in children:
             return children[name]
-    if split == "val":
-        for name in SPLIT_DIRS["test"]:
-            if name in children:
-                log.warning("%s has no val/ folder: using %s/ for split 'val'", root, children[name].name)
-                return children[name]
-    raise DataError(f"{root}: no folder for split {split!r} (looked for {', '.join(SPLIT_DIRS[split])}/)")
+    raise MissingSplit(f"{root}: no folder for split {split!r} (looked for {', '.join(SPLIT_DIRS[split])}/)")
 
 
 def is_image_folder_dataset(root: Path) -> bool:
@@ -77,7 +73,7 @@ def load_image_folder(root: str | Path, split: str = "train", *, resize_mixed_to
     """
     split_dir = find_split_dir(root, split)
     folder_problems = Problems(on_error, f"unknown class folders in {split_dir}")
-    paths, targets, dropped = [], [], {}
+    paths, targets, ids, dropped = [], [], [], {}
     for class_dir in _child_dirs(split_dir).values():
         try:
             target = folder_class(class_dir.name, index_codes)
@@ -90,6 +86,7 @@ def load_image_folder(root: str | Path, split: str = "train", *, resize_mixed_to
             continue
         paths += files
         targets += [target] * len(files)
+        ids += [f"{class_dir.name}/{p.name}" for p in files]  # stable: the file, relative to the split folder
     folder_problems.report()
     if dropped:
         log.info("%s: dropped classes outside the 7 labels: %s", split_dir, dropped)
@@ -99,4 +96,4 @@ def load_image_folder(root: str | Path, split: str = "train", *, resize_mixed_to
     images, kept = decode_images(paths, resize_mixed_to=resize_mixed_to, problems=problems,
                                  desc=f"decoding {split_dir.name}/", progress=progress)
     return ImageSet(images, torch.tensor(targets, dtype=torch.int64)[kept], source=f"{split_dir}",
-                    skipped=folder_problems.count + problems.count)
+                    skipped=folder_problems.count + problems.count, ids=tuple(ids[i] for i in kept))

@@ -51,8 +51,9 @@ def load_dataset(path: str | Path, split: str = "train", *, resize_mixed_to: int
     the original fer2013.csv, or the folder of the fer*.png images it names, for pixels), a RAF-DB
     basic folder or its list_patition_label.txt,
     or an image-folder tree <path>/<split>/<class>/*.jpg (Kaggle FER2013, AffectNet-style).
-    split: "train", "val" (PublicTest / val folder; falls back to test/ where there is none,
-    logged) or "test".
+    split: "train", "val" (PublicTest / a val folder) or "test". A dataset without the split raises
+    MissingSplit (a DataError), never answering with another split: Kaggle's FER2013 folders and RAF-DB
+    have no val split, and training carves one out of train (minivit.data.splits).
     resize_mixed_to: S (or (h, w)): where a folder's images are not all one size, every image is
     resized on decode to it (the training CLI passes its --img-size); uniform data keeps its size.
     on_error: "raise" (DataError naming file and line) or "skip" (skip, log the count, and record it

@@ -26,6 +26,9 @@ class ImageSet:
 
     images:  uint8 (N, C, H, W), C = 1 (grayscale) or 3 (colour), one size for all, CPU.
     targets: int64 (N,) class indices into `classes`, or float32 (N, K) soft labels whose rows sum to 1.
+    ids:     a stable name per image (a file path relative to the split's folder, "row 17" of a CSV), or
+             None: what a carved validation split is recorded by (minivit.data.splits), so that the same
+             images are held out again whatever order the files are listed in.
 
     >>> s = ImageSet(torch.zeros(2, 1, 48, 48, dtype=torch.uint8), torch.tensor([3, 3]))
     >>> len(s), s.class_counts().tolist()
@@ -37,6 +40,7 @@ class ImageSet:
     classes: tuple[str, ...] = LABELS
     source: str = ""
     skipped: int = 0  # items left out under on_error="skip" (rows or image files)
+    ids: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] not in (1, 3):
@@ -44,6 +48,10 @@ class ImageSet:
                             f"got {self.images.dtype} {tuple(self.images.shape)}")
         if len(self.targets) != len(self.images):
             raise DataError(f"{self.source or 'ImageSet'}: {len(self.images)} images but {len(self.targets)} targets")
+        if self.ids is not None:
+            self.ids = tuple(self.ids)
+            if len(self.ids) != len(self.images):
+                raise DataError(f"{self.source or 'ImageSet'}: {len(self.images)} images but {len(self.ids)} ids")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -59,9 +67,17 @@ class ImageSet:
             return self.targets.sum(0)
         return torch.bincount(self.targets, minlength=len(self.classes))
 
-    def subset(self, index) -> "ImageSet":
-        """The ImageSet restricted to `index` (a slice, index tensor or boolean mask)."""
-        return ImageSet(self.images[index], self.targets[index], self.classes, self.source, self.skipped)
+    def hard_targets(self) -> torch.Tensor:
+        """(N,) class indices: the targets, or for soft labels the class with the most mass."""
+        return self.targets.argmax(1) if self.soft else self.targets
+
+    def subset(self, index, source: str | None = None) -> "ImageSet":
+        """The ImageSet restricted to `index` (a slice, index tensor or boolean mask), ids included."""
+        ids = None
+        if self.ids is not None:
+            ids = tuple(self.ids[i] for i in torch.arange(len(self))[index].tolist())
+        return ImageSet(self.images[index], self.targets[index], self.classes,
+                        self.source if source is None else source, self.skipped, ids)
 
 
 class Problems:

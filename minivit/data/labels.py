@@ -13,6 +13,14 @@ NUM_CLASSES = len(LABELS)
 # The split names every reader accepts (each maps its own: FER2013's Usage, folder names, RAF-DB's prefixes).
 SPLITS = ("train", "val", "test")
 
+
+class MissingSplit(DataError):
+    """A dataset without the split asked for: Kaggle's FER2013 folders and RAF-DB have no validation split.
+
+    Never answered with another split in its place (a test set standing in for validation would pick the
+    model it is then scored on); minivit.data.splits carves a validation split out of train instead.
+    """
+
 # Labels that appear in some datasets but are not one of the 7: recognised, then dropped.
 # (contempt: AffectNet and FER+; unknown / NF ("not a face"): FER+ vote columns.)
 DROPPED = ("contempt", "unknown", "nf")

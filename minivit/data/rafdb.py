@@ -2,19 +2,17 @@
 
 Codes 1..7 in RAF's order: 1 surprise, 2 fear, 3 disgust, 4 happiness, 5 sadness, 6 anger, 7 neutral.
 Images in `Image/aligned/train_00001_aligned.jpg` (preferred: 100x100 aligned faces) or
-`Image/original/train_00001.jpg`. RAF-DB has train and test only: "val" falls back to test (logged).
+`Image/original/train_00001.jpg`. RAF-DB has train and test only: "val" is a MissingSplit (training
+carves a validation split out of train, see minivit.data.splits).
 """
 
-import logging
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError, DataError
 from .imageset import ImageSet, Problems, decode_images, is_ascii_integer, read_text_lines
-from .labels import RAFDB_CODES, code_table
-
-log = logging.getLogger("minivit.data")
+from .labels import RAFDB_CODES, MissingSplit, code_table
 
 LABEL_FILE = "list_patition_label.txt"  # RAF-DB's own spelling
 
@@ -39,8 +37,7 @@ def load_rafdb(path: str | Path, split: str = "train", *, resize_mixed_to: int |
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split!r} for {label_file}: expected one of train, val, test")
     if split == "val":
-        log.warning("%s: RAF-DB has no validation split: using test for split 'val'", label_file)
-        split = "test"
+        raise MissingSplit(f"{label_file}: RAF-DB has no validation split (train_* and test_* only)")
     root = label_file.parent.parent if label_file.parent.name == "EmoLabel" else label_file.parent
     aligned, original = root / "Image" / "aligned", root / "Image" / "original"
     if not aligned.is_dir() and not original.is_dir():
@@ -48,7 +45,7 @@ def load_rafdb(path: str | Path, split: str = "train", *, resize_mixed_to: int |
 
     to_canonical = code_table(RAFDB_CODES)
     problems = Problems(on_error, f"malformed lines in {label_file}")
-    paths, targets = [], []
+    paths, targets, names = [], [], []
     for line_no, line in enumerate(read_text_lines(label_file), start=1):
         if not line.strip():
             continue
@@ -67,6 +64,7 @@ def load_rafdb(path: str | Path, split: str = "train", *, resize_mixed_to: int |
         image = aligned / f"{stem}_aligned.jpg" if aligned.is_dir() else original / name
         paths.append(image)
         targets.append(to_canonical[int(code) - 1])
+        names.append(name)
     problems.report()
     if not paths:
         raise DataError(f"{label_file}: no '{split}_*' images listed")
@@ -74,4 +72,4 @@ def load_rafdb(path: str | Path, split: str = "train", *, resize_mixed_to: int |
     images, kept = decode_images(paths, resize_mixed_to=resize_mixed_to, problems=image_problems,
                                  desc=f"decoding RAF-DB {split}", progress=progress)
     return ImageSet(images, torch.tensor(targets, dtype=torch.int64)[kept], source=f"{root} [{split}]",
-                    skipped=problems.count + image_problems.count)
+                    skipped=problems.count + image_problems.count, ids=tuple(names[i] for i in kept))

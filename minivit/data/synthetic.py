@@ -113,6 +113,9 @@ def synthetic_faces(n: int, image_size: int = 48, seed: int = 0) -> ImageSet:
     return ImageSet(images, targets, source="synthetic")
 
 
+SEED_STEP = 7919  # seed offset between the train, val and test draws of one synthetic run
+
+
 def synthetic_split(samples: int, image_size: int = 48, seed: int = 0) -> tuple[ImageSet, ImageSet]:
     """(train, val) synthetic faces: ``samples`` training faces and a disjoint val set a quarter
     that size (at least 64), drawn from another seed. What a ``--data synthetic`` run trains and
@@ -123,5 +126,15 @@ def synthetic_split(samples: int, image_size: int = 48, seed: int = 0) -> tuple[
     (64, 64)
     """
     train = synthetic_faces(samples, image_size=image_size, seed=seed)
-    val = synthetic_faces(max(samples // 4, 64), image_size=image_size, seed=seed + 7919)
+    val = synthetic_faces(max(samples // 4, 64), image_size=image_size, seed=seed + SEED_STEP)
     return train, val
+
+
+def synthetic_test_set(samples: int, image_size: int = 48, seed: int = 0) -> ImageSet:
+    """The test faces of a synthetic run: as many as its val set, from a third seed. A run scores its
+    best checkpoint on them once, at the end; they never pick a checkpoint.
+
+    >>> len(synthetic_test_set(64, image_size=16))
+    64
+    """
+    return synthetic_faces(max(samples // 4, 64), image_size=image_size, seed=seed + 2 * SEED_STEP)

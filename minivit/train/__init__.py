@@ -5,11 +5,11 @@ Where each concern lives (read them in this order; docs/training.md explains eac
     loop.py         train(): set up the run, then per epoch train_one_epoch + end_of_epoch; the step
     config.py       TrainConfig: every knob, its valid range, validate()
     setup.py        the Run: processes, device, data, model, optimiser, EMA, resume
-    data.py         the in-memory uint8 set, per-epoch index order, batches on the device
+    data.py         the run's splits (minivit.data.splits), the in-memory uint8 set, index order, batches
     optim.py        weight-decay rule, layer-wise LR decay, warmup + cosine schedule, EMA
     distributed.py  DDP: joining torchrun's process group, no_sync, all-reduce, barrier
     saving.py       best/last weights each epoch and the resume point (minivit.checkpoints.resume)
-    report.py       the header, progress, per-epoch lines, history/curves, warnings, the final report
+    report.py       the header, progress, per-epoch lines, history/curves, warnings, the final report (val, test)
     rundir.py       the run folder: refuse to overwrite a run, timestamped names, stale temp files
     cli.py          the command line and its profiles (synthetic / finetune / scratch)
 

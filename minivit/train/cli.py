@@ -26,7 +26,7 @@ from pathlib import Path
 from ..checkpoints.resume import RESUME_FILE
 from ..cli import ArgumentParser, integer
 from ..errors import ConfigError, MinivitError
-from .config import RANGES, TrainConfig
+from .config import CHOICES, RANGES, TrainConfig
 from .distributed import cleanup_distributed, world_from_env
 from .rundir import read_run_config, resume_folder
 
@@ -58,12 +58,18 @@ SIZE_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim")  # what a profil
 def add_options(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     r = RANGES
-    a("--data", default="synthetic", help="FER2013 csv, image folder (train/ val|test/), FER+ csv, RAF-DB root, "
-      "or 'synthetic' (default: synthetic)")
+    a("--data", default="synthetic", help="FER2013 csv, image folder (train/ [val/] [test/]), FER+ csv, "
+      "RAF-DB root, or 'synthetic' (default: synthetic)")
     a("--ferplus-images", help="FER+ csv only: the original fer2013.csv (same row order) or a folder of its fer*.png images")
     a("--label-mode", choices=("majority", "soft"), help="FER+ only: hard majority label or vote distribution")
     a("--on-bad-image", choices=("raise", "skip"), help="an unreadable image stops the run (raise, default) "
       "or is skipped and counted (skip)")
+    a("--val-split", choices=CHOICES["val_split"], help="what selects best.safetensors: auto (default) = the "
+      "dataset's val split, or where it has none (FER2013 folders, RAF-DB) --val-fraction of each class of train "
+      "carved out; carve = carve even where there is a val split; test = the test split (optimistic: every report "
+      "says so, and there is no separate test figure)")
+    a("--val-fraction", type=r["val_fraction"], help="share of each class's training images carved out as the "
+      "val split, in (0, 1) (default 0.1; fixed seed, recorded in config.json)")
     a("--synthetic-samples", type=r["synthetic_samples"], help="synthetic training set size, >= 7 (default 2800)")
     a("--weights", default="none", help="Google .npz, .safetensors, manifest name (e.g. ViT-B_16) or 'none' "
       "= from scratch (default: none)")
@@ -157,8 +163,8 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     for name, value in vars(args).items():
         if name in MODEL_FLAGS or name == "eval_only" or value is None or name not in TrainConfig.__dataclass_fields__:
             continue
-        if name in ("data", "weights") and args.resume:
-            continue  # a resumed run keeps its data and starting weights
+        if name in ("data", "weights", "val_split", "val_fraction") and args.resume:
+            continue  # a resumed run keeps its data, its splits and its starting weights
         fields[name] = value
     return TrainConfig.from_dict(fields).validate(), profile
 
@@ -174,6 +180,16 @@ def evaluate_only(args: argparse.Namespace, cfg: TrainConfig) -> int:
                         on_error=cfg.on_bad_image, overwrite=bool(cfg.overwrite), batch_size=cfg.eval_batch_size,
                         ferplus_images=cfg.ferplus_images, label_mode=cfg.label_mode)
     return 0
+
+
+def done_line(result: dict) -> str:
+    """The last line of a finished run: both figures of best.safetensors, each naming its split."""
+    line = (f"done in {result['seconds']:.0f}s (best epoch {result['best_epoch']}): val accuracy "
+            f"{result['val_accuracy']:.4f}, macro F1 {result['val_macro_f1']:.4f} [{result['val_split_label']}]")
+    if result.get("test_accuracy") is not None:
+        line += (f"; test accuracy {result['test_accuracy']:.4f}, macro F1 {result['test_macro_f1']:.4f} "
+                 f"[{result['test_split_label']}]")
+    return f"{line}; report in {result['run_dir']}"
 
 
 def main(argv=None) -> int:
@@ -200,6 +216,5 @@ def main(argv=None) -> int:
         print(f"stopped after {result['step']} steps (--stop-after) at {result.get('train_img_per_s') or 0:.0f} img/s; "
               f"{how}", flush=True)
     elif rank == 0 and result.get("val_accuracy") is not None:
-        print(f"done in {result['seconds']:.0f}s: val accuracy {result['val_accuracy']:.4f}, macro F1 "
-              f"{result['val_macro_f1']:.4f} (best epoch {result['best_epoch']}); report in {result['run_dir']}")
+        print(done_line(result), flush=True)
     return 0

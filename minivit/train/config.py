@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..cli import integer, number
+from ..data.splits import VAL_SPLITS
 from ..errors import ConfigError
 
 
@@ -29,6 +30,10 @@ class TrainConfig:
     label_mode: str = "majority"  # FER+ only: "majority" or "soft" (vote distribution as target)
     synthetic_samples: int = 2000  # size of the synthetic training set; its val set is a quarter of it
     on_bad_image: str = "raise"  # "raise" (stop, naming the file) or "skip" (skip unreadable images, count them)
+    # what selects best.safetensors (minivit.data.splits): "auto" = the dataset's val split, else val_fraction
+    # of train carved out; "carve" = carve even where there is a val split; "test" = the test split (optimistic)
+    val_split: str = "auto"
+    val_fraction: float = 0.1  # share of each class's training images held out when a val split is carved
     # model
     model: str = "Ti/16"  # a preset name: "Ti/16", "S/4", "ViT-B_16", "vit_small_patch16_224", ...
     model_overrides: dict = field(default_factory=dict)  # ViTConfig fields, e.g. {"patch_size": 4, "stem": "conv"}
@@ -130,11 +135,13 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "compile": ("auto", "yes", "no"),
     "on_bad_image": ("raise", "skip"),
+    "val_split": VAL_SPLITS,
 }
 
 # option -> its valid range, stated once: the CLI's argparse type= and validate()'s check.
 RANGES = {
     "synthetic_samples": integer(at_least=7),  # one face per class at least
+    "val_fraction": number(above=0, below=1),
     "img_size": integer(at_least=1),
     "drop_path": number(at_least=0, below=1),
     "lr": number(above=0),

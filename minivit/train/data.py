@@ -12,18 +12,28 @@ from ..errors import ConfigError
 
 
 def load_data(cfg, progress: bool = True):
-    """(train, val) ImageSets for cfg.data: the synthetic faces, or a dataset's train and val splits.
+    """The run's DataSplits for cfg.data (minivit.data.splits.load_splits): train (with a carved validation
+    split taken out of it), val (selects best.safetensors), test (scored once at the end, or None) and the
+    rule that chose them, by ``cfg.val_split`` and ``cfg.val_fraction``.
 
     Image folders of mixed sizes are resized on decode to the training size; unreadable images
     stop the run naming the file, or are skipped and counted with ``on_bad_image="skip"``.
     """
-    from ..data import load_dataset, synthetic_split
+    from ..data import load_splits
 
     if cfg.data == "synthetic":
-        return synthetic_split(cfg.synthetic_samples, image_size=cfg.img_size, seed=cfg.seed)
-    kw = dict(label_mode=cfg.label_mode, ferplus_images=cfg.ferplus_images, resize_mixed_to=cfg.img_size,
-              on_error=cfg.on_bad_image, progress=progress)
-    return load_dataset(cfg.data, "train", **kw), load_dataset(cfg.data, "val", **kw)
+        synthetic = dict(samples=cfg.synthetic_samples, image_size=cfg.img_size, seed=cfg.seed)
+        return load_splits("synthetic", cfg.val_split, cfg.val_fraction, synthetic=synthetic)
+    return load_splits(cfg.data, cfg.val_split, cfg.val_fraction, label_mode=cfg.label_mode,
+                       ferplus_images=cfg.ferplus_images, resize_mixed_to=cfg.img_size, on_error=cfg.on_bad_image,
+                       progress=progress)
+
+
+def given_data(cfg, train_set, val_set, test_set=None):
+    """DataSplits for ImageSets passed to train() in Python: used as given, the rule says so."""
+    from ..data.splits import DataSplits, split_rule
+
+    return DataSplits(train_set, val_set, test_set, split_rule(cfg.val_split, "given", val_set, test_set))
 
 
 def epoch_indices(n: int, count: int, epoch: int, seed: int, rank: int, world: int,

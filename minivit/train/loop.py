@@ -24,14 +24,16 @@ from .saving import save_epoch_weights, save_resume_point
 from .setup import Run, setup_run
 
 
-def train(cfg: TrainConfig, train_set=None, val_set=None) -> dict:
+def train(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> dict:
     """Train (or resume) a run and write its report into its folder; returns the final metrics.
 
-    ``train_set``/``val_set`` (minivit.data.ImageSet) override ``cfg.data``. The result holds the
-    validation metrics of best.safetensors, the run folder, and ``train_img_per_s``: the loop's
-    steady-state training throughput (first steps of each epoch and validation excluded).
+    The data is cfg.data, split by minivit.data.splits (a validation split carved out of train where the
+    dataset has none); ``train_set``/``val_set``/``test_set`` (minivit.data.ImageSet) replace it, used as
+    given. The result holds the metrics of best.safetensors on the val split (``val_*``) and, where there is
+    a test split, on it (``test_*``), the run folder, and ``train_img_per_s``: the loop's steady-state
+    training throughput (first steps of each epoch and validation excluded).
     """
-    run = setup_run(cfg, train_set, val_set)
+    run = setup_run(cfg, train_set, val_set, test_set)
     if run.main:
         prepare_out_dir(run.out, replace=cfg.overwrite and not cfg.resume)
         start_report(run)

@@ -14,7 +14,9 @@ from tqdm.auto import tqdm
 
 from ..augment import AugmentConfig, eval_transform
 from ..checkpoints.io import write_json
-from ..evaluate import attention_report, dominant_class_warning, evaluate, write_report
+from ..data.provenance import class_count_list
+from ..data.splits import OPTIMISTIC, absent_classes, selection_role, source_name, split_label, split_title
+from ..evaluate import attention_report, confusion_report_png, evaluate, write_report
 from ..model import ViT
 from ..plots import curves_png
 from .rundir import clean_temp_files
@@ -52,22 +54,49 @@ def describe_model(run) -> str:
             f"{size} params")
 
 
+def data_section(run) -> dict:
+    """config.json's "data": the sets (source, size, images per class), the split rule that chose them
+    (minivit.data.splits) and what the model is trained on (minivit.data.provenance)."""
+    sets = {"train": run.train_set, "val": run.val_set, "test": run.test_set}
+    section = {name: s.source if s is not None else None for name, s in sets.items()}
+    section.update({f"{name}_size": len(s) if s is not None else None for name, s in sets.items()})
+    section.update(classes=list(run.train_set.classes), split=run.split_rule, trained_on=run.trained_on,
+                   class_counts={name: class_count_list(s) for name, s in sets.items() if s is not None})
+    return section
+
+
+def split_lines(run) -> list[str]:
+    """What each split is, one line each: "test: fer2013/test, 3,589 images, never used for selection"."""
+    lines = [f"train: {source_name(run.train_set)}, {len(run.train_set):,} images",
+             split_label("val", run.val_set, run.split_rule)]
+    if run.test_set is not None:
+        lines.append(split_label("test", run.test_set, run.split_rule))
+    elif run.split_rule["val"] != "test":
+        lines.append("test: none (the dataset has no test split): the val figure is the only one")
+    return lines
+
+
 def start_report(run) -> None:
-    """config.json, the header lines and the warnings about the settings (rank 0)."""
+    """config.json, the header lines and the warnings about the data and the settings (rank 0)."""
     if not run.main:
         return
     cfg, data = run.cfg, run.data
     write_json({"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
-                "world_size": run.world, "device": str(run.device),
-                "data": {"train": run.train_set.source, "val": run.val_set.source, "classes": list(run.train_set.classes),
-                         "train_size": len(run.train_set), "val_size": len(run.val_set)}}, run.out / "config.json")
+                "world_size": run.world, "device": str(run.device), "data": data_section(run)}, run.out / "config.json")
     log(run, f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set)} train / "
-             f"{len(run.val_set)} val images ({run.train_set.source}), {data.steps_per_epoch} steps/epoch x "
+             f"{len(run.val_set)} val images, {data.steps_per_epoch} steps/epoch x "
              f"{cfg.epochs} epochs, global batch {data.images_per_step * run.world}")
+    for line in split_lines(run):
+        log(run, line)
     log(run, describe_model(run))
-    skipped = run.train_set.skipped + run.val_set.skipped
-    if skipped:
-        warn(run, f"skipped {skipped} unreadable images of {run.train_set.source} (--on-bad-image skip)")
+    for s in (run.train_set, run.val_set, run.test_set):
+        if s is not None and s.skipped:
+            warn(run, f"skipped {s.skipped} unreadable images of {s.source} (--on-bad-image skip)")
+    for message in absent_classes({"train": run.train_set, "val": run.val_set}):
+        warn(run, message)
+    if run.split_rule["val"] == "test":
+        warn(run, f"--val-split test: best.safetensors is {OPTIMISTIC}; no figure of this run is an unbiased "
+                  f"estimate of accuracy on new images")
     if cfg.warmup_epochs >= cfg.epochs:
         warn(run, f"--warmup-epochs {cfg.warmup_epochs:g} >= --epochs {cfg.epochs}: the learning rate never "
                   f"reaches its peak and the model may not learn (lower --warmup-epochs)")
@@ -146,7 +175,8 @@ def record_epoch(run, row: dict) -> None:
     write_json(run.state["history"], run.out / "history.json")
     # a matplotlib figure costs ~0.3 s, a tenth of a FER epoch on a GPU: redraw once a minute, and at the end
     if row["epoch"] == run.cfg.epochs or time.time() - run.curves_drawn_at >= CURVES_EVERY_S:
-        curves_png(run.state["history"], run.out / "curves.png")
+        curves_png(run.state["history"], run.out / "curves.png", subtitle=f"train: {source_name(run.train_set)}, "
+                   f"{len(run.train_set):,} images; {split_label('val', run.val_set, run.split_rule)}")
         run.curves_drawn_at = time.time()
     ema_part = f" ema {row['val_ema_acc']:.3f}" if "val_ema_acc" in row else ""
     log(run, f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
@@ -154,8 +184,19 @@ def record_epoch(run, row: dict) -> None:
              f"({row['seconds']:.0f}s)")
 
 
+def score_best(run, best: ViT, split: str, image_set) -> dict:
+    """The metrics of best.safetensors on one split (with the run's --tta), labelled with what it is."""
+    metrics = evaluate(best, image_set, validation_transform(best), batch_size=run.cfg.eval_batch_size,
+                       autocast_dtype=run.amp_dtype, tta=run.cfg.tta)
+    metrics.update(split=split, data=image_set.source, split_label=split_label(split, image_set, run.split_rule),
+                   selection=selection_role(split, run.split_rule))
+    return metrics
+
+
 def final_report(run) -> dict:
-    """The result of the run; on rank 0 after a finished run, the report of best.safetensors on the val set."""
+    """The result of the run; on rank 0 after a finished run, the report of best.safetensors: on the val
+    split (metrics.json, confusion_matrix.png, attention_maps.png) and, where there is a test split that
+    selected nothing, on it, once (metrics.json "test", test_confusion_matrix.png)."""
     cfg, state = run.cfg, run.state
     result = dict(run_dir=str(run.out), step=run.step, epochs_done=len(state["history"]), interrupted=run.interrupted,
                   best_epoch=state["best_epoch"], seconds=round(time.time() - run.t_start, 1), precision=run.precision,
@@ -163,19 +204,30 @@ def final_report(run) -> dict:
                   warnings=[])
     if run.main and not run.interrupted and (run.out / "best.safetensors").exists():
         best = ViT.from_pretrained(str(run.out / "best.safetensors")).to(run.device)
-        metrics = validate(run, best, tta=cfg.tta)
-        warning = dominant_class_warning(metrics)  # more than 90% of the predictions one class: not learned yet
-        result["warnings"] = [warning] if warning else []
-        write_report(metrics, run.out, extra=dict(split="val", data=run.val_set.source, checkpoint="best.safetensors",
-                                                  best_epoch=state["best_epoch"], history=state["history"],
-                                                  train_img_per_s=result["train_img_per_s"]))
+        val = score_best(run, best, "val", run.val_set)
+        test = score_best(run, best, "test", run.test_set) if run.test_set is not None else None
+        if test is not None:
+            confusion_report_png(test, run.out / "test_confusion_matrix.png", test["split_label"])
+        write_report(val, run.out, label=val["split_label"], extra=dict(
+            checkpoint="best.safetensors", best_epoch=state["best_epoch"], split_rule=run.split_rule,
+            trained_on=run.trained_on, test=test, history=state["history"], train_img_per_s=result["train_img_per_s"]))
         attention_report(best, run.val_set, validation_transform(best), run.out / "attention_maps.png",
-                         autocast_dtype=run.amp_dtype,
-                         title=f"Attention maps: best.safetensors (epoch {state['best_epoch']}) on the val set")
-        result.update(val_accuracy=metrics["accuracy"], val_macro_f1=metrics["macro_f1"],
-                      val_weighted_f1=metrics["weighted_f1"], val_loss=metrics["loss"])
+                         autocast_dtype=run.amp_dtype, title=f"Attention maps: best.safetensors (epoch "
+                         f"{state['best_epoch']}) on {split_title('val', run.val_set, run.split_rule)}")
+        result["warnings"] = [w for w in (val["warning"], test and test["warning"] and f"test split: {test['warning']}")
+                              if w]
+        result.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], val_weighted_f1=val["weighted_f1"],
+                      val_loss=val["loss"], val_split_label=val["split_label"])
+        if test is not None:
+            result.update(test_accuracy=test["accuracy"], test_macro_f1=test["macro_f1"],
+                          test_weighted_f1=test["weighted_f1"], test_loss=test["loss"],
+                          test_split_label=test["split_label"])
         if state["history"]:
             result.update(train_loss=state["history"][-1]["train_loss"], train_acc=state["history"][-1]["train_acc"])
+        log(run, f"best.safetensors (epoch {state['best_epoch']}){' with flip TTA' if cfg.tta else ''}:")
+        for m in (val, test):
+            if m is not None:
+                log(run, f"  {m['split_label']}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
         for w in result["warnings"]:
             warn(run, w)
     if run.main:

@@ -13,14 +13,15 @@ import time
 from pathlib import Path
 
 from ..checkpoints.io import ensure_folder
+from ..data.splits import legacy_rule
 from ..errors import ConfigError
 
 RESULT_MARKERS = ("config.json", "metrics.json")  # plus any *.safetensors
-RUN_FILES = ("config.json", "history.json", "metrics.json", "confusion_matrix.png", "curves.png",
-             "attention_maps.png")  # plus *.safetensors: what a run writes, and what --overwrite removes
+RUN_FILES = ("config.json", "history.json", "metrics.json", "confusion_matrix.png", "test_confusion_matrix.png",
+             "curves.png", "attention_maps.png")  # plus *.safetensors: what a run writes, and what --overwrite removes
 TEMP_GLOB = ".*.tmp"  # minivit.checkpoints.io._atomic's temp names: .<name>.<random>.tmp beside the file
 # TrainConfig fields added after the first release: a run folder saved before them may lack them.
-ADDED_LATER = ("mix_prob", "overwrite", "on_bad_image", "log_every")
+ADDED_LATER = ("mix_prob", "overwrite", "on_bad_image", "log_every", "val_split", "val_fraction")
 
 
 def holds_run(folder: Path) -> bool:
@@ -127,13 +128,26 @@ def read_run_config(folder) -> dict:
         raise ConfigError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
         raise ConfigError(f"{path}: has no \"train\" section (not a minivit run's config.json)")
-    fields = saved["train"]
+    fields = dict(saved["train"])
     missing = sorted(set(TrainConfig.__dataclass_fields__) - set(fields) - set(ADDED_LATER))
     if missing:
         raise ConfigError(f"{path}: missing TrainConfig fields: {', '.join(missing)}")
+    if "val_split" not in fields and isinstance(fields.get("data"), str):
+        # a run from before validation splits were carved: it continues on the split it selected on
+        fields["val_split"] = legacy_rule(fields["data"])["val_split"]
     try:
         TrainConfig.from_dict(fields, where=str(path)).validate()
     except (ConfigError, TypeError) as e:
         message = str(e).splitlines()[0]
         raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
-    return dict(fields)
+    return fields
+
+
+def saved_split_rule(folder) -> dict | None:
+    """The split rule a run folder's config.json recorded ("data" -> "split"), None if it has none."""
+    try:
+        saved = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    rule = saved.get("data", {}).get("split") if isinstance(saved, dict) and isinstance(saved.get("data"), dict) else None
+    return rule if isinstance(rule, dict) else None

@@ -30,9 +30,11 @@ def save_resume_point(run, epoch_next: int, sums=None) -> None:
 def save_epoch_weights(run, epoch: int, score: float, scored_model, metric: str) -> None:
     """last.safetensors every epoch; best.safetensors when ``score`` beats the best so far."""
     state = run.state
-    # what a user of the file needs besides the weights: the class names in head order, and whether the
-    # training images were grayscale (minivit.predict then turns colour photos gray, as the training saw)
-    about = {"classes": list(run.train_set.classes), "grayscale_data": run.train_set.images.shape[1] == 1}
+    # what a user of the file needs besides the weights: the class names in head order, whether the
+    # training images were grayscale (minivit.predict then turns colour photos gray, as the training saw),
+    # and what the model was trained on (minivit.data.provenance: evaluate and predict compare it with their data)
+    about = {"classes": list(run.train_set.classes), "grayscale_data": run.train_set.images.shape[1] == 1,
+             "trained_on": run.trained_on}
     if state["best"] is None or score > state["best"]:
         state["best"], state["best_epoch"] = score, epoch
         save_checkpoint(scored_model, run.out / "best.safetensors", extra={"epoch": epoch, f"val_{metric}": score, **about})

@@ -18,14 +18,15 @@ import torch
 from ..augment import AugmentConfig, augment_config
 from ..checkpoints.resume import find_resume, load_resume, restore
 from ..config import config_from_name
+from ..data.provenance import trained_on
 from ..device import resolve_precision
 from ..errors import ConfigError
 from ..model import ViT, create_model
 from .config import TrainConfig
-from .data import TrainData, load_data
+from .data import TrainData, given_data, load_data
 from .distributed import broadcast_string, setup_distributed, wrap_ddp
 from .optim import EMA, build_optimizer
-from .rundir import check_out_dir, default_out, resume_folder
+from .rundir import check_out_dir, default_out, resume_folder, saved_split_rule
 
 
 @dataclass
@@ -40,7 +41,10 @@ class Run:
     precision: str
     amp_dtype: torch.dtype | None
     train_set: object
-    val_set: object
+    val_set: object  # selects best.safetensors
+    test_set: object  # scored once with best.safetensors at the end; None without one (or when it selects)
+    split_rule: dict  # how the three were chosen (minivit.data.splits.split_rule): config.json, checkpoints, reports
+    trained_on: dict  # provenance (minivit.data.provenance.trained_on): config.json and every checkpoint
     data: TrainData
     aug: AugmentConfig
     model: ViT  # the model itself: what is saved, validated and averaged by the EMA
@@ -135,7 +139,7 @@ def compile_wanted(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.compile == "yes" or (cfg.compile == "auto" and device.type == "cuda")
 
 
-def setup_run(cfg: TrainConfig, train_set=None, val_set=None) -> Run:
+def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> Run:
     """Everything a run needs, restored from cfg.resume when given. Options are checked first."""
     cfg.validate()
     check_out_dir(cfg)  # before any process waits for another: a refusal then ends every rank at once
@@ -144,7 +148,12 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None) -> Run:
     precision, amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
     check_model_and_augment(cfg)  # a bad model or augmentation option: one line before the data is decoded
     if train_set is None:
-        train_set, val_set = load_data(cfg, progress=cfg.progress and rank == 0)
+        splits = load_data(cfg, progress=cfg.progress and rank == 0)
+    else:
+        splits = given_data(cfg, train_set, val_set, test_set)
+    if cfg.resume:
+        check_resumed_split(cfg, splits.rule)
+    train_set = splits.train
     data = TrainData(train_set, cfg, device, world)
     resume = load_resume(find_resume(cfg.resume)) if cfg.resume else None
     model = build_model(cfg, len(train_set.classes), resume[0] if resume else None).to(device).train()
@@ -152,7 +161,10 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None) -> Run:
     net = wrap_ddp(model, device, world)
     aug = augment_config(cfg.img_size, model.config.in_chans, cfg.augment)
     run = Run(cfg=cfg, rank=rank, world=world, device=device, out=run_folder(cfg, device), precision=precision,
-              amp_dtype=amp_dtype, train_set=train_set, val_set=val_set, data=data, aug=aug, model=model,
+              amp_dtype=amp_dtype, train_set=train_set, val_set=splits.val, test_set=splits.test,
+              split_rule=splits.rule, data=data, aug=aug, model=model,
+              trained_on=trained_on(train_set, cfg.data if splits.rule["val"] != "given" else train_set.source,
+                                    splits.rule),
               net=torch.compile(net) if compile_wanted(cfg, device) else net, optimizer=optimizer,
               scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
               ema=EMA(model, cfg.ema) if cfg.ema else None, total_steps=data.steps_per_epoch * cfg.epochs,
@@ -160,6 +172,16 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None) -> Run:
     if resume:
         restore_run(run, *resume[1:])
     return run
+
+
+def check_resumed_split(cfg: TrainConfig, rule: dict) -> None:
+    """A resumed run must hold out the images it held out before: a changed training folder would move
+    images between its train and its carved validation split."""
+    saved = saved_split_rule(resume_folder(cfg.resume))
+    if saved and saved.get("val_hash") and saved["val_hash"] != rule.get("val_hash"):
+        raise ConfigError(f"--resume {cfg.resume}: the validation split carved out of {cfg.data} is not the run's "
+                          f"(held-out images hash to {rule.get('val_hash')}, the run recorded {saved['val_hash']}): "
+                          f"the training images changed since the run; start a new run")
 
 
 def restore_run(run: Run, tensors: dict, state: dict) -> None:
