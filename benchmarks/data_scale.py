@@ -1,6 +1,6 @@
 """Start time and memory of image datasets bigger than memory: the decoded cache against decoding into RAM.
 
-    python benchmarks/data_scale.py --n 10000 50000 --data-dir /data/bench     # 224x224 RGB, the issue's setting
+    python benchmarks/data_scale.py --n 10000 50000 --data-dir /data/bench     # 224x224 RGB: ImageNet-sized faces, more than fit in memory
     python benchmarks/data_scale.py --n 500 --size 64 --ram-max 500            # a quick check
 
 For each N it generates N JPEG faces of mixed sizes (sides 64-400 px, aspect 0.8-1.25, tinted to colour;
@@ -43,8 +43,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minivit.checkpoints.io import write_json  # noqa: E402
-from minivit.cli import ArgumentParser, integer, run  # noqa: E402
+from minivit.common.files import write_json  # noqa: E402
+from minivit.common.cli import ArgumentParser, integer, run  # noqa: E402
 from minivit.data import LABELS, load_image_folder, synthetic_faces  # noqa: E402
 from minivit.data.cache import CacheSource, open_cache  # noqa: E402
 from minivit.data.prefetch import Prefetcher  # noqa: E402
@@ -189,7 +189,8 @@ def print_table(rows: list[dict]) -> None:
 
 
 def summary(rows: list[dict]) -> list[str]:
-    """The issue's goals, as far as the cache layer alone measures them."""
+    """The cache's goals (a fast second start, memory that does not grow with N), as far as the cache layer
+    alone measures them."""
     maps = {r["n"]: r for r in rows if r["run"].startswith("second")}
     lines = []
     if maps:

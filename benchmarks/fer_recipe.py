@@ -35,12 +35,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from minivit.checkpoints.io import atomic_write, write_json  # noqa: E402
-from minivit.device import DEVICES, pick_device  # noqa: E402
-from minivit.cli import ArgumentParser, integer, number, run  # noqa: E402
+from minivit.common.files import atomic_write, write_json  # noqa: E402
+from minivit.common.device import DEVICES, pick_device  # noqa: E402
+from minivit.common.cli import ArgumentParser, integer, number, run  # noqa: E402
 from minivit.train import TrainConfig, load_data, train  # noqa: E402
-from minivit.train.cli import PROFILES  # noqa: E402
-from minivit.train.rundir import holds_run  # noqa: E402
+from minivit.train.profiles import PROFILES  # noqa: E402
+from minivit.checkpoints.runs import holds_run  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fer2013"
 # name -> (TrainConfig changes over the "scratch" profile, the same change as flags of python -m minivit.train,
@@ -55,7 +55,7 @@ VARIANTS = {
     "rgb": ({"model_overrides": {"in_chans": 3}}, "--in-chans 3", "the gray image copied to 3 channels"),
 }
 # --tiny: a model and data small enough for a CPU smoke run in seconds (not a measurement)
-TINY = dict(model_overrides=dict(dim=32, depth=1, heads=2, mlp_dim=64), img_size=16, synthetic_samples=168,
+TINY = dict(model_overrides=dict(dim=32, depth=1, heads=2, mlp_dim=64), image_size=16, synthetic_samples=168,
             eval_batch_size=64)
 VALIDATION_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 

@@ -2,7 +2,7 @@
 
     python benchmarks/profile_step.py --preset fer --out runs/profile/fer            # on the GPU: eager + compiled
     python benchmarks/profile_step.py --preset b16 --batch-size 64 --out runs/profile/b16
-    python benchmarks/profile_step.py --model Ti/16 --patch-size 4 --img-size 32 --depth 2 --batch-size 8 \\
+    python benchmarks/profile_step.py --model Ti/16 --patch-size 4 --image-size 32 --depth 2 --batch-size 8 \\
         --steps 2 --loop-steps 3 --out /tmp/prof                                        # seconds on a CPU
 
 It writes chrome traces (open them in https://ui.perfetto.dev or chrome://tracing) into --out:
@@ -33,9 +33,9 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput as tp  # noqa: E402  (the same settings, presets and step as the throughput benchmark)
-from minivit.checkpoints.io import ensure_folder, write_json  # noqa: E402
-from minivit.cli import ArgumentParser, integer, run  # noqa: E402
-from minivit.speed import ATTENTION_BACKENDS  # noqa: E402
+from minivit.common.files import ensure_folder, write_json  # noqa: E402
+from minivit.common.cli import ArgumentParser, integer, run  # noqa: E402
+from minivit.model.speed import ATTENTION_BACKENDS  # noqa: E402
 
 # Op names in a trace -> the SDPA backend that produced them (longest names first: the CPU flash op
 # contains the CUDA one's name).

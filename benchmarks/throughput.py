@@ -4,20 +4,20 @@ and the training loop against its own pure step.
 Every library runs the same model (same size, same batch, same precision, same optimiser) in one
 process, so the numbers can be compared side by side:
 
-    python benchmarks/throughput.py --preset b16        # ViT-B/16 @ 224, batch 256, bf16 (the issue-9 headline)
+    python benchmarks/throughput.py --preset b16        # ViT-B/16 @ 224, batch 256, bf16 (the headline vs timm)
     python benchmarks/throughput.py --preset fer        # ViT-Ti/4 @ 48 (145 tokens), batch 256: the FER setting
     python benchmarks/throughput.py --preset fer-conv   # the default FER recipe's model: conv stem, 1 channel
     python benchmarks/throughput.py --preset fer --loop --steps 200   # the real training loop vs its pure step
-    python benchmarks/throughput.py --model Ti/4 --img-size 48 --batch-size 8 --iters 2   # a quick CPU run
+    python benchmarks/throughput.py --model Ti/4 --image-size 48 --batch-size 8 --iters 2   # a quick CPU run
 
 Rows: "minivit" (eager and compiled, the plain path), "minivit-fast" (the fastest documented path:
-minivit.speed's tricks, listed in the JSON under "tricks"), "timm" and "transformers" (eager and
+minivit.model.speed's tricks, listed in the JSON under "tricks"), "timm" and "transformers" (eager and
 compiled; each only where installed, otherwise skipped with a note). Every row also gets its ratio
-to timm compiled (the issue-9 goal: >= 1.2), printed and written to the JSON.
+to timm compiled (minivit's speed goal: >= 1.2), printed and written to the JSON.
 
 A training step is forward + cross-entropy + backward + AdamW step (fused on CUDA); inference is a
 forward pass under torch.inference_mode. Weights stay fp32 under autocast, as in training (except
-in minivit-fast's inference, which uses a bf16 copy of the weights: minivit.speed.inference_copy).
+in minivit-fast's inference, which uses a bf16 copy of the weights: minivit.model.speed.inference_copy).
 
 ``--loop`` runs minivit's real training loop (minivit.train.train) on synthetic uint8 faces for
 ``--steps`` optimiser steps and compares its steady-state images/s with the pure step of the same
@@ -41,19 +41,19 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import minivit  # noqa: E402
-from minivit import speed  # noqa: E402
-from minivit.checkpoints.io import write_json  # noqa: E402
-from minivit.cli import ArgumentParser, integer, run  # noqa: E402
-from minivit.config import ViTConfig, config_from_name  # noqa: E402
-from minivit.device import DEVICES, pick_device  # noqa: E402
-from minivit.errors import ConfigError  # noqa: E402
+from minivit.model import speed  # noqa: E402
+from minivit.common.files import write_json  # noqa: E402
+from minivit.common.cli import ArgumentParser, integer, run  # noqa: E402
+from minivit.model.config import ViTConfig, config_from_name  # noqa: E402
+from minivit.common.device import DEVICES, pick_device  # noqa: E402
+from minivit.common.errors import ConfigError  # noqa: E402
 
 # Dense bf16/fp16 tensor-core peaks (FLOP/s) from the vendors' data sheets, for MFU.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
 LIBRARIES = ("minivit", "minivit-fast", "timm", "transformers")
 REFERENCE = ("timm", "compiled")  # every row's ratio is taken against this one
 
-# The settings of the issues, by name. Explicit flags override any of these.
+# The settings performance is measured at (docs/performance.md), by name. Explicit flags override any of these.
 # "fast_compile_mode": minivit-fast's torch.compile mode. The FER models run ~20-30 ms steps of
 # hundreds of short kernels, so CPU launch overhead matters and CUDA graphs ("reduce-overhead") should
 # pay; ViT-B/16's step is GEMM-bound, where graphs buy nothing. (--fast-compile-mode
@@ -64,7 +64,7 @@ PRESETS = {
                 fast_compile_mode="reduce-overhead"),
     "fer128": dict(model="Ti/4", image_size=48, batch_size=128, num_classes=7,
                    fast_compile_mode="reduce-overhead"),
-    # the default FER recipe's model (issue 7): conv stem on 1-channel input, 8 blocks of width 384
+    # the default FER recipe's model (the scratch profile): conv stem on 1-channel input, 8 blocks of width 384
     "fer-conv": dict(model="S/4", stem="conv", in_chans=1, dim=384, depth=8, heads=6, mlp_dim=1536,
                      image_size=48, batch_size=256, num_classes=7, fast_compile_mode="reduce-overhead"),
 }
@@ -78,7 +78,7 @@ ARCH_FLAGS = ("patch_size", "stem", "in_chans", "dim", "depth", "heads", "mlp_di
 
 
 def model_config(args) -> ViTConfig:
-    """The ViTConfig named by --model, with --img-size, --num-classes and the architecture flags applied."""
+    """The ViTConfig named by --model, with --image-size, --num-classes and the architecture flags applied."""
     overrides = {k: getattr(args, k) for k in ARCH_FLAGS if getattr(args, k) is not None}
     return config_from_name(args.model, image_size=args.image_size, num_classes=args.num_classes, **overrides)
 
@@ -308,7 +308,7 @@ def loop_train_config(args, mode: str, steps: int, out_dir: str, epochs: int = 1
     overrides = {k: getattr(args, k) for k in ARCH_FLAGS if getattr(args, k) is not None}
     profile = loop_profile(args.loop_profile)
     return TrainConfig.from_dict({**profile, **dict(
-        data="synthetic", model=args.model, model_overrides=overrides, img_size=args.image_size,
+        data="synthetic", model=args.model, model_overrides=overrides, image_size=args.image_size,
         batch_size=args.batch_size, epochs=epochs, warmup_epochs=0, compile="yes" if mode == "compiled" else "no",
         precision=args.precision, device=args.device, out=out_dir, progress=False, log=False, stop_after=steps,
         seed=0)})
@@ -318,12 +318,12 @@ def loop_profile(name: str) -> dict:
     """The TrainConfig fields of a training profile (minivit.train's own table), minus run-specific ones."""
     if name == "none":
         return {}
-    from minivit.train.cli import PROFILES
+    from minivit.train.profiles import PROFILES
 
     if name not in PROFILES:
         raise ConfigError(f"--loop-profile: no training profile {name!r} (choose from none, {', '.join(PROFILES)})")
     fields = dict(PROFILES[name])
-    for run_specific in ("data", "model", "model_overrides", "img_size", "batch_size", "epochs", "out", "compile",
+    for run_specific in ("data", "model", "model_overrides", "image_size", "batch_size", "epochs", "out", "compile",
                          "tta", "synthetic_samples"):
         fields.pop(run_specific, None)
     return fields
@@ -414,7 +414,7 @@ def parse_args(argv=None):
     p.add_argument("--compile-backend", default="inductor", choices=["inductor", "aot_eager"],
                    help="aot_eager traces without generating code: for quick CPU checks, not for timing")
     p.add_argument("--reference", default="timm:compiled",
-                   help="LIB:MODE of the row every ratio is taken against (the issue's goal is against timm:compiled)")
+                   help="LIB:MODE of the row every ratio is taken against (minivit's speed goal is against timm:compiled)")
     p.add_argument("--iters", type=integer(at_least=1), help="timed steps (default 30 on CUDA, 3 on a CPU)")
     p.add_argument("--loop", action="store_true", help="measure minivit.train's loop against its pure step instead")
     p.add_argument("--steps", type=integer(at_least=5), default=200, help="--loop: optimiser steps of the loop")

@@ -6,16 +6,16 @@
 
 Each figure calls the library rather than re-deriving it: the patch grid and token count come from
 the model's config, the position-embedding similarity from ``model.pos_embed``, the augmented faces
-from ``minivit.augment.train_transform``, the CutMix example from ``mix_batch``, the learning rate
+from ``minivit.data.augment.train_transform``, the CutMix example from ``mix_batch``, the learning rate
 from the training loop's ``lr_at`` under the "scratch" profile, the attention maps from
-``model(x, attention=True)`` and ``minivit.rollout``, and the shapes of the architecture diagram
+``model(x, attention=True)`` and ``minivit.evaluate.rollout``, and the shapes of the architecture diagram
 (ViT-B/16 at 224 and the "scratch" profile's FER model) from hooks and the out dict of a forward
 pass on the meta device. So a figure changes when the code does, and tests/test_make_figures.py
 runs this script on a tiny model so it cannot rot.
 
 Faces are PublicTest faces of FER2013 (``../shared/data/fer2013/test``) when that folder exists, else
 minivit's synthetic faces. Everything is seeded: the same inputs give the same PNGs.
-Figures are matplotlib ``Figure`` objects rendered by Agg (no pyplot), written with minivit.plots.save_png.
+Figures are matplotlib ``Figure`` objects rendered by Agg (no pyplot), written with minivit.evaluate.plots.save_png.
 """
 
 from __future__ import annotations
@@ -32,20 +32,20 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from minivit.augment import AugmentConfig, eval_transform, mix_batch, one_hot, train_transform
 from minivit.checkpoints import read_extra
-from minivit.checkpoints.io import atomic_write
-from minivit.cli import ArgumentParser, integer, run
+from minivit.common.cli import ArgumentParser, integer, run
+from minivit.common.errors import ConfigError
+from minivit.common.files import atomic_write
 from minivit.data import load_dataset, synthetic_faces
+from minivit.data.augment import AugmentConfig, eval_transform, mix_batch, one_hot, train_transform
 from minivit.data.labels import LABELS
-from minivit.errors import ConfigError
-from minivit.model import ViT, create_model
-from minivit.plots import ATTENTION_CMAP, DPI
-from minivit.predict import resolve_checkpoint
-from minivit.rollout import attention_rollout, last_layer_attention
-from minivit.train.cli import PROFILES
+from minivit.evaluate.plots import ATTENTION_CMAP, DPI
+from minivit.evaluate.rollout import attention_rollout, last_layer_attention
+from minivit.inference.predictor import resolve_checkpoint
+from minivit.model.vit import ViT, create_model
 from minivit.train.config import TrainConfig
 from minivit.train.optim import lr_at
+from minivit.train.profiles import PROFILES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fer2013"
@@ -85,7 +85,7 @@ def load_model(checkpoint: str | None) -> tuple[ViT, str, bool]:
     profile = PROFILES["scratch"]
     with torch.random.fork_rng():  # seeded init without touching the caller's RNG
         torch.manual_seed(SEED)
-        model = create_model(profile["model"], image_size=profile["img_size"], num_classes=len(LABELS),
+        model = create_model(profile["model"], image_size=profile["image_size"], num_classes=len(LABELS),
                              **profile["model_overrides"])
     about = f"UNTRAINED {profile['model']} {model.config.stem}-stem ViT (random init, scratch profile)"
     return model.eval(), about, False
@@ -139,7 +139,7 @@ def show(ax, image, title: str = "", **kw) -> None:
 
 
 def save_small(fig: Figure, path) -> str:
-    """Render ``fig`` (Agg, DPI of minivit.plots) and write it atomically as a 256-colour PNG: a third of
+    """Render ``fig`` (Agg, DPI of minivit.evaluate.plots) and write it atomically as a 256-colour PNG: a third of
     the size of a true-colour one, and these figures need no more colours."""
     fig.set_dpi(DPI)
     canvas = FigureCanvasAgg(fig)
@@ -482,10 +482,10 @@ def architecture_models() -> list[tuple[str, ViT]]:
     profile = PROFILES["scratch"]
     with torch.device("meta"):
         b16 = create_model("ViT-B_16")
-        fer = create_model(profile["model"], image_size=profile["img_size"], num_classes=len(LABELS),
+        fer = create_model(profile["model"], image_size=profile["image_size"], num_classes=len(LABELS),
                            **profile["model_overrides"])
     return [("ViT-B/16 @ 224, ImageNet (1000 classes)", b16),
-            (f"FER: {profile['model']} {fer.config.stem} stem @ {profile['img_size']}, gray, {len(LABELS)} classes "
+            (f"FER: {profile['model']} {fer.config.stem} stem @ {profile['image_size']}, gray, {len(LABELS)} classes "
              "(scratch profile)", fer)]
 
 

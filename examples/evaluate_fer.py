@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from minivit.cli import run  # noqa: E402
+from minivit.common.cli import run  # noqa: E402
 from minivit.evaluate import main  # noqa: E402
 
 if __name__ == "__main__":

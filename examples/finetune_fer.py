@@ -7,19 +7,17 @@ report into runs/synthetic-<timestamp>/ in a few minutes on 2 CPU cores.
 
     python examples/finetune_fer.py                                   # the synthetic demo
     python examples/finetune_fer.py --data ../shared/data/fer2013     # FER2013 from scratch (the FER recipe)
-    python examples/finetune_fer.py --data ../shared/data/fer2013 --weights ViT-B_16 --img-size 224
+    python examples/finetune_fer.py --data ../shared/data/fer2013 --weights ViT-B_16 --image-size 224
     python examples/finetune_fer.py --resume runs/fer2013-...         # continue an interrupted run
     python examples/finetune_fer.py --help                            # every option, its range, the profiles
 
-The same from Python (the second command above): TrainConfig's own defaults are plain ones (a
-Ti/16, AdamW, 10 epochs), not the command's recipe, so start from the profile the command uses --
-"scratch" for a real dataset without --weights, "finetune" with them, "synthetic" for the demo:
+The same from Python (the second command above): ``config_for`` applies the profile the command
+applies (minivit/train/profiles.py) -- "scratch" for a real dataset without weights (S/4 on a conv
+stem, 8 blocks, 100 epochs, CutMix, ...), "finetune" with them, "synthetic" for the demo, which is
+TrainConfig's own defaults (``train(TrainConfig())`` is the first command above):
 
-    import copy
-    from minivit.train import TrainConfig, train
-    from minivit.train.cli import PROFILES
-    fields = copy.deepcopy(PROFILES["scratch"])  # S/4 on a conv stem, 8 blocks, 100 epochs, CutMix, ...
-    result = train(TrainConfig(**fields, data="../shared/data/fer2013", out="runs/fer2013-scratch"))
+    from minivit.train import config_for, train
+    result = train(config_for("../shared/data/fer2013", out="runs/fer2013-scratch"))
 """
 
 import sys
@@ -27,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from minivit.cli import run  # noqa: E402
+from minivit.common.cli import run  # noqa: E402
 from minivit.train.cli import main  # noqa: E402
 
 if __name__ == "__main__":

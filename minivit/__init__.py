@@ -5,12 +5,18 @@ Example:
     >>> model = minivit.create_model("ViT-Ti/16", image_size=48, patch_size=4, num_classes=7)
     >>> model(torch.zeros(1, 3, 48, 48)).shape
     torch.Size([1, 7])
+
+The package reads in chapters (docs/index.md has the map): common, model, checkpoints, data,
+evaluate, train, inference; the modules directly in minivit/ are the commands people type
+(``python -m minivit.predict``, ``.attention``, ``.serve``, ``.export``, ``.convert``, ``.hub``;
+``python -m minivit.train`` and ``python -m minivit.evaluate`` are chapters of their own).
 """
 
-from .config import ViTConfig, config_from_name
-from .errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError, OutputError
-from .model import ViT, create_model
-from .pos_embed import resample_pos_embed
+from .common import moved
+from .common.errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError, OutputError
+from .model.config import ViTConfig, config_from_name
+from .model.pos_embed import resample_pos_embed
+from .model.vit import ViT, create_model
 
 __version__ = "0.1.0"
 
@@ -29,11 +35,13 @@ __all__ = [
     "Predictor",
 ]
 
+moved.install()  # old module paths (minivit.augment, minivit.checkpoints.io, ...) keep importing: common/moved.py
+
 
 def __getattr__(name: str):
-    # minivit.Predictor (minivit/predict.py) is imported on first use: `import minivit` stays light.
+    # minivit.Predictor (minivit/inference/predictor.py) is imported on first use: `import minivit` stays light.
     if name == "Predictor":
-        from .predict import Predictor
+        from .inference.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'minivit' has no attribute {name!r}")

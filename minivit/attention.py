@@ -1,18 +1,9 @@
-"""Where a trained model looks: attention maps of one image, overlaid on it, in one PNG.
+"""``python -m minivit.attention``: where a trained model looks in one image, overlaid on it, in one PNG.
 
     python -m minivit.attention photo.jpg --checkpoint runs/fer -o maps.png
 
-Two maps, each scaled to [0, 1] and drawn over the image as the model saw it (the face crop,
-resized and normalised by the evaluation's preprocessing, shown back in pixels):
-
-- attention rollout (Abnar & Zuidema 2020): every block's attention, heads averaged, with the
-  residual added, multiplied through the depth: how much each patch reaches the pooled token;
-- the last block's attention of what the classifier reads: the CLS token's row (token pooling),
-  the mean row (GAP), or the MAP head's probe attention.
-
-The maps come from ``model(x, attention=True)`` (the explicit softmax path) and minivit.rollout.
-One image runs at a time in float32 without gradients, so memory stays bounded: for ViT-B/16 at
-224 the maps are 12 blocks x 12 heads x 197 x 197 floats, about 22 MB.
+Two maps (minivit/inference/attention_maps.py): attention rollout, and the last layer's attention of
+what the classifier reads, each scaled to [0, 1] and drawn over the image as the model saw it.
 
 With the ``faces`` extra the largest face found is used (``--face N`` picks another, numbered
 left to right as in minivit.predict); with ``--no-detect``, no face found, or an image that is a
@@ -24,40 +15,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
-from .cli import ArgumentParser, fail, integer, output_file_problem, run
-from .errors import ConfigError
-from . import faces
-from .predict import (FACE_SIZED, NO_FACE, OFF, UNAVAILABLE, Predictor, add_image_options, read_image,
-                      to_image_tensor)
-
-
-def model_view(predictor: Predictor, x: torch.Tensor) -> torch.Tensor:
-    """The model's input (1, C, S, S) shown back as a uint8 (C, S, S) image (normalisation undone)."""
-    mean = torch.tensor(predictor.aug.mean[: x.shape[1]], device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(predictor.aug.std[: x.shape[1]], device=x.device).view(1, -1, 1, 1)
-    return ((x * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)[0].cpu()  # (C, S, S)
-
-
-def pooled_name(classifier: str) -> str:
-    return {"token": "last layer: CLS token attention", "gap": "last layer: mean attention (GAP)",
-            "map": "attention pooling: probe attention (MAP)"}[classifier]
-
-
-@torch.no_grad()
-def attention_maps(predictor: Predictor, crop: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    """(model input as uint8 (C, S, S), {name: (gh, gw) map in [0, 1]}, probabilities (K,)) for one
-    image (C, h, w)."""
-    from .rollout import attention_rollout, last_layer_attention
-
-    model, cfg = predictor.model, predictor.model.config
-    x = predictor.preprocess(crop).float()  # (1, C, S, S)
-    logits, out = model(x, attention=True)  # out["attention"]: depth x (1, heads, T, T)
-    args = (out["attention"], cfg.grid, cfg.num_prefix_tokens, out.get("map_attention"))
-    maps = {"attention rollout": attention_rollout(*args)[0].cpu(),  # (gh, gw)
-            pooled_name(cfg.classifier): last_layer_attention(*args)[0].cpu()}  # (gh, gw)
-    return model_view(predictor, x), maps, logits.float().softmax(-1)[0].cpu()
+from .common.cli import ArgumentParser, fail, integer, output_file_problem, run
+from .common.errors import ConfigError
+from .common.moved import serve_moved_names
+from .evaluate.plots import attention_overlay_png
+from .inference import faces
+from .inference.attention_maps import attention_maps
+from .inference.images import read_image, to_image_tensor
+from .inference.predictor import FACE_SIZED, NO_FACE, OFF, UNAVAILABLE, Predictor
+from .predict import add_image_options
 
 
 def pick_region(face: int | None, detection: str, regions: list, image: str):
@@ -109,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     where = f"face at {box}" if box else {NO_FACE: "whole image (no face found)",
                                           FACE_SIZED: "whole image (already face-sized)"}.get(detection, "whole image")
     title = f"{Path(args.image).name}, {where}: {predictor.classes[k]} {probs[k]:.2f}"
-    from .plots import attention_overlay_png
-
     print(attention_overlay_png(view, maps, out_path, title=title))
     return 0
 
+
+__getattr__ = serve_moved_names(__name__)  # minivit.attention.attention_maps & co: in minivit.inference (moved.py)
 
 if __name__ == "__main__":
     sys.exit(run(main))

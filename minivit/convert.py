@@ -30,12 +30,13 @@ from pathlib import Path
 
 import torch
 
-from . import cli
 from .checkpoints import LAYOUTS, Refusal, export, export_refusals, layout_names
 from .checkpoints.holds import refusal_message
-from .checkpoints.io import hash_file
-from .errors import CheckpointError, ConfigError, MinivitError
-from .model import ViT
+from .checkpoints.loading import resolve_source
+from .common import cli
+from .common.errors import CheckpointError, ConfigError, MinivitError
+from .common.files import hash_file
+from .model.vit import ViT
 
 CHECKPOINT_SUFFIXES = (".npz", ".safetensors", ".bin")
 LOSSY_HINT = "pass --allow-lossy to write it anyway and measure the difference"
@@ -97,9 +98,9 @@ def verify(model: ViT, out: Path, seed: int) -> float:
     logits and the features the head reads (a new zero head alone would hide the body)."""
     result = ViT.from_pretrained(out).float()
     model = model.float().eval()
-    cfg = model.config
+    config = model.config
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(2, cfg.in_chans, *cfg.image_hw, generator=g) * 2 - 1  # [-1, 1]: Google's input range
+    x = torch.rand(2, config.in_chans, *config.image_hw, generator=g) * 2 - 1  # [-1, 1]: Google's input range
     with torch.no_grad():
         (a, a_out), (b, b_out) = model(x, return_out=True), result(x, return_out=True)
     pairs = [(a, b), (a_out["pre_logits"], b_out["pre_logits"])]
@@ -113,14 +114,14 @@ def convert_one(src: Path, out: Path, to: str, num_classes, image_size, toleranc
     """Convert, write, reload as a user would, compare. True if the result is within tolerance, or
     written lossy as allow_lossy asked (and still a finite difference)."""
     model = ViT.from_pretrained(src, num_classes=num_classes, image_size=image_size)
-    cfg = model.config
+    config = model.config
     lost = refuse_unless_allowed(model, src, to, allow_lossy)
     try:
         weights = export(model, out, to, allow_lossy=allow_lossy)
     except CheckpointError as e:
         raise CheckpointError(f"{src}: {e}") from None
     print(f"{src} -> {out}  [{model.load_report.layout} -> {to}]")
-    print("  config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
+    print("  config: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
     for line in str(model.load_report).splitlines()[1:]:
         print("  " + line.strip())
     print(f"  parameters: {model.num_params():,}")
@@ -192,8 +193,6 @@ def plan(args) -> tuple[list[Path], list[Path]]:
     """(sources, outputs) for the command line, before anything is read or written."""
     src = Path(args.src).expanduser()
     if not src.exists():
-        from .checkpoints.loader import resolve_source
-
         src = resolve_source(args.src)
     sources = sources_in(src)
     if len(sources) > 1 or (args.output is not None and args.output.is_dir() and not is_model_folder(args.output)):

@@ -1,163 +1,27 @@
-"""Export a trained model to ONNX, verified against PyTorch by the same command.
+"""``python -m minivit.export``: a trained model to ONNX, verified against PyTorch by the same command.
 
     pip install "minivit[export]"
     python -m minivit.export --checkpoint runs/fer --onnx fer.onnx                   # opset 18
     python -m minivit.export --checkpoint runs/fer --onnx fer.onnx --image face.jpg  # verify on a real face
 
-The graph: input ``images`` float32 (batch, in_chans, H, W) at the model's input size, already
-preprocessed as minivit.augment.eval_transform does (resized, pixels / 255, then (x - 0.5) / 0.5);
-output ``logits`` float32 (batch, num_classes) (the pooled features for a headless model). The
-batch axis is dynamic unless ``--static-batch``. The model's config, class names and that
-preprocessing are stored in the file's metadata (``metadata_props``).
-
-Opset: ``DEFAULT_OPSET`` = 18 unless ``--opset`` says otherwise; the command prints the opset used.
-
-Exporter: torch's TorchScript-based one (``torch.onnx.export(..., dynamo=False)``) by default: it
-needs only the ``onnx`` package, runs offline in a fraction of a second for small models, and
-handles every minivit architecture (token / gap / map pooling, the representation layer, the
-conv stem with BatchNorm, 1 or 3 input channels, non-square inputs). ``--dynamo`` uses the newer
-torch.export-based exporter instead (it needs ``onnxscript``, and takes seconds).
-
-Verification, in the same command: onnxruntime (CPU) against PyTorch (CPU, float32) on a random
-batch of 3 (a batch size other than the export's, which checks the dynamic axis) and on a real
-input -- the ``--image`` file, preprocessed as minivit.predict does, or else a synthetic face
-from minivit.data.synthetic_faces. The maximum absolute difference of the logits is printed; above
-``--tolerance`` (default 1e-4) the command exits with status 1 and writes no file (the export goes
-to a temporary file that only replaces ``--onnx`` once it has passed).
+What the graph holds, which exporter and opset, and how it is verified: minivit/inference/onnx_export.py.
+The export goes to a temporary file that replaces ``--onnx`` only once it has passed (exit status 1,
+nothing written, when ONNX Runtime and PyTorch differ by more than ``--tolerance``).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .augment import AugmentConfig, eval_transform
-from .cli import ArgumentParser, fail, integer, number, output_file_problem, run
-from .errors import ConfigError
-
-DEFAULT_OPSET = 18
-TOLERANCE = 1e-4  # float32 ONNX Runtime vs PyTorch: kernels differ in summation order, ~1e-6 for small ViTs
-INSTALL_HINT = "pip install 'minivit[export]' (onnx, onnxruntime)"
-# Where torch's dynamo exporter logs "torchvision is not installed. Skipping torchvision::nms" (and
-# roi_align, roi_pool, deform_conv2d) as it builds its table of operators, on every export.
-ONNX_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
-TORCHVISION_NOTICE = "torchvision is not installed. Skipping"
-
-
-class VerificationFailed(Exception):
-    """ONNX Runtime's output differs from PyTorch's by more than the tolerance (exit status 1)."""
-
-
-class LogitsOnly(torch.nn.Module):
-    """The model as a graph of one input and one output: ``images -> logits``."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)  # (B, K)
-
-
-class _DropTorchvisionNotices(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(TORCHVISION_NOTICE)
-
-
-@contextmanager
-def without_torchvision_notices():
-    """Drop exactly the dynamo exporter's "torchvision is not installed. Skipping torchvision::..."
-    warnings while inside: minivit has no torchvision operator (and does not depend on torchvision),
-    so the four lines say nothing about this export. Every other message of that logger still shows."""
-    logger, drop = logging.getLogger(ONNX_REGISTRY_LOGGER), _DropTorchvisionNotices()
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
-
-
-def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True, dynamo: bool = False) -> None:
-    """Write ``model`` (eval mode, CPU, float32) as an ONNX graph images -> logits to ``path``."""
-    cfg = model.config
-    wrapper = LogitsOnly(model).eval()
-    example = torch.zeros(1, cfg.in_chans, *cfg.image_hw)  # (1, C, H, W)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; tracer warnings
-        if dynamo:
-            try:
-                import onnxscript  # noqa: F401 - the torch.export-based exporter builds graphs with it
-            except ImportError:
-                raise ConfigError("--dynamo needs onnxscript: pip install onnxscript") from None
-            shapes = {"images": {0: torch.export.Dim("batch")}} if dynamic_batch else None
-            with without_torchvision_notices():
-                torch.onnx.export(wrapper, (example,), str(path), dynamo=True, input_names=["images"],
-                                  output_names=["logits"], dynamic_shapes=shapes, opset_version=opset,
-                                  external_data=False, verbose=False)
-        else:
-            axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-            torch.onnx.export(wrapper, (example,), str(path), dynamo=False, input_names=["images"],
-                              output_names=["logits"], dynamic_axes=axes, opset_version=opset)
-    model.eval()  # the exporter restores the wrapper's mode onto the model: keep BatchNorm in eval
-
-
-def add_metadata(path, model, classes) -> None:
-    """Store the config, class names and preprocessing in the ONNX file's metadata_props."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    cfg = model.config
-    props = {"minivit_config": json.dumps(cfg.to_dict()), "classes": json.dumps(list(classes)),
-             "preprocessing": f"uint8 image -> resize to {cfg.image_hw[0]}x{cfg.image_hw[1]} (bilinear, antialiased "
-                              f"when shrinking) -> {cfg.in_chans} channel(s) (gray repeated / ITU-R 601 luminance) -> "
-                              f"x / 255 -> (x - 0.5) / 0.5"}
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
-
-
-def real_input(model, image: str | None) -> tuple[torch.Tensor, str]:
-    """A preprocessed real input (1, C, H, W) and where it came from: the image file, or a synthetic face."""
-    cfg = model.config
-    aug = AugmentConfig(image_size=cfg.image_size, channels=cfg.in_chans)
-    if image:
-        from .predict import read_image, to_image_tensor
-
-        return eval_transform(to_image_tensor(read_image(image), image)[None], aug), image  # (1, C, H, W)
-    from .data import synthetic_faces
-
-    face = synthetic_faces(1, image_size=max(cfg.image_hw), seed=0).images  # (1, 1, S, S) uint8
-    return eval_transform(face, aug), "a synthetic face (minivit.data.synthetic_faces)"
-
-
-def verify(path, model, inputs: dict[str, torch.Tensor], tolerance: float) -> dict[str, float]:
-    """Max |ONNX Runtime - PyTorch| of the logits for each named input batch; VerificationFailed above
-    ``tolerance``."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    diffs = {}
-    for name, x in inputs.items():
-        with torch.no_grad():
-            expected = model(x).float().numpy()  # (B, K)
-        got = session.run(["logits"], {"images": x.numpy()})[0]  # (B, K)
-        if got.shape != expected.shape:
-            raise VerificationFailed(f"{name}: ONNX output shape {got.shape}, PyTorch {expected.shape}")
-        diffs[name] = float(np.abs(got - expected).max()) if got.size else 0.0
-        print(f"verify ({name}, batch {x.shape[0]}): max abs difference {diffs[name]:.3g}")
-    worst = max(diffs, key=diffs.get)
-    if not diffs[worst] <= tolerance:  # NaN fails too
-        raise VerificationFailed(f"ONNX Runtime and PyTorch differ by {diffs[worst]:.3g} on {worst}, "
-                                 f"more than the tolerance {tolerance:g}")
-    return diffs
+from .common.cli import ArgumentParser, fail, integer, number, output_file_problem, run
+from .common.files import atomic_write
+from .common.moved import serve_moved_names
+from .inference.onnx_export import (DEFAULT_OPSET, INSTALL_HINT, TOLERANCE, VerificationFailed, add_metadata,
+                                    export_onnx, real_input, verify)
+from .inference.predictor import load_model
 
 
 def build_parser() -> ArgumentParser:
@@ -194,17 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         import onnxruntime  # noqa: F401
     except ImportError:
         return fail(f"exporting needs onnx and onnxruntime: {INSTALL_HINT}")
-    from .checkpoints.io import atomic_write
-    from .predict import load_model
-
     model, classes, source = load_model(args.checkpoint)
     model = model.float().cpu().eval()
-    cfg = model.config
+    config = model.config
     torch.manual_seed(0)
     real, real_name = real_input(model, args.image)
     batch = 1 if args.static_batch else 3
     # fixed keys: an image file named "random" must not replace the random batch (and its batch-size check)
-    inputs = {f"random batch of {batch}": torch.randn(batch, cfg.in_chans, *cfg.image_hw), "real image": real}
+    inputs = {f"random batch of {batch}": torch.randn(batch, config.in_chans, *config.image_hw), "real image": real}
 
     def export_and_verify(tmp):
         export_onnx(model, tmp, opset=args.opset, dynamic_batch=not args.static_batch, dynamo=args.dynamo)
@@ -212,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         verify(tmp, model, inputs, args.tolerance)
 
     exporter = "torch.export-based (dynamo)" if args.dynamo else "TorchScript-based"
-    print(f"exporting {source} ({cfg.classifier} pooling, {cfg.in_chans}x{cfg.image_hw[0]}x{cfg.image_hw[1]} input, "
+    print(f"exporting {source} ({config.classifier} pooling, {config.in_chans}x{config.image_hw[0]}x{config.image_hw[1]} input, "
           f"{len(classes)} classes) with opset {args.opset}, {exporter} exporter, "
           f"{'static batch 1' if args.static_batch else 'dynamic batch'}")
     print(f"real image: {real_name}")
@@ -224,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out} (opset {args.opset}, verified with ONNX Runtime within {args.tolerance:g})")
     return 0
 
+
+__getattr__ = serve_moved_names(__name__)  # minivit.export.export_onnx & co: in minivit.inference.onnx_export
 
 if __name__ == "__main__":
     sys.exit(run(main))

@@ -41,24 +41,24 @@ def test_refuses_to_overwrite_and_reports_bad_input(tmp_path, image, capsys):
     assert main([str(image)] + args) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep"
     (tmp_path / "notes.jpg").write_text("not an image")
-    assert minivit.cli.run(main, [str(tmp_path / "notes.jpg")] + args + ["--overwrite"]) == 2
+    assert minivit.common.cli.run(main, [str(tmp_path / "notes.jpg")] + args + ["--overwrite"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "notes.jpg: not an image" in err and len(err.splitlines()) == 1
-    assert minivit.cli.run(main, [str(image)] + args + ["--overwrite", "--face", "3", "--no-detect"]) == 2
+    assert minivit.common.cli.run(main, [str(image)] + args + ["--overwrite", "--face", "3", "--no-detect"]) == 2
     assert "--face 3" in capsys.readouterr().err and out.read_bytes() == b"keep"
 
 
 def test_face_numbers_say_why_there_is_no_such_face(tmp_path, image, monkeypatch, capsys):
     """--face N where detection is off, unavailable, or skipped for a face-sized image says that, in one
     line; without OpenCV the same note as minivit.predict's is printed."""
-    import minivit.faces
+    import minivit.inference.faces
 
     save_checkpoint(minivit.create_model("Ti/16", image_size=32, patch_size=8, dim=32, depth=1, heads=2, mlp_dim=64,
                                          num_classes=7), tmp_path / "m.safetensors")
     args = ["--checkpoint", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "maps.png"), "--face", "1"]
 
     def error_of(argv):
-        assert minivit.cli.run(main, argv) == 2
+        assert minivit.common.cli.run(main, argv) == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err and not (tmp_path / "maps.png").exists()
         return err
@@ -67,9 +67,9 @@ def test_face_numbers_say_why_there_is_no_such_face(tmp_path, image, monkeypatch
         "error: --face 1: face detection is off (--no-detect): the whole image is used")
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(small)
-    if minivit.faces.available():
+    if minivit.inference.faces.available():
         assert "already face-sized" in error_of([str(small)] + args)
-    monkeypatch.setattr(minivit.faces, "unavailable_reason", lambda: "OpenCV is not installed: pip install x")
+    monkeypatch.setattr(minivit.inference.faces, "unavailable_reason", lambda: "OpenCV is not installed: pip install x")
     err = error_of([str(image)] + args).splitlines()
     assert err == ["note: OpenCV is not installed: pip install x; classifying whole images",
                    "error: --face 1: face detection is unavailable (OpenCV is not installed: pip install x)"]

@@ -1,4 +1,4 @@
-"""Tests for minivit.augment: shapes, ranges, identities, determinism, CutMix/MixUp label algebra."""
+"""Tests for minivit.data.augment: shapes, ranges, identities, determinism, CutMix/MixUp label algebra."""
 
 import doctest
 import math
@@ -8,10 +8,10 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import minivit.augment as augment
-from minivit.augment import (AugmentConfig, crop_flip_rotate_theta, cutmix, eval_transform, mix_batch, mixup,
+import minivit.data.augment as augment
+from minivit.data.augment import (AugmentConfig, crop_flip_rotate_theta, cutmix, eval_transform, mix_batch, mixup,
                              one_hot, train_transform)
-from minivit.errors import ConfigError
+from minivit.common.errors import ConfigError
 
 FAST = settings(max_examples=25, deadline=None)
 # Every random piece switched off: train_transform must reduce to eval_transform.

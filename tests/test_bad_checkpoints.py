@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from minivit import ViT, ViTConfig
 from minivit.checkpoints import save_checkpoint, save_npz
-from minivit.errors import CheckpointError, MinivitError
+from minivit.common.errors import CheckpointError, MinivitError
 
 
 def tiny_model(**kw):
@@ -77,7 +77,7 @@ def test_shapes_contradict_config(tmp_path):
     # config metadata says dim=16 but the tensors are dim=32
     big = tiny_model(dim=32)
     p = tmp_path / "lying.safetensors"
-    from minivit.checkpoints.io import write_safetensors
+    from minivit.checkpoints.writing import write_safetensors
 
     write_safetensors(big.state_dict(), p, {"minivit_config": json.dumps(tiny_model().config.to_dict())})
     expect_error(p, "shape")
@@ -91,7 +91,7 @@ def test_unknown_layout_and_type(tmp_path):
     q.write_bytes(b"\x89HDF\r\n\x1a\n")
     expect_error(q, "unknown checkpoint type")
     r = tmp_path / "bare.safetensors"
-    from minivit.checkpoints.io import write_safetensors
+    from minivit.checkpoints.writing import write_safetensors
 
     write_safetensors({"blocks.0.attn.qkv.weight": torch.zeros(3, 1)}, r)
     expect_error(r, "config")

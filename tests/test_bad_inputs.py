@@ -1,7 +1,7 @@
-"""minivit's own bad-input corpus (issue 11): every command, fed what users really feed it.
+"""minivit's own bad-input corpus: every command, fed what users really feed it.
 
 Each case builds its bad input in a fresh folder, runs a command line in-process (``main(argv)``
-through ``minivit.cli.run``, as ``python -m`` does) and asserts the contract of every minivit
+through ``minivit.common.cli.run``, as ``python -m`` does) and asserts the contract of every minivit
 command:
 
 - exit code 2 (the web upload: a 4xx answer, and the server still healthy afterwards);
@@ -37,9 +37,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from minivit import ViT, ViTConfig, cli
+from minivit import ViT, ViTConfig
+from minivit.common import cli
 from minivit.checkpoints import save_checkpoint
-from minivit.checkpoints.io import write_safetensors
+from minivit.checkpoints.writing import write_safetensors
 from minivit.data import LABELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +148,7 @@ def fx(tmp_path_factory) -> dict:
     run.mkdir()
     save_checkpoint(tiny_model(7), run / "best.safetensors")
     from minivit.train import TrainConfig
-    train_fields = TrainConfig(synthetic_samples=14, img_size=16, epochs=1, batch_size=7).to_dict()
+    train_fields = TrainConfig(synthetic_samples=14, image_size=16, epochs=1, batch_size=7).to_dict()
     (run / "config.json").write_text(json.dumps({"train": train_fields}))
     Image.fromarray((np.arange(48 * 48) % 251).astype(np.uint8).reshape(48, 48)).save(d / "face.png")
     return {"dir": d, "seven": d / "seven.safetensors", "ten": d / "ten.safetensors", "run": run,
@@ -159,7 +160,7 @@ def _real_run(tmp_path_factory) -> Path:
     from minivit.train import TrainConfig, train
     out = tmp_path_factory.mktemp("real") / "run"
     train(TrainConfig(model="Ti/16", model_overrides=dict(patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32),
-                      img_size=16, synthetic_samples=14, batch_size=7, epochs=1, warmup_epochs=0, out=str(out),
+                      image_size=16, synthetic_samples=14, batch_size=7, epochs=1, warmup_epochs=0, out=str(out),
                       overwrite=True, progress=False, log=False, device="cpu", compile="no"))
     return out
 
@@ -758,7 +759,8 @@ def test_bad_input(name, tmp_path, fx, capsys, monkeypatch):
 
 
 def test_corpus_size_by_kind():
-    """The issue asks for at least 40 cases across these kinds; keep the table honest."""
+    """At least 40 cases across these kinds, so that every kind of bad input is more than a token; keep the
+    table honest."""
     kinds = {}
     for c in CASES.values():
         kinds[c.kind] = kinds.get(c.kind, 0) + 1
@@ -816,8 +818,8 @@ def test_damaged_images_load_or_fail_with_one_line(tmp_path_factory, fmt, data):
     import io
 
     from minivit.data import load_dataset
-    from minivit.errors import DataError
-    from minivit.predict import UnreadableImage, read_image
+    from minivit.common.errors import DataError
+    from minivit.inference.images import UnreadableImage, read_image
 
     buf = io.BytesIO()
     Image.fromarray(np.random.RandomState(0).randint(0, 255, (24, 24, 3), np.uint8)).save(buf, fmt)
@@ -845,8 +847,8 @@ def test_damaged_images_load_or_fail_with_one_line(tmp_path_factory, fmt, data):
 def client(fx):
     from fastapi.testclient import TestClient
 
-    from minivit.predict import Predictor
-    from minivit.serve import create_app
+    from minivit.inference.predictor import Predictor
+    from minivit.inference.web import create_app
     predictor = Predictor.from_checkpoint(fx["seven"], device="cpu", detect_faces=False)
     return TestClient(create_app(predictor, max_upload_bytes=64 * 1024, max_pixels=4_000_000))
 

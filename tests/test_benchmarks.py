@@ -60,7 +60,7 @@ def test_ratios_are_none_without_the_reference_row():
     ("fer-conv", dict(patch_size=4, image_size=48, dim=384, depth=8, heads=6, mlp_dim=1536, in_chans=1, stem="conv",
                       num_tokens=145, batch=256)),
 ])
-def test_presets_set_the_issue_settings(tmp_path, preset, expected):
+def test_presets_set_the_measured_settings(tmp_path, preset, expected):
     args, _ = throughput.parse_args(["--preset", preset, "--device", "cpu", "--out", str(tmp_path / "x.json")])
     cfg = throughput.model_config(args)
     assert args.batch_size == expected.pop("batch")
@@ -149,7 +149,7 @@ def test_profile_step_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_device_choices_are_minivit_devices(capsys):
-    from minivit.device import DEVICES
+    from minivit.common.device import DEVICES
     from minivit.evaluate import build_parser
 
     for parse in (throughput.parse_args, build_parser().parse_args):

@@ -15,7 +15,7 @@ from PIL import Image
 
 import minivit
 from minivit.checkpoints import save_checkpoint
-from minivit.predict import Predictor
+from minivit.inference.predictor import Predictor
 
 CHROMIUM = os.environ.get("MINIVIT_CHROMIUM", "/usr/bin/chromium")
 if not os.path.exists(CHROMIUM):
@@ -24,7 +24,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test d
 uvicorn = pytest.importorskip("uvicorn", reason="the web demo needs the 'serve' extra")
 pytest.importorskip("fastapi", reason="the web demo needs the 'serve' extra")
 
-from minivit.serve import create_app  # noqa: E402
+from minivit.inference.web import create_app  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

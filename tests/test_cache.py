@@ -25,7 +25,7 @@ from minivit.data.cache import CacheDirError, CacheSource, default_cache_dir, op
 from minivit.data.folders import IMAGE_SUFFIXES
 from minivit.data.labels import LABELS, label_index
 from minivit.data.prefetch import Prefetcher
-from minivit.errors import ConfigError, DataError, OutputError
+from minivit.common.errors import ConfigError, DataError, OutputError
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 24
@@ -266,6 +266,7 @@ def slow(path):
     time.sleep(spec["sleep"])
     return original(path)
 cache._decode_file = slow
+cache.CHUNK = 1  # one file per decoding task: images.u8 grows image by image, so a kill can land mid-write
 source = cache.CacheSource(spec["root"], spec["paths"], torch.tensor(spec["targets"]))
 s = cache.open_cache(source, spec["size"], cache_dir=spec["cache_dir"], progress=False)
 print(json.dumps({"pid": os.getpid(), "decoded": count[0],

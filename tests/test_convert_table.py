@@ -26,7 +26,7 @@ from minivit.checkpoints import save_folder, save_npz, timm_config, transformers
 from minivit.checkpoints.configs import FREE_FIELDS
 from minivit.checkpoints.holds import cell
 from minivit.convert import main
-from minivit.errors import CheckpointError
+from minivit.common.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 5e-5

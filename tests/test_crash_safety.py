@@ -1,4 +1,4 @@
-"""Kill -9 during a checkpoint write: nothing half-written is ever read (issue 11).
+"""Kill -9 during a checkpoint write: nothing half-written is ever read.
 
 A child process writes checkpoints in a loop through minivit's atomic writers -- a large
 safetensors file (``write_safetensors``, the writer of resume.safetensors) and a model checkpoint
@@ -25,7 +25,7 @@ import torch
 
 from minivit import ViT
 from minivit.checkpoints import read_extra
-from minivit.checkpoints.io import read_safetensors
+from minivit.checkpoints.reading import read_safetensors
 
 REPO = Path(__file__).resolve().parents[1]
 BIG = 2_000_000  # floats: an 8 MB file, so that a random kill often lands inside a write
@@ -35,7 +35,7 @@ import sys, torch
 from pathlib import Path
 from minivit import ViT
 from minivit.checkpoints import save_checkpoint
-from minivit.checkpoints.io import write_safetensors
+from minivit.checkpoints.writing import write_safetensors
 
 run, start, block = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "block"
 model = ViT.from_pretrained(run / "best.safetensors")
@@ -70,7 +70,7 @@ def finished_run(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("crash") / "run"
     cfg = TrainConfig(model="Ti/16", model_overrides=dict(patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32),
-                      img_size=16, synthetic_samples=14, batch_size=7, epochs=1, warmup_epochs=0, out=str(out),
+                      image_size=16, synthetic_samples=14, batch_size=7, epochs=1, warmup_epochs=0, out=str(out),
                       progress=False, log=False, device="cpu", compile="no")
     train(cfg)
     return out
@@ -121,8 +121,8 @@ def temp_files(run: Path) -> list[Path]:
 def test_kill_during_checkpoint_writes_never_leaves_a_torn_file(finished_run, tmp_path, capsys):
     import shutil
 
-    from minivit.evaluate import find_checkpoint
-    from minivit.train.rundir import holds_run
+    from minivit.checkpoints.runs import locate_checkpoint
+    from minivit.checkpoints.runs import holds_run
 
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
@@ -140,11 +140,11 @@ def test_kill_during_checkpoint_writes_never_leaves_a_torn_file(finished_run, tm
     assert leftovers, "the blocked write should have left its temp file"
     # a stale temp file is never what a reader opens: not a run file, not matched as a checkpoint
     assert not any(p.suffix == ".safetensors" for p in leftovers)
-    assert find_checkpoint(run)[0] == str(run / "best.safetensors") and holds_run(run)
+    assert locate_checkpoint(run)[0] == str(run / "best.safetensors") and holds_run(run)
     assert (run / "config.json").read_bytes() == config_before
 
     # resuming the (finished) run cleans the leftovers up and still reads the complete files
-    from minivit.cli import run as run_cli
+    from minivit.common.cli import run as run_cli
     from minivit.train.cli import main
 
     assert run_cli(main, ["--resume", str(run), "--no-progress", "--device", "cpu"]) == 0, capsys.readouterr().err
@@ -153,7 +153,7 @@ def test_kill_during_checkpoint_writes_never_leaves_a_torn_file(finished_run, tm
 
 
 def test_clean_temp_files_removes_only_temp_files(tmp_path):
-    from minivit.checkpoints.io import write_safetensors
+    from minivit.checkpoints.writing import write_safetensors
     from minivit.train.rundir import clean_temp_files
 
     write_safetensors({"w": torch.ones(3)}, tmp_path / "best.safetensors")

@@ -13,7 +13,7 @@ from PIL import Image
 import minivit.data as data
 from minivit.data import (LABELS, ImageSet, MissingSplit, detect_format, label_index, load_dataset, read_ferplus_labels,
                           synthetic_faces)
-from minivit.errors import ConfigError, DataError
+from minivit.common.errors import ConfigError, DataError
 
 # FER2013 PublicTest counts per class, from shared/README.md, in the LABELS order.
 PUBLIC_TEST_COUNTS = {"angry": 467, "disgust": 56, "fear": 496, "happy": 895, "sad": 653, "surprise": 415,
@@ -164,7 +164,7 @@ def test_image_folders_sizes_and_colour(tmp_path):
     _save(tmp_path / "train" / "happy" / "a.png", size=(48, 48))
     _save(tmp_path / "train" / "sad" / "b.png", size=(64, 60), mode="RGB")
     with pytest.raises(DataError, match=r"images differ in size \(48x48 a.png, 64x60 b.png\); resize them on decode "
-                                        r"with resize_mixed_to=S .*--img-size") as e:
+                                        r"with resize_mixed_to=S .*--image-size") as e:
         load_dataset(tmp_path, "train")
     assert "image_size=" not in str(e.value)  # no option the CLI lacks
     s = load_dataset(tmp_path, "train", resize_mixed_to=40)
@@ -402,7 +402,8 @@ def test_synthetic_faces_are_learnable():
 
 
 # ----------------------------------------------------------------------------- files that are not what they claim
-# (issue 11: one reader layer, minivit.data.imageset.open_csv / read_text_lines, for every CSV and label list)
+# (one reader layer, minivit.data.imageset.open_csv / read_text_lines, for every CSV and label list: a bad file is
+# one line naming it, whichever reader meets it)
 
 def _fer_csv_bytes(rows):
     return b"emotion,pixels,Usage\n" + b"".join(

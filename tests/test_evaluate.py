@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from minivit import ViT, ViTConfig
-from minivit.augment import AugmentConfig, eval_transform
+from minivit.data.augment import AugmentConfig, eval_transform
 from minivit.checkpoints import save_checkpoint
-from minivit.cli import run
+from minivit.common.cli import run
 from minivit.data import synthetic_faces, synthetic_split
 from minivit.evaluate import (attention_report, classification_metrics, confusion_matrix, dominant_class_warning,
                               evaluate, format_table, main, predict, select_examples, write_report)
-from minivit.plots import curves_png
+from minivit.evaluate.plots import curves_png
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ def tiny_vit(classifier="token", num_classes=7, image_size=16):
 
 @pytest.mark.parametrize("classifier,amp", [("token", None), ("gap", torch.bfloat16), ("map", torch.bfloat16)])
 def test_attention_report_png(tmp_path, classifier, amp, monkeypatch):
-    import minivit.evaluate as ev
+    import minivit.evaluate.reports as ev
 
     drawn = {}
     real_grid = ev.attention_grid_png
@@ -234,8 +234,8 @@ def test_attention_report_png(tmp_path, classifier, amp, monkeypatch):
 def test_attention_report_maps_are_the_rollout_of_each_image(tmp_path, monkeypatch):
     """The heat maps drawn are attention_rollout of the model's own attention, image by image,
     however the images are batched."""
-    import minivit.evaluate as ev
-    from minivit.rollout import attention_rollout
+    import minivit.evaluate.reports as ev
+    from minivit.evaluate.rollout import attention_rollout
 
     drawn = {}
     monkeypatch.setattr(ev, "attention_grid_png", lambda images, heats, captions, path, **kw: drawn.update(
@@ -359,9 +359,12 @@ def test_on_bad_image_skip_counts_and_mixed_sizes_are_resized(tmp_path, capsys):
 
 
 def test_evaluation_never_imports_training():
-    tree = ast.parse((REPO / "minivit" / "evaluate.py").read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported = set()
+    for path in (REPO / "minivit" / "evaluate").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "model.vit" in imported and "reports" in imported  # the package's files were read (cli.py, __init__.py)
     assert not any(m == "train" or m.startswith("train.") or "minivit.train" in m for m in imported), imported
     r = subprocess.run([sys.executable, "-c", "import sys, minivit.evaluate; print('minivit.train' in sys.modules)"],
                        capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -141,7 +141,7 @@ def test_only_the_torchvision_notices_are_dropped():
     """The filter is exact: another warning of the same logger still shows, and the filter is gone after."""
     import logging
 
-    from minivit.export import ONNX_REGISTRY_LOGGER, without_torchvision_notices
+    from minivit.inference.onnx_export import ONNX_REGISTRY_LOGGER, without_torchvision_notices
 
     logger = logging.getLogger(ONNX_REGISTRY_LOGGER)
     seen = []

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import minivit
-from minivit import faces
+from minivit.inference import faces
 from minivit.checkpoints import save_checkpoint
-from minivit.errors import ConfigError
-from minivit.predict import DETECTED, NO_FACE, UNAVAILABLE, Predictor, main
+from minivit.common.errors import ConfigError
+from minivit.inference.predictor import DETECTED, NO_FACE, UNAVAILABLE, Predictor
+from minivit.predict import main
 
 pytest.importorskip("cv2", reason="face detection needs the 'faces' extra (opencv-python-headless<5)")
 skimage_data = pytest.importorskip("skimage.data", reason="the astronaut photo ships with scikit-image")

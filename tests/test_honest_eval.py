@@ -12,10 +12,10 @@ from PIL import Image
 
 from minivit import ViT, ViTConfig
 from minivit.checkpoints import read_extra, save_checkpoint
-from minivit.cli import run
+from minivit.common.cli import run
 from minivit.data import LABELS
 from minivit.data.splits import OPTIMISTIC
-from minivit.errors import ConfigError
+from minivit.common.errors import ConfigError
 
 TINY = ["--img-size", "16", "--model", "Ti/16", "--patch-size", "4", "--dim", "32", "--depth", "1", "--heads", "2",
         "--mlp-dim", "64", "--stem", "patch", "--in-chans", "1", "--batch-size", "8", "--epochs", "1",
@@ -158,7 +158,7 @@ def test_a_changed_training_folder_is_refused_by_evaluate_and_resume(tmp_path, c
 
 def spy_titles(monkeypatch) -> dict:
     """Record the titles the report's figures are drawn with (they are still drawn)."""
-    import minivit.evaluate as evaluate_module
+    import minivit.evaluate.reports as evaluate_module
     import minivit.train.report as report_module
 
     seen = {"confusion": [], "attention": [], "curves": []}
@@ -327,7 +327,7 @@ def test_given_sets_are_used_as_given(tmp_path, capsys):
     from minivit.train import TrainConfig, train
 
     train_set, val_set, test_set = (synthetic_faces(n, image_size=16, seed=s) for n, s in ((64, 0), (21, 1), (14, 2)))
-    cfg = TrainConfig(img_size=16, epochs=1, batch_size=16, out=str(tmp_path / "r"), progress=False, log=False,
+    cfg = TrainConfig(image_size=16, epochs=1, batch_size=16, out=str(tmp_path / "r"), progress=False, log=False,
                       model_overrides=dict(patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64))
     result = train(cfg, train_set, val_set, test_set)
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["data"]

@@ -1,4 +1,4 @@
-"""minivit.hub: the manifest, resumable downloads, and Hugging Face cache resolution.
+"""minivit.checkpoints.hub and python -m minivit.hub: the manifest, resumable downloads, and Hugging Face cache resolution.
 
 Downloads run against an http.server on 127.0.0.1 (with a hand-written Range handler); the Hub
 path runs against a cache folder built here in huggingface_hub's on-disk layout with
@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from minivit import cli, hub
-from minivit.errors import DownloadError
+from minivit import hub as hub_command
+from minivit.checkpoints import hub
+from minivit.common import cli
+from minivit.common.errors import DownloadError
 
 PAYLOAD = bytes(range(256)) * 40 + b"end"  # 10243 bytes, not a multiple of anything convenient
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -142,15 +144,15 @@ def test_manifest_covers_the_brief():
     assert "imagenet21k+imagenet2012/ViT-B_16" in names
     assert "augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_224" in names
     assert "google/vit-base-patch16-224-in21k" in names
-    b16 = hub.find_checkpoint("imagenet21k/ViT-B_16")
+    b16 = hub.manifest_entry("imagenet21k/ViT-B_16")
     assert b16["urls"] == ["https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz"]
     assert b16["config"]["representation_size"] == 768 and b16["config"]["num_classes"] == 21843
-    ft = hub.find_checkpoint("imagenet21k+imagenet2012/ViT-B_16")
+    ft = hub.manifest_entry("imagenet21k+imagenet2012/ViT-B_16")
     assert ft["config"]["image_size"] == 384 and ft["config"]["representation_size"] is None
 
 
 def test_manifest_presets_build_configs():
-    from minivit import config
+    from minivit.model import config
     for e in hub.load_manifest():
         cfg = hub.checkpoint_config(e["name"])
         c = e["config"]
@@ -161,22 +163,22 @@ def test_manifest_presets_build_configs():
             assert c["representation_size"] == cfg.dim, e["name"]
 
 
-def test_find_checkpoint_aliases():
+def test_manifest_entry_aliases():
     name = "augreg/Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"
-    assert hub.find_checkpoint(name.upper())["name"] == name
-    assert hub.find_checkpoint("Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz")["name"] == name
-    assert hub.find_checkpoint("ViT-H_14.npz")["name"] == "imagenet21k/ViT-H_14"
-    assert hub.find_checkpoint("no-such-thing") is None
+    assert hub.manifest_entry(name.upper())["name"] == name
+    assert hub.manifest_entry("Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz")["name"] == name
+    assert hub.manifest_entry("ViT-H_14.npz")["name"] == "imagenet21k/ViT-H_14"
+    assert hub.manifest_entry("no-such-thing") is None
     # The explicit alias picks the ImageNet-21k original, the file the ViT paper released.
-    assert hub.find_checkpoint("ViT-B_16")["name"] == "imagenet21k/ViT-B_16"
-    assert hub.find_checkpoint("ViT-B_16.npz")["name"] == "imagenet21k/ViT-B_16"
+    assert hub.manifest_entry("ViT-B_16")["name"] == "imagenet21k/ViT-B_16"
+    assert hub.manifest_entry("ViT-B_16.npz")["name"] == "imagenet21k/ViT-B_16"
 
 
 def test_shared_file_name_without_alias_is_ambiguous(monkeypatch):
     entries = [{"name": "a/X", "file": "a/X.npz"}, {"name": "b/X", "file": "b/X.npz"}]
     monkeypatch.setattr(hub, "load_manifest", lambda path=None: entries)
     with pytest.raises(DownloadError) as err:
-        hub.find_checkpoint("X.npz")
+        hub.manifest_entry("X.npz")
     msg = one_line(err)
     assert "a/X" in msg and "b/X" in msg and "ambiguous" in msg
 
@@ -384,11 +386,11 @@ def test_resolve_hf_cache_without_weights(hf_cache):
 # ----------------------------------------------------------------------------- CLI
 
 def test_cli_list_and_download(server, tiny_manifest, tmp_path, capsys):
-    assert hub.main(["list"]) == 0
+    assert hub_command.main(["list"]) == 0
     assert "test/Tiny_8-test" in capsys.readouterr().out
-    assert hub.main(["download", "test/Tiny_8-test", "--weights-dir", str(tmp_path)]) == 0
+    assert hub_command.main(["download", "test/Tiny_8-test", "--weights-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "test" / "Tiny_8-test.npz")
-    assert cli.run(hub.main, ["download", "nope"]) == 2  # bad input: one line on stderr, exit 2, as every minivit command
+    assert cli.run(hub_command.main, ["download", "nope"]) == 2  # bad input: one line on stderr, exit 2, as every minivit command
     assert capsys.readouterr().err.startswith("error: unknown checkpoint")
 
 
@@ -419,10 +421,10 @@ def test_owner_name_without_local_parent_names_the_hub_too(tmp_path, monkeypatch
 def test_cli_mistyped_path_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
-    assert cli.run(hub.main, ["download", "runs/nope"]) == 2
+    assert cli.run(hub_command.main, ["download", "runs/nope"]) == 2
     assert capsys.readouterr().err == "error: runs/nope: no such file or folder\n"
     with pytest.raises(SystemExit) as exited:  # argparse errors: one line, exit 2 too
-        cli.run(hub.main, ["downlaod", "x"])
+        cli.run(hub_command.main, ["downlaod", "x"])
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: argument command") and err.count("\n") == 1
@@ -436,5 +438,5 @@ def test_list_names_an_entry_without_trained_on(tmp_path, monkeypatch, capsys):
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps({"schema": 1, "checkpoints": [entry]}))
     monkeypatch.setattr(hub, "MANIFEST_PATH", path)
-    assert hub.main(["list"]) == 0
+    assert hub_command.main(["list"]) == 0
     assert capsys.readouterr().out.strip() == "mine/Tiny_8  [vit_jax; ?]"

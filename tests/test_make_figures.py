@@ -17,9 +17,9 @@ from PIL import Image
 
 from minivit import ViT, ViTConfig
 from minivit.checkpoints import save_checkpoint
-from minivit.cli import run
+from minivit.common.cli import run
 from minivit.data.labels import LABELS
-from minivit.rollout import attention_rollout, last_layer_attention
+from minivit.evaluate.rollout import attention_rollout, last_layer_attention
 
 SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "make_figures.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -93,7 +93,7 @@ def test_untrained_model_is_seeded_and_says_so(mf, inputs, tmp_path):
     assert not trained and "UNTRAINED" in about
     torch.manual_seed(mf.SEED)
     scratch = mf.PROFILES["scratch"]
-    ref = mf.create_model(scratch["model"], image_size=scratch["img_size"], num_classes=7, **scratch["model_overrides"])
+    ref = mf.create_model(scratch["model"], image_size=scratch["image_size"], num_classes=7, **scratch["model_overrides"])
     assert torch.equal(model.pos_embed, ref.pos_embed)  # the scratch profile's model, seeded: same figure each run
     untrained = mf.Inputs(model, about, trained, inputs.faces, inputs.labels, inputs.source)
     assert "UNTRAINED" in mf.pos_embed_figure(untrained, tmp_path / "u.png")["title"]
@@ -231,7 +231,7 @@ def test_architecture_figure_draws_b16_and_the_fer_model(mf, tmp_path):
     # the FER column is the scratch training profile's model, the other Google's ViT-B/16
     assert (fer.config.stem, fer.config.in_chans, fer.config.depth) == (
         scratch["model_overrides"]["stem"], scratch["model_overrides"]["in_chans"], scratch["model_overrides"]["depth"])
-    assert fer.config.image_hw == (scratch["img_size"],) * 2 and fer.config.num_classes == len(LABELS)
+    assert fer.config.image_hw == (scratch["image_size"],) * 2 and fer.config.num_classes == len(LABELS)
     b16_cfg = b16.config
     assert (b16_cfg.patch_size, b16_cfg.image_hw, b16_cfg.dim, b16_cfg.num_classes) == (16, (224, 224), 768, 1000)
     for model, shapes, labels in zip((b16, fer), d["shapes"], d["labels"]):

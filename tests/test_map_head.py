@@ -15,7 +15,7 @@ import torch
 
 from minivit import ViT, ViTConfig
 from minivit.checkpoints import save_checkpoint, save_folder, save_npz, timm_config
-from minivit.errors import CheckpointError, ConfigError
+from minivit.common.errors import CheckpointError, ConfigError
 
 P = "params/"
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import minivit
 from minivit import ConfigError, ViT, ViTConfig, create_model, resample_pos_embed
-from minivit.config import config_from_name, parse_name
+from minivit.model.config import config_from_name, parse_name
 
 
 def tiny(**overrides) -> ViTConfig:
@@ -92,7 +92,7 @@ def test_from_pretrained_refuses_out_of_range_metadata(tmp_path):
     import json
 
     from minivit import CheckpointError
-    from minivit.checkpoints.io import write_safetensors
+    from minivit.checkpoints.writing import write_safetensors
 
     model = ViT(tiny())
     path = tmp_path / "odd.safetensors"

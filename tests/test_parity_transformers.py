@@ -11,7 +11,7 @@ import torch
 transformers = pytest.importorskip("transformers", reason="transformers is the oracle for these tests")
 
 from minivit import ViT  # noqa: E402
-from minivit.checkpoints.loader import convert_transformers_state_dict  # noqa: E402
+from minivit.checkpoints.loading import convert_transformers_state_dict  # noqa: E402
 
 
 def random_hf(cls, **config):

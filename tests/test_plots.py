@@ -5,7 +5,7 @@ import pytest
 from matplotlib import colormaps
 from PIL import Image
 
-from minivit.plots import (ATTENTION_CMAP, MATRIX_CMAP, attention_grid_png, attention_overlay_png,
+from minivit.evaluate.plots import (ATTENTION_CMAP, MATRIX_CMAP, attention_grid_png, attention_overlay_png,
                            confusion_matrix_figure, confusion_matrix_png, curves_figure, curves_png, save_png)
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

@@ -1,4 +1,4 @@
-"""minivit.predict: the Python API (every input type, the evaluation's preprocessing), the CLI's
+"""minivit.Predictor and python -m minivit.predict: the Python API (every input type, the evaluation's preprocessing), the CLI's
 outputs, and bad inputs (one line each naming the file, exit 2, the other files still predicted)."""
 
 import csv
@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 
 import minivit
-from minivit.augment import AugmentConfig, eval_transform
+from minivit.data.augment import AugmentConfig, eval_transform
 from minivit.checkpoints import save_checkpoint
-from minivit.errors import DataError
-from minivit.predict import NO_FACE, OFF, Predictor, main
+from minivit.common.errors import DataError
+from minivit.inference.predictor import NO_FACE, OFF, Predictor
+from minivit.predict import main
 
 TINY = dict(image_size=48, patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64, num_classes=7)
 
@@ -98,10 +99,10 @@ def fer2013_test_files(shared_dir, per_class):
 def test_the_default_predictor_classifies_fer2013_crops_whole_as_the_evaluation_does(shared_dir, tmp_path):
     """detect_faces="auto" (the default): the Haar cascade would find "faces" inside 48x48 crops and
     re-crop them; a face-sized image is classified whole, so the logits equal the evaluation's."""
-    from minivit import faces
+    from minivit.inference import faces
     from minivit.data import decode_images
     from minivit.evaluate import predict
-    from minivit.predict import FACE_SIZED
+    from minivit.inference.predictor import FACE_SIZED
 
     if not faces.available():
         pytest.skip(f"face detection is what this tests, and it is unavailable: {faces.unavailable_reason()}")
@@ -123,9 +124,9 @@ def test_the_default_predictor_classifies_fer2013_crops_whole_as_the_evaluation_
 
 
 def test_a_repo_id_or_manifest_name_goes_to_from_pretrained_and_a_missing_path_is_one_line(monkeypatch, tmp_path):
-    from minivit.errors import CheckpointError
-    from minivit.model import ViT
-    from minivit.predict import load_model, resolve_checkpoint
+    from minivit.common.errors import CheckpointError
+    from minivit.model.vit import ViT
+    from minivit.inference.predictor import load_model, resolve_checkpoint
 
     asked = []
     monkeypatch.setattr(ViT, "from_pretrained", classmethod(lambda cls, source: asked.append(source) or tiny_model()))
@@ -148,12 +149,12 @@ def test_a_repo_id_or_manifest_name_goes_to_from_pretrained_and_a_missing_path_i
 def test_the_predictor_uses_the_evaluations_precision(checkpoint, monkeypatch):
     """One rule for both: resolve_precision("auto", device). fp32 on the CPU; where it picks bf16 (a GPU,
     simulated here), the Predictor's logits are the evaluation's under the same autocast."""
-    from minivit.device import resolve_precision
+    from minivit.common.device import resolve_precision
     from minivit.evaluate import predict
 
     assert Predictor.from_checkpoint(checkpoint, detect_faces=False, device="cpu").autocast_dtype is None
     assert resolve_precision("auto", torch.device("cpu"))[1] is None
-    monkeypatch.setattr("minivit.predict.resolve_precision", lambda choice, device: ("bf16", torch.bfloat16, False))
+    monkeypatch.setattr("minivit.inference.predictor.resolve_precision", lambda choice, device: ("bf16", torch.bfloat16, False))
     predictor = Predictor.from_checkpoint(checkpoint, detect_faces=False, device="cpu")
     images = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (4, 1, 48, 48), dtype=np.uint8))
     aug = AugmentConfig(image_size=48, channels=3)
@@ -257,7 +258,7 @@ def test_cli_bad_inputs_one_line_each_and_exit_2(checkpoint, files, capsys):
     records = json.loads(captured.out)
     assert "predictions" in records[0] and all("error" in r for r in records[1:])  # the good file still predicted
 
-    assert minivit.cli.run(main, args + ["--checkpoint", str(checkpoint), "--strict"]) == 2  # stops at the first
+    assert minivit.common.cli.run(main, args + ["--checkpoint", str(checkpoint), "--strict"]) == 2  # stops at the first
     assert capsys.readouterr().err.strip().splitlines() == [errors[0]]
 
 
@@ -284,7 +285,7 @@ def test_cli_bad_options_and_checkpoint(checkpoint, files, capsys):
                          ([str(files / "noise.jpg"), "--checkpoint", str(files / "nope.safetensors")], "nope.safetensors"),
                          ([str(files / "noise.jpg"), "--checkpoint", str(files / "notes.jpg")], "notes.jpg")]:
         with pytest.raises(SystemExit) as e:
-            raise SystemExit(minivit.cli.run(main, argv))
+            raise SystemExit(minivit.common.cli.run(main, argv))
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expect in err and "Traceback" not in err and len(err.splitlines()) == 1
@@ -304,7 +305,7 @@ def test_a_training_run_tells_the_predictor_its_classes_and_that_its_faces_were_
     from minivit.train import TrainConfig, train
 
     run = tmp_path / "run"
-    train(TrainConfig(data="synthetic", synthetic_samples=70, img_size=16, epochs=1, batch_size=35, model="Ti/4",
+    train(TrainConfig(data="synthetic", synthetic_samples=70, image_size=16, epochs=1, batch_size=35, model="Ti/4",
                       model_overrides=dict(dim=16, depth=1, heads=2, mlp_dim=32), out=str(run), progress=False,
                       log=False, tta=False))
     extra = read_extra(run / "best.safetensors")
@@ -324,13 +325,13 @@ def test_pillow_warnings_are_filtered_once_at_import_not_per_call(tmp_path):
     import subprocess
     import sys
 
-    import minivit.predict
+    import minivit.inference.images
 
     palette = tmp_path / "palette.png"
     Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P").save(palette, transparency=bytes(10))
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_header(9500, 9500))  # 90 MP: past Pillow's warning, under its error
-    code = ("import sys; from minivit.predict import read_image, PIL_MAX_PIXELS, UnreadableImage\n"
+    code = ("import sys; from minivit.inference.images import read_image, PIL_MAX_PIXELS, UnreadableImage\n"
             f"print(read_image({str(palette)!r}).shape)\n"
             f"try:\n    read_image({str(bomb)!r}, max_pixels=PIL_MAX_PIXELS)\n"
             "except UnreadableImage as e:\n    print('unreadable:', e)\n")
@@ -338,14 +339,14 @@ def test_pillow_warnings_are_filtered_once_at_import_not_per_call(tmp_path):
                           cwd=Path(minivit.__file__).parents[1])
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "(8, 8, 3)" and "bomb.png: cannot decode image" in done.stdout
-    assert "catch_warnings" not in inspect.getsource(minivit.predict.read_image)
+    assert "catch_warnings" not in inspect.getsource(minivit.inference.images.read_image)
 
 
 def test_read_image_decodes_as_the_dataset_reader_does(tmp_path):
     """16-bit PNGs, big-endian 16-bit TIFFs, float TIFFs and EXIF-rotated JPEGs: read_image gives the
     pixels minivit.data decodes (one function for both), so predictions match the evaluation's."""
     from minivit.data import decode_images
-    from minivit.predict import UnreadableImage, read_image
+    from minivit.inference.images import UnreadableImage, read_image
 
     ramp = (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) * 65535 // (48 * 64 - 1)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "ramp16.png")
@@ -364,15 +365,15 @@ def test_read_image_decodes_as_the_dataset_reader_does(tmp_path):
     Image.fromarray(np.full((8, 8), -3.0, np.float32)).save(tmp_path / "negative.tif")
     with pytest.raises(UnreadableImage, match=r"negative.tif: 32-bit float pixels in \[-3, -3\]"):
         read_image(tmp_path / "negative.tif")
-    from minivit.predict import to_image_tensor
+    from minivit.inference.images import to_image_tensor
 
     as_pil = to_image_tensor(Image.open(tmp_path / "ramp16be.tif"))  # a PIL image given to the Predictor
     assert as_pil.shape == (1, 48, 64) and torch.equal(as_pil[0], torch.from_numpy((ramp >> 8).astype(np.uint8)))
 
 
 def test_bytes_obey_the_predictors_pixel_limit_and_names_must_match_the_images(checkpoint):
-    from minivit.errors import ConfigError
-    from minivit.predict import ImageTooLarge
+    from minivit.common.errors import ConfigError
+    from minivit.inference.images import ImageTooLarge
 
     buf = io.BytesIO()
     Image.fromarray(np.zeros((100, 120), np.uint8)).save(buf, format="PNG")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from minivit import ViT, ViTConfig
-from minivit.errors import ConfigError
-from minivit.rollout import attention_rollout, last_layer_attention, rollout_matrix
+from minivit.common.errors import ConfigError
+from minivit.evaluate.rollout import attention_rollout, last_layer_attention, rollout_matrix
 
 
 def numpy_rollout(attentions, grid, num_prefix, map_attention=None):

@@ -13,13 +13,14 @@ from PIL import Image
 
 import minivit
 from minivit.checkpoints import save_checkpoint
-from minivit.predict import Predictor
+from minivit.inference.predictor import Predictor
 
 pytest.importorskip("fastapi", reason="the web demo needs the 'serve' extra (fastapi, uvicorn, python-multipart)")
 pytest.importorskip("multipart", reason="the web demo needs the 'serve' extra (python-multipart)")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from minivit.serve import build_parser, create_app  # noqa: E402
+from minivit.inference.web import create_app  # noqa: E402
+from minivit.serve import build_parser  # noqa: E402
 
 MAX_UPLOAD = 200_000
 
@@ -172,10 +173,10 @@ def test_concurrent_decodes_are_bounded(client, photo, monkeypatch):
     import threading
     import time
 
-    import minivit.serve as serve
+    import minivit.inference.web as web
 
     active, peak, lock = [0], [0], threading.Lock()
-    real_read = serve.read_image
+    real_read = web.read_image
 
     def slow_read(*args, **kwargs):
         with lock:
@@ -188,16 +189,15 @@ def test_concurrent_decodes_are_bounded(client, photo, monkeypatch):
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(serve, "read_image", slow_read)
+    monkeypatch.setattr(web, "read_image", slow_read)
     with ThreadPoolExecutor(10) as pool:
         codes = list(pool.map(lambda _: client.post("/predict", files={"file": ("x.jpg", photo, "image/jpeg")})
                               .status_code, range(10)))
-    assert codes == [200] * 10 and 2 <= peak[0] <= serve.MAX_CONCURRENT
+    assert codes == [200] * 10 and 2 <= peak[0] <= web.MAX_CONCURRENT
 
 
 def test_a_big_photo_is_shrunk_before_detection_and_boxes_come_back_in_its_pixels(checkpoint, monkeypatch):
-    import minivit.serve as serve
-    from minivit import faces
+    from minivit.inference import faces, web
 
     skimage_data = pytest.importorskip("skimage.data", reason="needs a real face photo (scikit-image's astronaut)")
     if not faces.available():
@@ -212,7 +212,7 @@ def test_a_big_photo_is_shrunk_before_detection_and_boxes_come_back_in_its_pixel
                      max_pixels=10_000_000)
     with TestClient(app) as c:
         answers = [c.post("/predict", files={"file": ("a.png", png_bytes(a), "image/png")}).json() for a in (small, big)]
-    assert seen == [(512, 512, 3), (serve.MAX_SIDE, serve.MAX_SIDE, 3)]  # never the full 1536 pixels
+    assert seen == [(512, 512, 3), (web.MAX_SIDE, web.MAX_SIDE, 3)]  # never the full 1536 pixels
     assert (answers[1]["width"], answers[1]["height"]) == (1536, 1536)
     assert answers[0]["detection"] == answers[1]["detection"] == "faces"
     small_box, big_box = answers[0]["predictions"][0]["box"], answers[1]["predictions"][0]["box"]
@@ -233,7 +233,7 @@ def test_cli_reports_a_missing_extra_before_loading_the_model_and_never_prints_p
     import minivit.serve as serve
 
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the extra were not installed
-    assert minivit.cli.run(serve.main, ["--checkpoint", "no/such/model.safetensors"]) == 2
+    assert minivit.common.cli.run(serve.main, ["--checkpoint", "no/such/model.safetensors"]) == 2
     err = capsys.readouterr().err
     assert "fastapi" in err and "minivit[serve]" in err and "model.safetensors" not in err
     monkeypatch.undo()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.profiler import profile
 
 from minivit import ConfigError, ViT, ViTConfig
-from minivit import speed
+from minivit.model import speed
 
 
 def tiny_model(seed: int = 0, **overrides) -> ViT:

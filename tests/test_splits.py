@@ -11,7 +11,7 @@ from minivit.data import (LABELS, ImageSet, MissingSplit, carve_validation, kind
 from minivit.data.provenance import data_kind, from_checkpoint_extra, trained_on
 from minivit.data.splits import (OPTIMISTIC, absent_classes, carve_count, ids_hash, legacy_rule, split_label,
                                  split_title)
-from minivit.errors import ConfigError, DataError
+from minivit.common.errors import ConfigError, DataError
 
 
 def face_folder(root, splits=(("train", 20), ("test", 6)), classes=("happy", "sad"), size=8):

@@ -13,8 +13,8 @@ from safetensors import safe_open
 
 from minivit import ViT, ViTConfig, create_model
 from minivit.checkpoints import read_extra
-from minivit.device import resolve_precision
-from minivit.errors import ConfigError
+from minivit.common.device import resolve_precision
+from minivit.common.errors import ConfigError
 from minivit.train import EMA, TrainConfig, epoch_indices, layer_id, lr_at, param_groups, soft_cross_entropy, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ TINY = dict(patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64)
 
 
 def tiny_cfg(out, **kw) -> TrainConfig:
-    base = dict(data="synthetic", synthetic_samples=224, img_size=16, epochs=2, batch_size=16,
+    base = dict(data="synthetic", synthetic_samples=224, image_size=16, epochs=2, batch_size=16,
                 model_overrides=TINY, out=str(out), progress=False, log=False, lr=2e-3)
     return TrainConfig(**{**base, **kw})
 
@@ -221,7 +221,7 @@ def test_cli_train_resume_and_evaluate(tmp_path):
 def test_finetune_from_google_npz(tmp_path, fixtures_dir):
     """--weights: a vit_jax .npz gets a new 7-way head and resampled position embeddings, then trains (SGD recipe)."""
     npz = fixtures_dir / "vitjax_token_rep" / "model.npz"
-    result = train(tiny_cfg(tmp_path, weights=str(npz), img_size=16, epochs=1, optimizer="sgd", lr=0.01,
+    result = train(tiny_cfg(tmp_path, weights=str(npz), image_size=16, epochs=1, optimizer="sgd", lr=0.01,
                             weight_decay=0.0, model_overrides={}))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["num_samples"] == 64 and sum(metrics["confusion_matrix"][0]) + sum(
@@ -229,7 +229,7 @@ def test_finetune_from_google_npz(tmp_path, fixtures_dir):
     best = ViT.from_pretrained(str(tmp_path / "best.safetensors"))
     # the reported accuracy is the best checkpoint's on the run's val faces, recomputed here without
     # minivit.evaluate: the model's own argmax on the re-drawn val set, preprocessed as the loop does
-    from minivit.augment import AugmentConfig, eval_transform
+    from minivit.data.augment import AugmentConfig, eval_transform
     from minivit.data import synthetic_split
 
     val = synthetic_split(224, image_size=16, seed=0)[1]

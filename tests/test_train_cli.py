@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minivit.cli import run
+from minivit.common.cli import run
 from minivit.data import ImageSet
-from minivit.errors import ConfigError
+from minivit.common.errors import ConfigError
 from minivit.train import TrainConfig, train
 from minivit.train.cli import build_config, main, parse_args
 from minivit.train.rundir import default_out
@@ -129,7 +129,7 @@ def test_dataset_smaller_than_a_batch_names_the_dataset(tmp_path):
     tiny = ImageSet(torch.randint(0, 256, (10, 1, 16, 16), dtype=torch.uint8, generator=g),
                     torch.arange(10) % 7, source="my-faces.csv")
     with pytest.raises(ConfigError, match=r"my-faces.csv has 10 training images.*--batch-size 16"):
-        train(TrainConfig(batch_size=16, img_size=16, out=str(tmp_path / "r"), progress=False, log=False), tiny, tiny)
+        train(TrainConfig(batch_size=16, image_size=16, out=str(tmp_path / "r"), progress=False, log=False), tiny, tiny)
 
 
 def write_config(folder: Path, text: str) -> Path:
@@ -171,7 +171,7 @@ def test_model_flags_that_would_be_ignored_are_refused(argv, capsys):
     assert code == 2 and "does not apply" in err and argv[-2] in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_scratch_profile_is_the_issue_7_reference():
+def test_scratch_profile_is_the_measured_fer_reference():
     cfg, _ = build_config(parse_args(["--data", "faces/"]))
     assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.label_smoothing, cfg.epochs, cfg.warmup_epochs) == \
         (256, 1e-3, 0.05, 0.1, 100, 5)
@@ -211,7 +211,7 @@ def test_single_class_prediction_is_reported(tmp_path, capsys):
     images = torch.randint(0, 256, (64, 1, 16, 16), dtype=torch.uint8, generator=g)
     happy = ImageSet(images, torch.full((64,), 3), source="all-happy")
     val = ImageSet(images[:32], torch.arange(32) % 7, source="mixed")
-    cfg = TrainConfig(img_size=16, epochs=2, batch_size=16, lr=3e-3, out=str(tmp_path / "r"), progress=False,
+    cfg = TrainConfig(image_size=16, epochs=2, batch_size=16, lr=3e-3, out=str(tmp_path / "r"), progress=False,
                       log=False, model_overrides=dict(patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64))
     result = train(cfg, happy, val)
     assert len(result["warnings"]) == 1 and "predicts 'happy' for 100% of the 32 images" in result["warnings"][0]
@@ -249,7 +249,7 @@ def test_too_many_processes_for_the_gpus_is_one_line(monkeypatch, capsys, tmp_pa
 
 def test_stale_temp_files_are_cleaned(tmp_path):
     out = tmp_path / "r"
-    base = dict(synthetic_samples=64, img_size=16, epochs=2, batch_size=16, progress=False, log=False,
+    base = dict(synthetic_samples=64, image_size=16, epochs=2, batch_size=16, progress=False, log=False,
                 model_overrides=dict(patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64), out=str(out))
     train(TrainConfig(**base, stop_after=5))  # "killed" in epoch 2
     stale = [out / ".resume.safetensors.k2j4x9.tmp", out / ".best.safetensors.a1b2c3.tmp"]
@@ -299,7 +299,7 @@ def test_bad_images_stop_or_are_skipped_and_counted(tmp_path, capsys):
 
 # -- resuming: what may not change, where the run continues, what the stop line says ----------------------
 
-SMALL = dict(synthetic_samples=64, img_size=16, batch_size=16, progress=False, log=False, device="cpu", compile="no",
+SMALL = dict(synthetic_samples=64, image_size=16, batch_size=16, progress=False, log=False, device="cpu", compile="no",
              model_overrides=dict(patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64))
 
 
@@ -347,7 +347,7 @@ def test_resume_refuses_changed_momentum_and_betas(tmp_path, saved, changed, mes
 def test_optimiser_state_that_does_not_fit_is_a_checkpoint_error(tmp_path):
     from minivit import ViT, ViTConfig
     from minivit.checkpoints.resume import load_resume, restore, save_resume
-    from minivit.errors import CheckpointError
+    from minivit.common.errors import CheckpointError
     from minivit.train import param_groups
 
     model = ViT(ViTConfig(image_size=8, patch_size=4, dim=8, depth=2, heads=2, mlp_dim=16, num_classes=3))
@@ -424,7 +424,7 @@ def no_data(monkeypatch):
 @pytest.mark.parametrize("kw, named", [
     (dict(model_overrides=dict(patch_size=4, dim=32, depth=1, heads=5, mlp_dim=64)), "heads=5"),
     (dict(model="Q/16"), "Q/16"),
-    (dict(img_size=18), "image_size=18"),
+    (dict(image_size=18), "image_size=18"),
     (dict(augment={"rotate": 5}), "rotate"),
     (dict(augment={"scale": [0.0, 1.0]}), "scale"),
     (dict(augment={"hflip": 1.5}), "hflip"),
@@ -453,14 +453,42 @@ def test_eval_only_passes_the_evaluation_options(tmp_path, monkeypatch, capsys):
 def test_the_examples_python_snippet_is_the_commands_scratch_recipe():
     """examples/finetune_fer.py's "The same from Python" builds exactly the config the command builds."""
     import ast
-    import copy
     import textwrap
 
-    from minivit.train.cli import PROFILES
+    from minivit.train import config_for
 
     doc = ast.get_docstring(ast.parse((REPO / "examples" / "finetune_fer.py").read_text()))
     snippet = textwrap.dedent(doc.split("The same from Python")[1].split(":\n", 1)[1])
-    assert 'PROFILES["scratch"]' in snippet and 'data="../shared/data/fer2013"' in snippet
-    python = TrainConfig(**copy.deepcopy(PROFILES["scratch"]), data="../shared/data/fer2013", out="runs/fer2013-scratch")
+    assert 'config_for("../shared/data/fer2013", out="runs/fer2013-scratch")' in snippet
+    python = config_for("../shared/data/fer2013", out="runs/fer2013-scratch")
     command, profile = build_config(parse_args(["--data", "../shared/data/fer2013", "--out", "runs/fer2013-scratch"]))
     assert profile == "scratch" and python.to_dict() == command.to_dict()
+
+
+@pytest.mark.parametrize("argv, data, weights", [
+    ([], "synthetic", "none"),
+    (["--data", "faces/"], "faces/", "none"),
+    (["--data", "faces/", "--weights", "ViT-B_16"], "faces/", "ViT-B_16"),
+    (["--data", "faces/", "--model", "Ti/16"], "faces/", "none"),
+])
+def test_python_and_the_command_share_one_table_of_profiles(argv, data, weights):
+    """TrainConfig() is the command's no-argument run; config_for builds what the command builds for
+    each kind of run; every choices= of the command is the config's own table."""
+    from minivit.train import CHOICES, TrainConfig, config_for
+    from minivit.train.profiles import profile_for
+
+    command, profile = build_config(parse_args(argv))
+    extra = {"model": "Ti/16"} if "--model" in argv else {}
+    assert config_for(data, weights=weights, **extra).to_dict() == command.to_dict()
+    assert profile == profile_for(data, weights)
+    if not argv:
+        assert command == TrainConfig() and profile == "synthetic"
+        assert TrainConfig().model_overrides == dict(patch_size=4, dim=64, depth=3, heads=4, mlp_dim=128)
+    import argparse
+
+    from minivit.train import cli as train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_options(parser)
+    choices = {a.dest: tuple(a.choices) for a in parser._actions if a.choices and a.dest in CHOICES}
+    assert choices == {name: tuple(values) for name, values in CHOICES.items()}

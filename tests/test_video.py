@@ -20,13 +20,13 @@ from PIL import Image
 
 import minivit
 from minivit.checkpoints import save_checkpoint
-from minivit.cli import run
+from minivit.common.cli import run
 from minivit.predict import main
 
 cv2 = pytest.importorskip("cv2", reason="videos are read with OpenCV (the 'faces' extra)")
 skimage_data = pytest.importorskip("skimage.data", reason="the test clip is made from scikit-image's astronaut photo")
 
-from minivit import video  # noqa: E402
+from minivit.inference import video  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FPS, FRAMES, SIZE = 10.0, 30, (352, 240)  # (W, H)

@@ -24,8 +24,8 @@ import json
 import math
 import re
 
-from ..config import SIZES, TIMM_SIZE_NAMES, ViTConfig, config_from_name
-from ..errors import CheckpointError, ConfigError, MinivitError
+from ..common.errors import CheckpointError, ConfigError, MinivitError
+from ..model.config import SIZES, TIMM_SIZE_NAMES, ViTConfig, config_from_name
 from . import holds
 from .holds import refuse
 
@@ -121,8 +121,8 @@ def infer_flax(tensors: dict, layout, prefix: str, stated: dict | None, where) -
 
 def export_flax(layout_holds: holds.Holds):
     """An .npz has no config file (its shapes say it all): only what the layout cannot hold is refused."""
-    def export(cfg: ViTConfig) -> None:
-        refuse(layout_holds, cfg)
+    def export(config: ViTConfig) -> None:
+        refuse(layout_holds, config)
         return None
 
     return export
@@ -156,19 +156,19 @@ def infer_transformers(tensors: dict, layout, prefix: str, hf: dict, where) -> t
     return make_config(fields, where), set(fields)
 
 
-def transformers_config(cfg: ViTConfig) -> dict:
+def transformers_config(config: ViTConfig) -> dict:
     """config.json for transformers' ViTForImageClassification (or ViTModel when headless)."""
-    refuse(holds.TRANSFORMERS, cfg)
-    labels = {str(i): f"LABEL_{i}" for i in range(cfg.num_classes)}
+    refuse(holds.TRANSFORMERS, config)
+    labels = {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
     return {
-        "architectures": ["ViTForImageClassification" if cfg.num_classes else "ViTModel"], "model_type": "vit",
-        "hidden_size": cfg.dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.heads,
-        "intermediate_size": cfg.mlp_dim, "hidden_act": "gelu" if cfg.gelu == "exact" else "gelu_pytorch_tanh",
+        "architectures": ["ViTForImageClassification" if config.num_classes else "ViTModel"], "model_type": "vit",
+        "hidden_size": config.dim, "num_hidden_layers": config.depth, "num_attention_heads": config.heads,
+        "intermediate_size": config.mlp_dim, "hidden_act": "gelu" if config.gelu == "exact" else "gelu_pytorch_tanh",
         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02,
-        "layer_norm_eps": cfg.norm_eps, "image_size": cfg.image_size if isinstance(cfg.image_size, int) else list(cfg.image_size),
-        "patch_size": cfg.patch_size, "num_channels": cfg.in_chans, "qkv_bias": cfg.qkv_bias,
-        "encoder_stride": cfg.patch_size, "pooler_output_size": cfg.representation_size or cfg.dim, "pooler_act": "tanh",
-        **({"id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}} if cfg.num_classes else {}),
+        "layer_norm_eps": config.norm_eps, "image_size": config.image_size if isinstance(config.image_size, int) else list(config.image_size),
+        "patch_size": config.patch_size, "num_channels": config.in_chans, "qkv_bias": config.qkv_bias,
+        "encoder_stride": config.patch_size, "pooler_output_size": config.representation_size or config.dim, "pooler_act": "tanh",
+        **({"id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}} if config.num_classes else {}),
     }
 
 
@@ -232,27 +232,27 @@ def infer_timm(tensors: dict, layout, prefix: str, tc: dict, where) -> tuple[ViT
     return make_config(fields, where), set(fields) - FREE_FIELDS
 
 
-def timm_architecture(cfg: ViTConfig) -> str:
+def timm_architecture(config: ViTConfig) -> str:
     """timm's name for the size (from config.SIZES; model_args carry the exact shape anyway)."""
-    size = next((s for s, f in SIZES.items() if (f["dim"], f["depth"]) == (cfg.dim, cfg.depth)), "B")
+    size = next((s for s, f in SIZES.items() if (f["dim"], f["depth"]) == (config.dim, config.depth)), "B")
     word = {v: k for k, v in TIMM_SIZE_NAMES.items()}[size]
     return f"vit_{word}_patch{16 if size != 'H' else 14}_224"
 
 
-def timm_config(cfg: ViTConfig) -> dict:
+def timm_config(config: ViTConfig) -> dict:
     """config.json as timm.models.save_for_hf writes it (all sizes in model_args)."""
-    refuse(holds.TIMM, cfg)
-    h, w = cfg.image_hw
-    pool = {v: k for k, v in TIMM_POOLS.items()}[cfg.classifier]
-    args = dict(img_size=[h, w], patch_size=cfg.patch_size, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
-                mlp_ratio=cfg.mlp_dim / cfg.dim, num_classes=cfg.num_classes, global_pool=pool,
-                class_token=cfg.classifier == "token", in_chans=cfg.in_chans, qkv_bias=cfg.qkv_bias,
-                fc_norm=cfg.norm_after_pool, **({"act_layer": "gelu_tanh"} if cfg.gelu == "tanh" else {}))
-    return {"architecture": timm_architecture(cfg), "num_classes": cfg.num_classes,
-            "num_features": cfg.dim, "global_pool": pool, "model_args": args,
-            "pretrained_cfg": {"input_size": [cfg.in_chans, h, w], "fixed_input_size": True, "interpolation": "bicubic",
-                               "mean": [0.5] * cfg.in_chans, "std": [0.5] * cfg.in_chans,
-                               "num_classes": cfg.num_classes, "first_conv": "patch_embed.proj", "classifier": "head"}}
+    refuse(holds.TIMM, config)
+    h, w = config.image_hw
+    pool = {v: k for k, v in TIMM_POOLS.items()}[config.classifier]
+    args = dict(img_size=[h, w], patch_size=config.patch_size, embed_dim=config.dim, depth=config.depth, num_heads=config.heads,
+                mlp_ratio=config.mlp_dim / config.dim, num_classes=config.num_classes, global_pool=pool,
+                class_token=config.classifier == "token", in_chans=config.in_chans, qkv_bias=config.qkv_bias,
+                fc_norm=config.norm_after_pool, **({"act_layer": "gelu_tanh"} if config.gelu == "tanh" else {}))
+    return {"architecture": timm_architecture(config), "num_classes": config.num_classes,
+            "num_features": config.dim, "global_pool": pool, "model_args": args,
+            "pretrained_cfg": {"input_size": [config.in_chans, h, w], "fixed_input_size": True, "interpolation": "bicubic",
+                               "mean": [0.5] * config.in_chans, "std": [0.5] * config.in_chans,
+                               "num_classes": config.num_classes, "first_conv": "patch_embed.proj", "classifier": "head"}}
 
 
 # -- minivit: the config as JSON in the safetensors metadata ---------------------------------------
@@ -261,13 +261,13 @@ def timm_config(cfg: ViTConfig) -> dict:
 def infer_minivit(tensors: dict, layout, prefix: str, meta: dict, where) -> tuple[ViTConfig, set]:
     try:
         d = json.loads(meta[CONFIG_KEY])
-        cfg = ViTConfig.from_dict(d)
+        config = ViTConfig.from_dict(d)
     except (ValueError, TypeError, KeyError, MinivitError) as e:
         raise CheckpointError(f"{where}: bad {CONFIG_KEY} metadata ({str(e).splitlines()[0]})") from None
-    return cfg, set(d) - FREE_FIELDS
+    return config, set(d) - FREE_FIELDS
 
 
-def minivit_config(cfg: ViTConfig) -> dict:
+def minivit_config(config: ViTConfig) -> dict:
     """The metadata of minivit's .safetensors: every ViTConfig field, so nothing is inferred on load."""
-    refuse(holds.MINIVIT, cfg)  # holds everything: here so that every writer follows the one table
-    return {CONFIG_KEY: json.dumps(cfg.to_dict())}
+    refuse(holds.MINIVIT, config)  # holds everything: here so that every writer follows the one table
+    return {CONFIG_KEY: json.dumps(config.to_dict())}

@@ -23,10 +23,10 @@ that, and exports a model for every cell of the table.
 
 Example:
     >>> from minivit import ViTConfig
-    >>> cfg = ViTConfig(image_size=32, patch_size=8, dim=64, depth=2, heads=4, mlp_dim=128, norm_eps=1e-12)
-    >>> [r.setting for r in refusals(VIT_JAX, cfg)]
+    >>> config = ViTConfig(image_size=32, patch_size=8, dim=64, depth=2, heads=4, mlp_dim=128, norm_eps=1e-12)
+    >>> [r.setting for r in refusals(VIT_JAX, config)]
     ["gelu='exact'", 'norm_eps=1e-12']
-    >>> refusals(TRANSFORMERS, cfg)
+    >>> refusals(TRANSFORMERS, config)
     []
 """
 
@@ -35,8 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..config import ViTConfig
-from ..errors import CheckpointError
+from ..common.errors import CheckpointError
+from ..model.config import ViTConfig
 
 API_HINT = "pass allow_lossy=True to write it anyway"  # the converter says --allow-lossy instead
 CONVENTIONS = ("gelu", "norm_eps")  # what a layout's files may imply instead of stating
@@ -51,24 +51,24 @@ def _without(state: dict | None, prefix: str) -> dict | None:
     return None if state is None else {k: v for k, v in state.items() if not k.startswith(prefix)}
 
 
-def _drop_representation(cfg: ViTConfig, state):
+def _drop_representation(config: ViTConfig, state):
     # The head reads the representation (size representation_size); without that layer it reads
     # the pooled vector (size dim): only equal sizes leave a head that fits.
-    if cfg.representation_size != cfg.dim:
+    if config.representation_size != config.dim:
         return None
-    return cfg.replace(representation_size=None), _without(state, "pre_logits.")
+    return config.replace(representation_size=None), _without(state, "pre_logits.")
 
 
-def _zero_cls_position(cfg: ViTConfig, state):
+def _zero_cls_position(config: ViTConfig, state):
     if state is None:
-        return cfg, None
+        return config, None
     pos = state["pos_embed"].clone()
     pos[:, 0] = 0  # (1, 1 + N, D): the CLS slot
-    return cfg, {**state, "pos_embed": pos}
+    return config, {**state, "pos_embed": pos}
 
 
-def _cls_position(cfg: ViTConfig, state) -> bool:
-    return cfg.classifier == "token" and state is not None and bool(state["pos_embed"][:, 0].abs().max() > 0)
+def _cls_position(config: ViTConfig, state) -> bool:
+    return config.classifier == "token" and state is not None and bool(state["pos_embed"][:, 0].abs().max() > 0)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Setting:
     label: str  # the row of the docs table
     fields: tuple[str, ...]  # the ViTConfig fields it is about
     example: dict  # ViTConfig fields of a small model that has it (the tests build one per cell)
-    has: Callable[[ViTConfig, dict | None], bool] = lambda cfg, state: False  # (config, state dict or None)
+    has: Callable[[ViTConfig, dict | None], bool] = lambda config, state: False  # (config, state dict or None)
     name: str = ""  # how a refusal names it, formatted with the config's fields
     # (config, state) -> the nearest model without it, or None where none fits; None: cannot be dropped
     drop: Callable | None = None
@@ -201,31 +201,31 @@ MINIVIT = Holds("minivit")  # minivit's own file states every ViTConfig field an
 # -- applying the rule ---------------------------------------------------------------------------
 
 
-def _convention_refusal(holds: Holds, name: str, cfg: ViTConfig) -> Refusal | None:
+def _convention_refusal(holds: Holds, name: str, config: ViTConfig) -> Refusal | None:
     fixed = getattr(holds, name)
-    if fixed is None or getattr(cfg, name) == fixed:
+    if fixed is None or getattr(config, name) == fixed:
         return None
-    return Refusal(_value(name, getattr(cfg, name)), f"{holds.layout} files do not state {name} and are read back "
+    return Refusal(_value(name, getattr(config, name)), f"{holds.layout} files do not state {name} and are read back "
                    f"with {_value(name, fixed)}", lambda c, s: (c.replace(**{name: fixed}), s))
 
 
-def refusals(holds: Holds, cfg: ViTConfig, state: dict | None = None) -> list[Refusal]:
+def refusals(holds: Holds, config: ViTConfig, state: dict | None = None) -> list[Refusal]:
     """What of this model (config, and state dict if given) the layout cannot hold; [] when it holds all."""
-    found = [r for name in CONVENTIONS if (r := _convention_refusal(holds, name, cfg))]
+    found = [r for name in CONVENTIONS if (r := _convention_refusal(holds, name, config))]
     for setting in SETTINGS:
         cell = holds.cannot.get(setting.key)
-        if cell is None or not setting.has(cfg, state):
+        if cell is None or not setting.has(config, state):
             continue
-        drop = setting.drop if cell.lossy and setting.drop and setting.drop(cfg, state) is not None else None
-        found.append(Refusal(setting.name.format(**vars(cfg)), cell.why, drop))
+        drop = setting.drop if cell.lossy and setting.drop and setting.drop(config, state) is not None else None
+        found.append(Refusal(setting.name.format(**vars(config)), cell.why, drop))
     return found
 
 
-def drop_refused(found: list[Refusal], cfg: ViTConfig, state: dict) -> tuple[ViTConfig, dict]:
+def drop_refused(found: list[Refusal], config: ViTConfig, state: dict) -> tuple[ViTConfig, dict]:
     """The nearest model the layout holds: every refused setting dropped (each one is lossy)."""
     for r in found:
-        cfg, state = r.drop(cfg, state)
-    return cfg, state
+        config, state = r.drop(config, state)
+    return config, state
 
 
 def refusal_message(layout: str, found: list[Refusal], hint: str = API_HINT) -> str:
@@ -240,9 +240,9 @@ def refusal_message(layout: str, found: list[Refusal], hint: str = API_HINT) -> 
     return text if never_written else f"{text}; {hint}"
 
 
-def refuse(holds: Holds, cfg: ViTConfig, state: dict | None = None) -> None:
+def refuse(holds: Holds, config: ViTConfig, state: dict | None = None) -> None:
     """A one-line CheckpointError for a model the layout cannot hold."""
-    found = refusals(holds, cfg, state)
+    found = refusals(holds, config, state)
     if found:
         raise CheckpointError(refusal_message(holds.layout, found))
 

@@ -13,8 +13,8 @@ Example:
     >>> opt = torch.optim.AdamW(m.parameters())
     >>> path = os.path.join(tempfile.mkdtemp(), "resume.safetensors")
     >>> save_resume(path, m, opt, None, None, {"epoch": 1, "step": 5})
-    >>> cfg, tensors, state = load_resume(path)
-    >>> cfg.dim, state["step"], sorted(tensors)[0]
+    >>> config, tensors, state = load_resume(path)
+    >>> config.dim, state["step"], sorted(tensors)[0]
     (8, 5, 'model.blocks.0.attn.proj.bias')
 """
 
@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ViTConfig
-from ..errors import CheckpointError
-from .io import write_safetensors
+from ..common.errors import CheckpointError
+from ..model.config import ViTConfig
 from .configs import CONFIG_KEY
+from .runs import RESUME
+from .writing import write_safetensors
 
-RESUME_FILE = "resume.safetensors"
+RESUME_FILE = RESUME  # the name inside a run folder (runs.py: what a run folder holds)
 
 
 def _b64(t: torch.Tensor) -> str:
@@ -138,7 +139,7 @@ def restore(tensors: dict, state: dict, model, optimizer, scaler, ema, where="re
 
 
 def find_resume(path) -> Path:
-    """The resume.safetensors of a run folder (or the file itself)."""
+    """The resume.safetensors of a run folder (or the file itself): what --resume names."""
     p = Path(path)
     p = p / RESUME_FILE if p.is_dir() else p
     if not p.is_file():

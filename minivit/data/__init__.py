@@ -5,6 +5,15 @@
     splits = load_splits("../shared/data/fer2013")            # train, val (carved out of train/), test
 
 See docs/data.md for the formats, the label mappings, the on_error policy and the split rule (splits.py).
+
+    labels.py              the one label order (LABELS) and every dataset's codes mapped onto it
+    imageset.py            ImageSet (uint8 images + targets) and the one decoder of image files
+    fer2013.py, ferplus.py, rafdb.py, folders.py, formats.py   the readers, and which one a path needs
+    splits.py              train / val / test: the dataset's own, or val carved out of train (one rule)
+    provenance.py          what a model was trained on, and the note when other data differs in kind
+    synthetic.py           procedurally drawn faces (never real ones): the demo and the tests
+    augment.py             batched augmentation on the device, CutMix/MixUp, the one preprocessing
+    cache.py, prefetch.py  a decoded on-disk cache for sets bigger than memory (not yet used by training)
 """
 
 from .fer2013 import load_fer2013_csv, read_fer2013_rows

@@ -83,7 +83,7 @@ import torch
 from PIL import ExifTags, Image
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, DataError, OutputError
+from ..common.errors import ConfigError, DataError, OutputError
 from .imageset import GRAY_MODES, ImageSet, Problems, _decode_one, resize_array
 from .labels import LABELS
 

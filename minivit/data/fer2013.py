@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, DataError
+from ..common.errors import ConfigError, DataError
 from .imageset import ImageSet, Problems, is_ascii_integer, open_csv
 from .labels import FER2013_CODES, SPLITS, MissingSplit, code_table
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ..common.errors import ConfigError, DataError
 from .fer2013 import read_fer2013_rows, row_ids, split_mask
 from .imageset import ImageSet, Problems, decode_images, open_csv, read_header
 from .labels import FERPLUS_COLUMNS, LABELS, label_index

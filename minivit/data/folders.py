@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ..common.errors import ConfigError, DataError
 from .imageset import ImageSet, Problems, decode_images, is_ascii_integer
 from .labels import AFFECTNET_CODES, MissingSplit, code_table, label_index
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..common.errors import ConfigError, DataError
 from .fer2013 import load_fer2013_csv
 from .ferplus import LABEL_MODES, is_ferplus_csv, load_ferplus
 from .folders import is_image_folder_dataset, load_image_folder
@@ -55,7 +55,7 @@ def load_dataset(path: str | Path, split: str = "train", *, resize_mixed_to: int
     MissingSplit (a DataError), never answering with another split: Kaggle's FER2013 folders and RAF-DB
     have no val split, and training carves one out of train (minivit.data.splits).
     resize_mixed_to: S (or (h, w)): where a folder's images are not all one size, every image is
-    resized on decode to it (the training CLI passes its --img-size); uniform data keeps its size.
+    resized on decode to it (the training CLI passes its --image-size); uniform data keeps its size.
     on_error: "raise" (DataError naming file and line) or "skip" (skip, log the count, and record it
     in ImageSet.skipped). progress: tqdm bars while reading CSVs and decoding images.
     label_mode: FER+ only, "majority" -> int64 (N,) targets, "soft" -> float32 (N, 7).

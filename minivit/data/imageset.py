@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, DataError
+from ..common.errors import ConfigError, DataError
 from .labels import LABELS
 
 log = logging.getLogger("minivit.data")
@@ -288,7 +288,7 @@ class _Sizes:
             if self.target is None:
                 raise DataError(f"{self.folder}: images differ in size ({w0}x{h0} {p0.name}, {a.shape[1]}x{a.shape[0]} "
                                 f"{path.name}); resize them on decode with resize_mixed_to=S in Python "
-                                f"(the training CLI passes its --img-size)")
+                                f"(the training CLI passes its --image-size)")
             log.info("%s: images differ in size (%dx%d, %dx%d ...): resizing all to %s on decode",
                      self.folder, w0, h0, a.shape[1], a.shape[0], self.target)
             self.mixed = True

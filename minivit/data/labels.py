@@ -6,7 +6,7 @@ into an index of LABELS through the single alias table below, so a spelling is
 taught to minivit in one place.
 """
 
-from ..errors import DataError
+from ..common.errors import DataError
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER2013 codes 0..6
 NUM_CLASSES = len(LABELS)

@@ -22,7 +22,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..common.errors import ConfigError
 
 _DONE = object()  # the producer's last item
 

@@ -63,7 +63,7 @@ def read_trained_on(path) -> dict | None:
     """What a minivit .safetensors checkpoint says it was trained on (from_checkpoint_extra); None for
     anything else (a .npz, a Hub id, a checkpoint with unreadable metadata: nothing to compare)."""
     from ..checkpoints import read_extra
-    from ..errors import CheckpointError
+    from ..common.errors import CheckpointError
 
     path = Path(str(path))
     if path.suffix != ".safetensors" or not path.is_file():

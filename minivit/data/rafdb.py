@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ..common.errors import ConfigError, DataError
 from .imageset import ImageSet, Problems, decode_images, is_ascii_integer, read_text_lines
 from .labels import RAFDB_CODES, MissingSplit, code_table
 

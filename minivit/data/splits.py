@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ..common.errors import ConfigError, DataError
 from .formats import detect_format, load_dataset
 from .imageset import ImageSet
 from .labels import MissingSplit

@@ -10,13 +10,15 @@ Where each concern lives (read them in this order; docs/training.md explains eac
     distributed.py  DDP: joining torchrun's process group, no_sync, all-reduce, barrier
     saving.py       best/last weights each epoch and the resume point (minivit.checkpoints.resume)
     report.py       the header, progress, per-epoch lines, history/curves, warnings, the final report (val, test)
-    rundir.py       the run folder: refuse to overwrite a run, timestamped names, stale temp files
-    cli.py          the command line and its profiles (synthetic / finetune / scratch)
+    rundir.py       the run folder as training sees it: refuse to overwrite a run, timestamped names, stale
+                    temp files (what a run folder is: minivit.checkpoints.runs)
+    profiles.py     the named presets (synthetic / finetune / scratch) that Python and the command line share
+    cli.py          the command line: every option, each checked by config.py's tables
 
 Example (a tiny run on synthetic faces, a few seconds on a CPU):
     >>> import tempfile
     >>> from minivit.train import TrainConfig, train
-    >>> cfg = TrainConfig(data="synthetic", synthetic_samples=64, img_size=16, epochs=1, batch_size=16,
+    >>> cfg = TrainConfig(data="synthetic", synthetic_samples=64, image_size=16, epochs=1, batch_size=16,
     ...                   model_overrides=dict(patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64),
     ...                   out=tempfile.mkdtemp(), progress=False, log=False)
     >>> result = train(cfg)  # doctest: +SKIP
@@ -27,8 +29,9 @@ from .data import TrainData, epoch_indices, load_data, step_generators
 from .distributed import cleanup_distributed, setup_distributed
 from .loop import accumulate, end_of_epoch, soft_cross_entropy, train, train_one_epoch, train_step
 from .optim import EMA, build_optimizer, layer_id, lr_at, param_groups, set_lr
+from .profiles import PROFILES, config_for, profile_for
 
 __all__ = ["TrainConfig", "CHOICES", "RANGES", "train", "train_one_epoch", "train_step", "end_of_epoch",
            "soft_cross_entropy", "accumulate", "param_groups", "lr_at", "set_lr", "layer_id", "build_optimizer",
            "EMA", "TrainData", "epoch_indices", "load_data", "step_generators", "setup_distributed",
-           "cleanup_distributed"]
+           "cleanup_distributed", "PROFILES", "config_for", "profile_for"]

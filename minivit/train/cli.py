@@ -7,62 +7,42 @@ runs/synthetic-<timestamp>, in a few minutes on 2 CPU cores.
 
     python -m minivit.train                                              # synthetic demo run
     python -m minivit.train --data ../shared/data/fer2013                # the FER2013 from-scratch recipe
-    python -m minivit.train --data ../shared/data/fer2013 --weights ViT-B_16 --img-size 224
+    python -m minivit.train --data ../shared/data/fer2013 --weights ViT-B_16 --image-size 224
     torchrun --nproc_per_node 4 -m minivit.train --data ../shared/data/fer2013 --weights ViT-B_16
     python -m minivit.train --resume runs/fer2013-...                    # continue an interrupted run
 
-Defaults depend on the kind of run (PROFILES below): "synthetic" (the demo), "finetune" (--weights
-given: the ViT paper's SGD transfer recipe) and "scratch" (a real dataset and no weights: the
-FER recipe of docs/training.md). An option given on the command line always wins; --help lists
-every option, its valid range, and each profile's defaults.
+Defaults depend on the kind of run (minivit/train/profiles.py): "synthetic" (the demo: TrainConfig's
+own defaults), "finetune" (--weights given: the ViT paper's SGD transfer recipe) and "scratch" (a real
+dataset and no weights: the FER recipe of docs/training.md). An option given on the command line always
+wins; --help lists every option, its valid range, and each profile's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
-from ..checkpoints.resume import RESUME_FILE
-from ..cli import ArgumentParser, integer
-from ..errors import ConfigError, MinivitError
+from ..checkpoints.runs import RESUME, resume_folder
+from ..common.cli import ArgumentParser, integer
+from ..common.errors import ConfigError, MinivitError
+from ..common.moved import serve_moved_names
+from ..model.config import IN_CHANS, STEMS
 from .config import CHOICES, RANGES, TrainConfig
 from .distributed import cleanup_distributed, world_from_env
-from .rundir import read_run_config, resume_folder
+from .profiles import epilog, profile_fields
+from .rundir import read_run_config
 
-# Per-profile defaults (TrainConfig field -> value); fields not listed keep TrainConfig's default.
-PROFILES = {
-    # The no-argument demo: a ~90k-parameter ViT at 32x32 (patch 4: an 8x8 grid) on synthetic faces.
-    "synthetic": dict(model="Ti/16", model_overrides=dict(patch_size=4, dim=64, depth=3, heads=4, mlp_dim=128),
-                      img_size=32, synthetic_samples=2800, epochs=20, batch_size=64, lr=2e-3, weight_decay=0.05,
-                      warmup_epochs=1, label_smoothing=0.1, ema=0.0),
-    # Fine-tuning a pre-trained checkpoint: the ViT paper's recipe (SGD, momentum 0.9, no weight decay,
-    # grad-norm clip 1, cosine with warmup) at the resolution the checkpoint was trained at.
-    "finetune": dict(optimizer="sgd", lr=0.01, weight_decay=0.0, clip_grad=1.0, img_size=224, epochs=10,
-                     batch_size=64, warmup_epochs=1, label_smoothing=0.1),
-    # From scratch on ~28k 48x48 grayscale faces: the measured-best reference of issue 7. A ViT-S
-    # (dim 384, 6 heads, MLP 1536) cut to 8 blocks, on a convolutional stem that takes the one gray
-    # channel to a 12x12 token grid; AdamW, CutMix on half the batches (mixing every batch underfits),
-    # cosine with 5 warmup epochs, flip TTA in the final report. No EMA: the cosine already anneals the
-    # weights to rest at the end, and a 0.9998 average lags the last ~5,000 of the ~11,000 steps.
-    "scratch": dict(model="S/4", model_overrides=dict(stem="conv", in_chans=1, depth=8), img_size=48,
-                    epochs=100, batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=5,
-                    drop_path=0.1, label_smoothing=0.1, cutmix=1.0, mixup=0.0, mix_prob=0.5, ema=0.0,
-                    tta=True, compile="auto"),
-}
 # Flags that become ViTConfig overrides (with their valid values).
 MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "stem", "in_chans")
-SIZE_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim")  # what a profile's model name is sized by
 
 
-def add_options(p: argparse.ArgumentParser) -> None:
-    a = p.add_argument
-    r = RANGES
+def add_data_options(p) -> None:
+    a, r = p.add_argument, RANGES
     a("--data", default="synthetic", help="FER2013 csv, image folder (train/ [val/] [test/]), FER+ csv, "
       "RAF-DB root, or 'synthetic' (default: synthetic)")
     a("--ferplus-images", help="FER+ csv only: the original fer2013.csv (same row order) or a folder of its fer*.png images")
-    a("--label-mode", choices=("majority", "soft"), help="FER+ only: hard majority label or vote distribution")
-    a("--on-bad-image", choices=("raise", "skip"), help="an unreadable image stops the run (raise, default) "
+    a("--label-mode", choices=CHOICES["label_mode"], help="FER+ only: hard majority label or vote distribution")
+    a("--on-bad-image", choices=CHOICES["on_bad_image"], help="an unreadable image stops the run (raise, default) "
       "or is skipped and counted (skip)")
     a("--val-split", choices=CHOICES["val_split"], help="what selects best.safetensors: auto (default) = the "
       "dataset's val split, or where it has none (FER2013 folders, RAF-DB) --val-fraction of each class of train "
@@ -71,6 +51,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     a("--val-fraction", type=r["val_fraction"], help="share of each class's training images carved out as the "
       "val split, in (0, 1) (default 0.1; fixed seed, recorded in config.json)")
     a("--synthetic-samples", type=r["synthetic_samples"], help="synthetic training set size, >= 7 (default 2800)")
+
+
+def add_model_options(p) -> None:
+    a, r = p.add_argument, RANGES
     a("--weights", default="none", help="Google .npz, .safetensors, manifest name (e.g. ViT-B_16) or 'none' "
       "= from scratch (default: none)")
     a("--model", help="model name, e.g. Ti/16, S/4, ViT-B_16, vit_small_patch16_224; a model named here keeps "
@@ -80,42 +64,51 @@ def add_options(p: argparse.ArgumentParser) -> None:
     a("--depth", type=integer(at_least=1), help="override the model's number of blocks")
     a("--heads", type=integer(at_least=1), help="override the model's number of heads")
     a("--mlp-dim", type=integer(at_least=1), help="override the model's MLP width")
-    a("--stem", choices=("patch", "conv"), help="patch: one patchify convolution (Google's ViT); conv: a stack of "
+    a("--stem", choices=STEMS, help="patch: one patchify convolution (Google's ViT); conv: a stack of "
       "3x3 convolutions down to the token grid (Xiao et al. 2021)")
-    a("--in-chans", type=integer(at_least=1, at_most=3), choices=(1, 3),
+    a("--in-chans", type=integer(at_least=min(IN_CHANS), at_most=max(IN_CHANS)), choices=IN_CHANS,
       help="input channels: 1 for grayscale faces, 3 for RGB (2 is neither)")
-    a("--img-size", type=r["img_size"], help="training resolution (profile: synthetic 32, finetune 224, scratch 48)")
+    a("--image-size", "--img-size", type=r["image_size"],
+      help="training resolution (profile: synthetic 32, finetune 224, scratch 48)")
+    a("--drop-path", type=r["drop_path"], help="stochastic depth rate, in [0, 1)")
+
+
+def add_optimisation_options(p) -> None:
+    a, r = p.add_argument, RANGES
     a("--epochs", type=r["epochs"])
     a("--batch-size", type=r["batch_size"], help="per process and micro-step, >= 1")
     a("--accum-steps", type=r["accum_steps"], help="gradient accumulation micro-steps per optimiser step (default 1)")
-    a("--optimizer", choices=("adamw", "sgd"))
+    a("--optimizer", choices=CHOICES["optimizer"])
     a("--lr", type=r["lr"], help="peak learning rate, > 0")
     a("--min-lr", type=r["min_lr"], help="the cosine decays to this, >= 0 (default 1e-6)")
     a("--weight-decay", type=r["weight_decay"], help=">= 0")
     a("--momentum", type=r["momentum"], help="SGD momentum, in [0, 1) (default 0.9)")
     a("--layer-decay", type=r["layer_decay"], help="layer-wise LR decay in (0, 1], e.g. 0.75 (default 1 = off)")
     a("--warmup-epochs", type=r["warmup_epochs"], help="linear warmup, >= 0 epochs (fractions allowed)")
-    a("--drop-path", type=r["drop_path"], help="stochastic depth rate, in [0, 1)")
     a("--clip-grad", type=r["clip_grad"], help="max gradient norm, >= 0; 0 = off (default 1)")
-    a("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="default auto: bf16 on GPUs that have it, "
-      "else fp16 with loss scaling; fp32 on CPU")
     a("--cutmix", type=r["cutmix"], help="CutMix Beta alpha, >= 0; 0 = off")
     a("--mixup", type=r["mixup"], help="MixUp Beta alpha, >= 0; 0 = off")
     a("--mix-prob", type=r["mix_prob"], help="probability in [0, 1] that a batch is mixed at all (default 1)")
     a("--label-smoothing", type=r["label_smoothing"], help="in [0, 1)")
-    a("--balance", choices=("none", "sampler", "loss"), help="class balancing (default none)")
+    a("--balance", choices=CHOICES["balance"], help="class balancing (default none)")
     a("--ema", type=r["ema"], help="EMA decay of the weights, in [0, 1); 0 = off")
-    a("--compile", nargs="?", const="yes", choices=("auto", "yes", "no"),
+
+
+def add_run_options(p) -> None:
+    a, r = p.add_argument, RANGES
+    a("--precision", choices=CHOICES["precision"], help="default auto: bf16 on GPUs that have it, "
+      "else fp16 with loss scaling; fp32 on CPU")
+    a("--compile", nargs="?", const="yes", choices=CHOICES["compile"],
       help="torch.compile the model: auto (default: on CUDA only), yes, no")
-    a("--device", choices=("auto", "cpu", "cuda"))
-    a("--data-on-device", choices=("auto", "yes", "no"), help="keep the uint8 set on the GPU (auto: under 2 GiB)")
+    a("--device", choices=CHOICES["device"])
+    a("--data-on-device", choices=CHOICES["data_on_device"], help="keep the uint8 set on the GPU (auto: under 2 GiB)")
     a("--out", help="run folder (default runs/<data>-<timestamp>); one holding a run is refused without --overwrite")
     a("--overwrite", action="store_true", default=None, help="replace the run already in --out")
     a("--resume", help="run folder (or its resume.safetensors) to continue; its config.json is reused")
     a("--eval-only", action="store_true", help="only evaluate: best.safetensors of --resume, or --weights")
     a("--tta", action=argparse.BooleanOptionalAction, default=None,
       help="horizontal-flip test-time augmentation in the final report")
-    a("--best-metric", choices=("accuracy", "macro_f1"), help="which val metric picks best.safetensors")
+    a("--best-metric", choices=CHOICES["best_metric"], help="which val metric picks best.safetensors")
     a("--eval-batch-size", type=r["eval_batch_size"])
     a("--seed", type=r["seed"])
     a("--ckpt-every", type=r["ckpt_every"], help="also write resume.safetensors every N steps (default: once per epoch)")
@@ -125,21 +118,21 @@ def add_options(p: argparse.ArgumentParser) -> None:
     a("--log-every", type=r["log_every"], help="seconds between progress lines when there is no bar (default 30)")
 
 
+def add_options(p: argparse.ArgumentParser) -> None:
+    """Every option of the command: each numeric one's type= is its RANGES entry, each named one's
+    choices= its CHOICES entry (minivit/train/config.py), so the CLI and TrainConfig.validate() agree."""
+    add_data_options(p.add_argument_group("data"))
+    add_model_options(p.add_argument_group("model"))
+    add_optimisation_options(p.add_argument_group("optimisation"))
+    add_run_options(p.add_argument_group("run"))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m minivit.train", description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="Profile defaults:\n" + "\n".join(f"  {k}: {v}" for k, v in PROFILES.items()))
+                       epilog=epilog())
     add_options(p)
     return p.parse_args(argv)
-
-
-def profile_fields(args: argparse.Namespace) -> tuple[dict, str]:
-    """(TrainConfig fields, profile name) for a new run: the profile's defaults, then --data/--weights/--model."""
-    profile = "synthetic" if args.data == "synthetic" else ("finetune" if args.weights != "none" else "scratch")
-    fields = dict(copy.deepcopy(PROFILES[profile]), data=args.data, weights=args.weights)
-    if args.model is not None:  # a model named here means what it says: no profile sizes on top of it
-        fields["model_overrides"] = {k: v for k, v in fields.get("model_overrides", {}).items() if k not in SIZE_FLAGS}
-    return fields, profile
 
 
 def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
@@ -155,13 +148,13 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
         # folder may have replaced an older one, its resumption must not replace another
         fields["overwrite"] = False
     else:
-        fields, profile = profile_fields(args)
+        fields, profile = profile_fields(args.data, args.weights, args.model)
         fields["out"] = None  # unless --out is given: a new timestamped folder, named when the run starts
     overrides = dict(fields.get("model_overrides") or {})
     overrides.update({k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None})
     fields["model_overrides"] = overrides
     for name, value in vars(args).items():
-        if name in MODEL_FLAGS or name == "eval_only" or value is None or name not in TrainConfig.__dataclass_fields__:
+        if name in MODEL_FLAGS or name == "eval_only" or value is None or name not in TrainConfig.field_names():
             continue
         if name in ("data", "weights", "val_split", "val_fraction") and args.resume:
             continue  # a resumed run keeps its data, its splits and its starting weights
@@ -193,7 +186,7 @@ def done_line(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    """The command: parse, build the config, train (or evaluate); errors are MinivitError (see minivit.cli.run)."""
+    """The command: parse, build the config, train (or evaluate); errors are MinivitError (see minivit.common.cli.run)."""
     from .loop import train
 
     args = parse_args(argv)
@@ -211,10 +204,13 @@ def main(argv=None) -> int:
     if rank == 0 and result.get("interrupted"):
         # --stop-after simulates a crash: say where the run stands and how to continue it
         run_dir = result["run_dir"]
-        how = (f"continue with --resume {run_dir}" if (Path(run_dir) / RESUME_FILE).is_file() else
+        how = (f"continue with --resume {run_dir}" if (Path(run_dir) / RESUME).is_file() else
                "no resume point was written yet (stopped before the first checkpoint): start the run again")
         print(f"stopped after {result['step']} steps (--stop-after) at {result.get('train_img_per_s') or 0:.0f} img/s; "
               f"{how}", flush=True)
     elif rank == 0 and result.get("val_accuracy") is not None:
         print(done_line(result), flush=True)
     return 0
+
+
+__getattr__ = serve_moved_names(__name__)  # minivit.train.cli.PROFILES: now minivit.train.profiles (moved.py)

@@ -1,12 +1,16 @@
 """TrainConfig: every knob of a run, each with its valid range, checked in one place.
 
-The same table of ranges (``RANGES``) is the ``type=`` of every numeric command-line option and
-the check ``TrainConfig.validate()`` runs for the Python API, so ``train(TrainConfig(lr=-1))`` and
-``python -m minivit.train --lr -1`` stop with the same one-line error before any work starts:
+The same tables -- ``RANGES`` for numbers, ``CHOICES`` for names -- are the ``type=`` and ``choices=``
+of every command-line option and the check ``TrainConfig.validate()`` runs for the Python API, so
+``train(TrainConfig(lr=-1))`` and ``python -m minivit.train --lr -1`` stop with the same one-line error
+before any work starts:
 
     >>> TrainConfig(lr=-1).validate()
     Traceback (most recent call last):
-    minivit.errors.ConfigError: --lr must be a finite number > 0, not '-1'
+    minivit.common.errors.ConfigError: --lr must be a finite number > 0, not '-1'
+
+The defaults are the no-argument demo run (the "synthetic" profile, minivit/train/profiles.py), so
+``train(TrainConfig())`` trains what ``python -m minivit.train`` trains.
 """
 
 from __future__ import annotations
@@ -15,20 +19,24 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..cli import integer, number
+from ..checkpoints.runs import current_train_fields
+from ..common.cli import integer, number
+from ..common.device import DEVICES, PRECISIONS
+from ..common.errors import ConfigError
+from ..data.ferplus import LABEL_MODES
 from ..data.splits import VAL_SPLITS
-from ..errors import ConfigError
 
 
 @dataclass
 class TrainConfig:
-    """Every knob of a run; saved as config.json beside its checkpoints."""
+    """Every knob of a run; saved as config.json beside its checkpoints. The defaults are the demo run:
+    a ~90k-parameter ViT at 32x32 (patch 4: an 8x8 grid) on minivit's synthetic faces."""
 
     # data
     data: str = "synthetic"  # a dataset path (see minivit.data.load_dataset) or "synthetic"
     ferplus_images: str | None = None  # FER+ labels: pixels from the original fer2013.csv or a folder of its fer*.png images
     label_mode: str = "majority"  # FER+ only: "majority" or "soft" (vote distribution as target)
-    synthetic_samples: int = 2000  # size of the synthetic training set; its val set is a quarter of it
+    synthetic_samples: int = 2800  # size of the synthetic training set; its val set is a quarter of it
     on_bad_image: str = "raise"  # "raise" (stop, naming the file) or "skip" (skip unreadable images, count them)
     # what selects best.safetensors (minivit.data.splits): "auto" = the dataset's val split, else val_fraction
     # of train carved out; "carve" = carve even where there is a val split; "test" = the test split (optimistic)
@@ -36,18 +44,19 @@ class TrainConfig:
     val_fraction: float = 0.1  # share of each class's training images held out when a val split is carved
     # model
     model: str = "Ti/16"  # a preset name: "Ti/16", "S/4", "ViT-B_16", "vit_small_patch16_224", ...
-    model_overrides: dict = field(default_factory=dict)  # ViTConfig fields, e.g. {"patch_size": 4, "stem": "conv"}
+    # ViTConfig fields on top of the named model, e.g. {"patch_size": 4, "stem": "conv"}
+    model_overrides: dict = field(default_factory=lambda: dict(patch_size=4, dim=64, depth=3, heads=4, mlp_dim=128))
     weights: str = "none"  # "none" (from scratch), a .npz/.safetensors file or a manifest name
-    img_size: int = 48  # training resolution; pretrained position embeddings are resampled to it
+    image_size: int = 32  # training resolution; pretrained position embeddings are resampled to it
     drop_path: float = 0.0
     # optimisation
     optimizer: str = "adamw"  # "adamw" or "sgd" (momentum; the ViT paper's fine-tuning recipe)
-    lr: float = 1e-3  # peak LR for a global batch of batch_size * accum_steps * world_size
+    lr: float = 2e-3  # peak LR for a global batch of batch_size * accum_steps * world_size
     min_lr: float = 1e-6  # the cosine decays to this
     weight_decay: float = 0.05  # only 2-D+ weights; 0 for the SGD fine-tuning recipe
     momentum: float = 0.9
     betas: tuple = (0.9, 0.999)
-    epochs: int = 10
+    epochs: int = 20
     warmup_epochs: float = 1.0
     batch_size: int = 64  # per process and per micro-step
     accum_steps: int = 1  # micro-steps per optimiser step
@@ -58,7 +67,7 @@ class TrainConfig:
     cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix; 0 = off
     mixup: float = 0.0  # Beta(alpha, alpha) of MixUp; 0 = off (both on: one or the other per batch)
     mix_prob: float = 1.0  # probability that a batch is mixed at all (CutMix/MixUp on every batch underfits)
-    augment: dict = field(default_factory=dict)  # minivit.augment.AugmentConfig overrides, e.g. {"rotate_deg": 0}
+    augment: dict = field(default_factory=dict)  # minivit.data.augment.AugmentConfig overrides, e.g. {"rotate_deg": 0}
     balance: str = "none"  # "none", "sampler" (class-balanced sampling) or "loss" (class weights)
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off. Validation then uses the EMA.
     # speed
@@ -81,13 +90,17 @@ class TrainConfig:
     log: bool = True  # print the header and per-epoch lines
 
     @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
     def from_dict(cls, d: dict, where: str = "TrainConfig") -> "TrainConfig":
-        """A TrainConfig from a dict (a config.json's "train"); unknown fields are an error naming ``where``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        """A TrainConfig from a dict (a config.json's "train", the fields of older runs under their
+        current names: img_size is image_size); unknown fields are an error naming ``where``."""
+        d = current_train_fields(d)
+        unknown = sorted(set(d) - cls.field_names())
         if unknown:
             raise ConfigError(f"{where}: unknown TrainConfig fields: {', '.join(unknown)}")
-        d = dict(d)
         if "betas" in d and isinstance(d["betas"], (list, tuple)):
             d["betas"] = tuple(d["betas"])
         if isinstance(d.get("compile"), bool):  # config.json of runs before "auto" existed
@@ -124,15 +137,15 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-# option -> allowed values; checked once, before anything is loaded
+# option -> allowed values; the CLI's choices= and validate()'s check, before anything is loaded
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
-    "precision": ("auto", "bf16", "fp16", "fp32"),
+    "precision": ("auto", *PRECISIONS),
     "balance": ("none", "sampler", "loss"),
     "best_metric": ("accuracy", "macro_f1"),
-    "label_mode": ("majority", "soft"),
+    "label_mode": LABEL_MODES,
     "data_on_device": ("auto", "yes", "no"),
-    "device": ("auto", "cpu", "cuda"),
+    "device": DEVICES,
     "compile": ("auto", "yes", "no"),
     "on_bad_image": ("raise", "skip"),
     "val_split": VAL_SPLITS,
@@ -142,7 +155,7 @@ CHOICES = {
 RANGES = {
     "synthetic_samples": integer(at_least=7),  # one face per class at least
     "val_fraction": number(above=0, below=1),
-    "img_size": integer(at_least=1),
+    "image_size": integer(at_least=1),
     "drop_path": number(at_least=0, below=1),
     "lr": number(above=0),
     "min_lr": number(at_least=0),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from ..common.errors import ConfigError
 
 
 def load_data(cfg, progress: bool = True):
@@ -22,10 +22,10 @@ def load_data(cfg, progress: bool = True):
     from ..data import load_splits
 
     if cfg.data == "synthetic":
-        synthetic = dict(samples=cfg.synthetic_samples, image_size=cfg.img_size, seed=cfg.seed)
+        synthetic = dict(samples=cfg.synthetic_samples, image_size=cfg.image_size, seed=cfg.seed)
         return load_splits("synthetic", cfg.val_split, cfg.val_fraction, synthetic=synthetic)
     return load_splits(cfg.data, cfg.val_split, cfg.val_fraction, label_mode=cfg.label_mode,
-                       ferplus_images=cfg.ferplus_images, resize_mixed_to=cfg.img_size, on_error=cfg.on_bad_image,
+                       ferplus_images=cfg.ferplus_images, resize_mixed_to=cfg.image_size, on_error=cfg.on_bad_image,
                        progress=progress)
 
 

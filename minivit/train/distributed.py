@@ -8,13 +8,14 @@ no-op, so the loop reads the same either way.
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 
-from ..device import pick_device
+from ..common.device import pick_device
 
 
 def world_from_env() -> tuple[int, int, int]:
@@ -33,14 +34,31 @@ def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
+        # Imported before the group exists, on purpose: torch.distributed.nn's functions take
+        # ``group=group.WORLD`` as a default argument, evaluated at import. DistributedDataParallel
+        # imports it (through torch._dynamo); imported after init, those defaults would hold the
+        # group for the life of the process, so see cleanup_distributed for what that breaks.
+        import torch.distributed.nn  # noqa: F401
+
         # NCCL between GPUs, gloo on CPU; MASTER_ADDR/PORT, RANK and WORLD_SIZE come from the env.
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (call once at the end of a torchrun script)."""
+    """Leave the process group and stop its threads (once, at the end, after the DDP module is gone).
+
+    destroy_process_group only unregisters the group; its worker threads stop when the last
+    reference to it goes. They must stop here, while the interpreter is alive: a gloo worker takes
+    the GIL when it drops a finished collective that still holds a Python object (a tensor, the
+    caller's context), and a thread that asks for the GIL once Python has begun shutting down is
+    ended by pthread_exit, whose unwinding through a C++ destructor aborts the process
+    ("terminate called without an active exception", SIGABRT) after a run that succeeded. Under
+    CPU load the worker that finished the last barrier can be that late. Freed here, the group's
+    destructor joins its workers with the GIL released, so they finish first.
+    """
     if dist.is_initialized():
+        gc.collect()  # the DDP module may only be reachable from a reference cycle: free it now
         dist.destroy_process_group()
 
 

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..augment import mix_batch, one_hot, train_transform
+from ..data.augment import mix_batch, one_hot, train_transform
 from .config import TrainConfig
 from .data import step_generators
 from .distributed import all_reduce_sum, barrier, no_sync

@@ -12,13 +12,14 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ..augment import AugmentConfig, eval_transform
-from ..checkpoints.io import write_json
+from ..checkpoints.runs import BEST, CONFIG
+from ..common.files import write_json
+from ..data.augment import AugmentConfig, eval_transform
 from ..data.provenance import class_count_list
 from ..data.splits import OPTIMISTIC, absent_classes, selection_role, source_name, split_label, split_title
-from ..evaluate import attention_report, confusion_report_png, evaluate, write_report
-from ..model import ViT
-from ..plots import curves_png
+from ..evaluate.plots import curves_png
+from ..evaluate.reports import attention_report, confusion_report_png, evaluate, write_report
+from ..model.vit import ViT
 from .rundir import clean_temp_files
 
 CURVES_EVERY_S = 60  # curves.png is redrawn at most this often during a run (and after the last epoch)
@@ -37,7 +38,7 @@ def warn(run, message: str) -> None:
 
 def describe_model(run) -> str:
     """The architecture in one line: what was asked for and what it became (patch, grid, tokens, params)."""
-    c, cfg, params = run.model.config, run.cfg, run.model.num_params()
+    model_config, cfg, params = run.model.config, run.cfg, run.model.num_params()
     if cfg.resume:
         name = f"resumed from {cfg.resume}"
     elif cfg.weights and cfg.weights != "none":
@@ -47,11 +48,12 @@ def describe_model(run) -> str:
         changed = ", ".join(cfg.model_overrides)
         name = cfg.model + (f" (changed: {changed})" if changed else "")
     size = f"{params / 1e6:.2f}M" if params >= 1e6 else f"{params:,}"
-    gh, gw = c.grid
-    tokens = f"{gh}x{gw} grid = {gh * gw} patches" + (f" + {c.num_prefix_tokens} CLS" if c.num_prefix_tokens else "")
-    return (f"model {name}: {c.stem} stem, patch {c.patch_size}, {tokens} = {c.num_tokens} "
-            f"tokens, dim {c.dim}, depth {c.depth}, heads {c.heads}, mlp {c.mlp_dim}, in_chans {c.in_chans}, "
-            f"{size} params")
+    gh, gw = model_config.grid
+    prefix = model_config.num_prefix_tokens
+    tokens = f"{gh}x{gw} grid = {gh * gw} patches" + (f" + {prefix} CLS" if prefix else "")
+    return (f"model {name}: {model_config.stem} stem, patch {model_config.patch_size}, {tokens} = "
+            f"{model_config.num_tokens} tokens, dim {model_config.dim}, depth {model_config.depth}, heads "
+            f"{model_config.heads}, mlp {model_config.mlp_dim}, in_chans {model_config.in_chans}, {size} params")
 
 
 def data_section(run) -> dict:
@@ -82,7 +84,7 @@ def start_report(run) -> None:
         return
     cfg, data = run.cfg, run.data
     write_json({"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
-                "world_size": run.world, "device": str(run.device), "data": data_section(run)}, run.out / "config.json")
+                "world_size": run.world, "device": str(run.device), "data": data_section(run)}, run.out / CONFIG)
     log(run, f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set)} train / "
              f"{len(run.val_set)} val images, {data.steps_per_epoch} steps/epoch x "
              f"{cfg.epochs} epochs, global batch {data.images_per_step * run.world}")
@@ -202,14 +204,14 @@ def final_report(run) -> dict:
                   best_epoch=state["best_epoch"], seconds=round(time.time() - run.t_start, 1), precision=run.precision,
                   train_img_per_s=round(run.timed_images / run.timed_seconds, 1) if run.timed_seconds else None,
                   warnings=[])
-    if run.main and not run.interrupted and (run.out / "best.safetensors").exists():
-        best = ViT.from_pretrained(str(run.out / "best.safetensors")).to(run.device)
+    if run.main and not run.interrupted and (run.out / BEST).exists():
+        best = ViT.from_pretrained(str(run.out / BEST)).to(run.device)
         val = score_best(run, best, "val", run.val_set)
         test = score_best(run, best, "test", run.test_set) if run.test_set is not None else None
         if test is not None:
             confusion_report_png(test, run.out / "test_confusion_matrix.png", test["split_label"])
         write_report(val, run.out, label=val["split_label"], extra=dict(
-            checkpoint="best.safetensors", best_epoch=state["best_epoch"], split_rule=run.split_rule,
+            checkpoint=BEST, best_epoch=state["best_epoch"], split_rule=run.split_rule,
             trained_on=run.trained_on, test=test, history=state["history"], train_img_per_s=result["train_img_per_s"]))
         attention_report(best, run.val_set, validation_transform(best), run.out / "attention_maps.png",
                          autocast_dtype=run.amp_dtype, title=f"Attention maps: best.safetensors (epoch "

@@ -1,6 +1,7 @@
-"""The run folder: where a run writes, what it refuses to overwrite, and what it leaves clean.
+"""Training's side of the run folder: where a run writes, what it refuses to overwrite, what it leaves clean.
 
-A folder that holds a run's results (config.json, metrics.json, any .safetensors) is never
+What a run folder is -- its files, the weights it means, its config.json -- is minivit.checkpoints.runs,
+which evaluate and predict read by too. A folder that holds a run's results (runs.holds_run) is never
 overwritten by a new run: ``--resume`` continues it, ``--overwrite`` replaces it. Default folder
 names carry a timestamp and never collide. Stale temp files of interrupted atomic writes are
 removed at the start and the end of a run.
@@ -8,33 +9,19 @@ removed at the start and the end of a run.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from ..checkpoints.io import ensure_folder
+from ..checkpoints.runs import CONFIG, RUN_FILES, holds_run, read_config, resume_folder
+from ..common.errors import ConfigError
+from ..common.files import TEMP_GLOB, ensure_folder
+from ..common.moved import serve_moved_names
 from ..data.splits import legacy_rule
-from ..errors import ConfigError
 
-RESULT_MARKERS = ("config.json", "metrics.json")  # plus any *.safetensors
-RUN_FILES = ("config.json", "history.json", "metrics.json", "confusion_matrix.png", "test_confusion_matrix.png",
-             "curves.png", "attention_maps.png")  # plus *.safetensors: what a run writes, and what --overwrite removes
-TEMP_GLOB = ".*.tmp"  # minivit.checkpoints.io._atomic's temp names: .<name>.<random>.tmp beside the file
 # TrainConfig fields added after the first release: a run folder saved before them may lack them.
 ADDED_LATER = ("mix_prob", "overwrite", "on_bad_image", "log_every", "val_split", "val_fraction")
-
-
-def holds_run(folder: Path) -> bool:
-    """True when ``folder`` holds a run's results."""
-    folder = Path(folder)
-    return folder.is_dir() and (any((folder / f).is_file() for f in RESULT_MARKERS)
-                                or any(folder.glob("*.safetensors")))
-
-
-def resume_folder(resume) -> Path:
-    """The run folder of a --resume argument (the folder, or the folder of its resume file)."""
-    p = Path(resume)
-    return p if p.is_dir() or p.suffix != ".safetensors" else p.parent
+__all__ = ["check_out_dir", "check_resume_options", "default_out", "prepare_out_dir", "clean_temp_files",
+           "read_run_config"]
 
 
 def check_out_dir(cfg) -> None:
@@ -67,7 +54,7 @@ def check_resume_options(cfg) -> None:
     for them (another optimiser or layer decay does not load; a new weight decay, momentum or betas
     would be silently replaced by the saved param groups), and the batch shapes the data order."""
     folder = resume_folder(cfg.resume)
-    if not (folder / "config.json").is_file():
+    if not (folder / CONFIG).is_file():
         return  # a resume file outside its run folder: restore() still refuses a state that does not fit
     from .config import flag
 
@@ -116,20 +103,15 @@ def clean_temp_files(folder: Path) -> int:
 
 
 def read_run_config(folder) -> dict:
-    """The TrainConfig fields saved in a run folder's config.json, checked: one line naming the file otherwise."""
+    """The TrainConfig fields saved in a run folder's config.json (runs.read_config), checked: one line
+    naming the file otherwise."""
     from .config import TrainConfig
 
-    path = Path(folder) / "config.json"
+    path = Path(folder) / CONFIG
     if not path.is_file():
-        raise ConfigError(f"--resume {folder}: no config.json there (not a minivit run folder)")
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
-        raise ConfigError(f"{path}: has no \"train\" section (not a minivit run's config.json)")
-    fields = dict(saved["train"])
-    missing = sorted(set(TrainConfig.__dataclass_fields__) - set(fields) - set(ADDED_LATER))
+        raise ConfigError(f"--resume {folder}: no {CONFIG} there (not a minivit run folder)")
+    fields = read_config(folder)["train"]
+    missing = sorted(TrainConfig.field_names() - set(fields) - set(ADDED_LATER))
     if missing:
         raise ConfigError(f"{path}: missing TrainConfig fields: {', '.join(missing)}")
     if "val_split" not in fields and isinstance(fields.get("data"), str):
@@ -143,11 +125,4 @@ def read_run_config(folder) -> dict:
     return fields
 
 
-def saved_split_rule(folder) -> dict | None:
-    """The split rule a run folder's config.json recorded ("data" -> "split"), None if it has none."""
-    try:
-        saved = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    rule = saved.get("data", {}).get("split") if isinstance(saved, dict) and isinstance(saved.get("data"), dict) else None
-    return rule if isinstance(rule, dict) else None
+__getattr__ = serve_moved_names(__name__)  # rundir.saved_split_rule & co: in minivit.checkpoints.runs

@@ -7,8 +7,9 @@ needed to continue bit-exactly (minivit.checkpoints.resume). All writes are atom
 
 from __future__ import annotations
 
-from ..checkpoints import save_checkpoint
-from ..checkpoints.resume import RESUME_FILE, save_resume
+from ..checkpoints.resume import save_resume
+from ..checkpoints.runs import BEST, LAST, RESUME
+from ..checkpoints.writing import save_checkpoint
 from .distributed import all_reduce_sum
 
 
@@ -24,18 +25,18 @@ def save_resume_point(run, epoch_next: int, sums=None) -> None:
     state = dict(run.state, epoch=epoch_next, steps_per_epoch=run.data.steps_per_epoch)
     if total is not None:
         state["sums"] = total.tolist()
-    save_resume(run.out / RESUME_FILE, run.model, run.optimizer, run.scaler, run.ema, state)
+    save_resume(run.out / RESUME, run.model, run.optimizer, run.scaler, run.ema, state)
 
 
 def save_epoch_weights(run, epoch: int, score: float, scored_model, metric: str) -> None:
     """last.safetensors every epoch; best.safetensors when ``score`` beats the best so far."""
     state = run.state
     # what a user of the file needs besides the weights: the class names in head order, whether the
-    # training images were grayscale (minivit.predict then turns colour photos gray, as the training saw),
+    # training images were grayscale (minivit.inference.predictor then turns colour photos gray, as the training saw),
     # and what the model was trained on (minivit.data.provenance: evaluate and predict compare it with their data)
     about = {"classes": list(run.train_set.classes), "grayscale_data": run.train_set.images.shape[1] == 1,
              "trained_on": run.trained_on}
     if state["best"] is None or score > state["best"]:
         state["best"], state["best_epoch"] = score, epoch
-        save_checkpoint(scored_model, run.out / "best.safetensors", extra={"epoch": epoch, f"val_{metric}": score, **about})
-    save_checkpoint(run.ema.module if run.ema else run.model, run.out / "last.safetensors", extra={"epoch": epoch, **about})
+        save_checkpoint(scored_model, run.out / BEST, extra={"epoch": epoch, f"val_{metric}": score, **about})
+    save_checkpoint(run.ema.module if run.ema else run.model, run.out / LAST, extra={"epoch": epoch, **about})

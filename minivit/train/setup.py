@@ -6,6 +6,7 @@ itself (minivit/train/loop.py) reads as the training algorithm and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from contextlib import nullcontext
@@ -15,18 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..augment import AugmentConfig, augment_config
 from ..checkpoints.resume import find_resume, load_resume, restore
-from ..config import config_from_name
+from ..checkpoints.runs import resume_folder, saved_split_rule
+from ..common.device import resolve_precision
+from ..common.errors import ConfigError
+from ..data.augment import AugmentConfig, augment_config
 from ..data.provenance import trained_on
-from ..device import resolve_precision
-from ..errors import ConfigError
-from ..model import ViT, create_model
+from ..model.config import ViTConfig, config_from_name
+from ..model.vit import ViT
 from .config import TrainConfig
 from .data import TrainData, given_data, load_data
 from .distributed import broadcast_string, setup_distributed, wrap_ddp
 from .optim import EMA, build_optimizer
-from .rundir import check_out_dir, default_out, resume_folder, saved_split_rule
+from .rundir import check_out_dir, default_out
 
 
 @dataclass
@@ -84,40 +86,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: TrainConfig, num_classes: int, resume_config=None) -> ViT:
-    """The model: the resumed run's, a checkpoint with a new head, or a named one from scratch.
+def plan_model(cfg: TrainConfig, resume_config: ViTConfig | None = None) -> ViTConfig | None:
+    """The model's config as far as it is known before the data is read, checked now (a bad name, size or
+    stem is one line before the data is decoded): the resumed run's, or the named model with
+    cfg.model_overrides (its head follows the data's classes later). None for --weights: the checkpoint
+    decides its architecture, and here it is only checked that it can be found."""
+    if resume_config is not None:
+        return resume_config
+    if cfg.weights not in ("none", "", None):
+        check_weights(cfg.weights)
+        return None
+    return config_from_name(cfg.model, **{"image_size": cfg.image_size, "drop_path": cfg.drop_path,
+                                          **cfg.model_overrides})
+
+
+def build_model(cfg: TrainConfig, num_classes: int, planned: ViTConfig | None, resumed: bool = False) -> ViT:
+    """The model: the resumed run's, a checkpoint with a new head, or the planned one from scratch.
 
     ``cfg.model_overrides`` (patch size, width, stem, in_chans, ...) apply to the named model; a
     pretrained checkpoint keeps its own architecture and only gets a new head and resolution.
     """
-    if resume_config is not None:
-        return ViT(resume_config)
-    if cfg.weights and cfg.weights != "none":
-        return ViT.from_pretrained(cfg.weights, num_classes=num_classes, image_size=cfg.img_size,
+    if resumed:
+        return ViT(planned)
+    if planned is None:
+        return ViT.from_pretrained(cfg.weights, num_classes=num_classes, image_size=cfg.image_size,
                                    drop_path=cfg.drop_path)
-    overrides = dict(image_size=cfg.img_size, num_classes=num_classes, drop_path=cfg.drop_path)
-    return create_model(cfg.model, **{**overrides, **cfg.model_overrides})
-
-
-def check_model_and_augment(cfg: TrainConfig) -> None:
-    """What build_model and the augmentation will make of the options, checked without building either:
-    the named model's config (sizes, stem, image size), that --weights names something that can be
-    found, and the augmentation settings (an unknown key or a value out of range)."""
-    in_chans = 3  # the channels only pick the normalisation constants, which are not checked here
-    from_scratch = not cfg.resume and cfg.weights in ("none", "", None)  # resumed: the model is in its resume file
-    if from_scratch:
-        overrides = dict(image_size=cfg.img_size, drop_path=cfg.drop_path)
-        in_chans = config_from_name(cfg.model, **{**overrides, **cfg.model_overrides}).in_chans
-    elif not cfg.resume:
-        check_weights(cfg.weights)
-    augment_config(cfg.img_size, in_chans, cfg.augment)
+    return ViT(planned.replace(num_classes=num_classes))
 
 
 def check_weights(weights: str) -> None:
     """--weights must be a local file or folder, a manifest name or a Hugging Face repo id (fetched later)."""
-    from ..hub import could_be_repo_id, find_checkpoint, looks_like_a_path
+    from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry
 
-    if Path(weights).expanduser().exists() or find_checkpoint(weights) is not None or could_be_repo_id(weights):
+    if Path(weights).expanduser().exists() or manifest_entry(weights) is not None or could_be_repo_id(weights):
         return
     if looks_like_a_path(weights):
         raise ConfigError(f"--weights {weights}: no such file or folder")
@@ -140,13 +141,17 @@ def compile_wanted(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> Run:
-    """Everything a run needs, restored from cfg.resume when given. Options are checked first."""
+    """Everything a run needs, restored from cfg.resume when given. Options are checked first: the model's
+    config and the augmentation are built once, before the data is decoded."""
     cfg.validate()
     check_out_dir(cfg)  # before any process waits for another: a refusal then ends every rank at once
     rank, world, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed + rank)  # ranks differ so their dropout masks differ
     precision, amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
-    check_model_and_augment(cfg)  # a bad model or augmentation option: one line before the data is decoded
+    resume = load_resume(find_resume(cfg.resume)) if cfg.resume else None
+    planned = plan_model(cfg, resume[0] if resume else None)
+    # the channels pick the normalisation: the planned model's; a checkpoint's are known once it is read
+    aug = augment_config(cfg.image_size, planned.in_chans if planned else 3, cfg.augment)
     if train_set is None:
         splits = load_data(cfg, progress=cfg.progress and rank == 0)
     else:
@@ -155,11 +160,11 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> 
         check_resumed_split(cfg, splits.rule)
     train_set = splits.train
     data = TrainData(train_set, cfg, device, world)
-    resume = load_resume(find_resume(cfg.resume)) if cfg.resume else None
-    model = build_model(cfg, len(train_set.classes), resume[0] if resume else None).to(device).train()
+    model = build_model(cfg, len(train_set.classes), planned, resumed=resume is not None).to(device).train()
+    if model.config.in_chans != aug.channels:  # a pretrained checkpoint decided its own channels
+        aug = dataclasses.replace(aug, channels=model.config.in_chans)
     optimizer = build_optimizer(model, cfg, device)
     net = wrap_ddp(model, device, world)
-    aug = augment_config(cfg.img_size, model.config.in_chans, cfg.augment)
     run = Run(cfg=cfg, rank=rank, world=world, device=device, out=run_folder(cfg, device), precision=precision,
               amp_dtype=amp_dtype, train_set=train_set, val_set=splits.val, test_set=splits.test,
               split_rule=splits.rule, data=data, aug=aug, model=model,

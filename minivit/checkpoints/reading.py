@@ -1,12 +1,13 @@
-"""Reading checkpoint files defensively, and writing them atomically.
+"""Reading checkpoint files defensively: files nobody should trust are parsed without ever unpickling.
 
 Every reader returns ``(tensors: dict[str, torch.Tensor], metadata: dict[str, str])`` and
 turns any failure into a one-line ``CheckpointError`` naming the file. Nothing is ever
-unpickled: ``np.load(allow_pickle=False)``, ``torch.load(weights_only=True)``.
+unpickled: ``np.load(allow_pickle=False)``, ``torch.load(weights_only=True)``. The files people
+download by mistake (an HTML login page, a Git LFS pointer) are recognised before parsing.
 
 Example:
     >>> import tempfile, torch, os
-    >>> from minivit.checkpoints.io import write_safetensors, read_safetensors
+    >>> from minivit.checkpoints.writing import write_safetensors
     >>> path = os.path.join(tempfile.mkdtemp(), "t.safetensors")
     >>> write_safetensors({"w": torch.ones(2)}, path, {"note": "hi"})
     >>> read_safetensors(path)[1]["note"]
@@ -15,18 +16,16 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, OutputError
+from ..common.errors import CheckpointError
 
 MAX_HEADER = 100 * 1024 * 1024  # safetensors refuses headers above 100 MB too
 
@@ -44,21 +43,6 @@ def looks_like_html(head: bytes) -> bool:
     """
     text = head.lstrip().lower()
     return text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")) or (text.startswith(b"<") and b"<html" in text)
-
-
-def hash_file(path, digest=None):
-    """sha256 of a file's bytes, read in 1 MiB chunks; pass ``digest`` to continue one (a resumed download).
-
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "x"); _ = open(path, "wb").write(b"abc")
-    >>> hash_file(path).hexdigest()[:16]
-    'ba7816bf8f01cfea'
-    """
-    digest = digest or hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest
 
 
 def sniff(path: Path) -> None:
@@ -168,7 +152,12 @@ def read_json(path: Path) -> dict:
     return d
 
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# The weight files of a transformers / timm model folder (save_pretrained, timm's save_for_hf): one of
+# these beside a config.json makes a folder a model folder (not a training run's folder: see runs.py).
+# minivit reads the first three; sharded pickles (pytorch_model.bin.index.json) it does not.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+READABLE_WEIGHT_FILES = WEIGHT_FILES[:3]
 
 
 def read_weights_in_folder(folder: Path) -> tuple[dict, dict, Path]:
@@ -188,88 +177,7 @@ def read_weights_in_folder(folder: Path) -> tuple[dict, dict, Path]:
         return tensors, {}, index
     if (folder / "pytorch_model.bin").is_file():
         return (*read_torch_bin(folder / "pytorch_model.bin"), folder / "pytorch_model.bin")
-    raise CheckpointError(f"{folder}: holds none of {', '.join(WEIGHT_FILES)}")
-
-
-# -- atomic writes -----------------------------------------------------------------------------
-
-
-def file_in_the_way(target) -> Path | None:
-    """The file that sits where a folder of ``target``'s path should be (``notes.txt`` for
-    ``notes.txt/sub/out.png``), else None: the deepest ancestor that exists, when it is not a folder."""
-    existing = next((p for p in Path(target).parents if p.exists()), None)
-    return existing if existing is not None and not existing.is_dir() else None
-
-
-def cannot_write(target, e: OSError) -> OutputError:
-    """The one-line error for an OSError while writing ``target`` (a file in the way, no permission, disk full).
-
-    >>> str(cannot_write("out.png", PermissionError(13, "Permission denied", "out.png")))
-    'out.png: cannot write it (Permission denied: out.png)'
-    """
-    blocker = file_in_the_way(target)
-    if blocker is not None:
-        what = f"{blocker} is a file, not a folder"
-    else:
-        what = (e.strerror or type(e).__name__) + (f": {e.filename}" if e.filename else "")
-    return OutputError(f"{target}: cannot write it ({what})")
-
-
-def ensure_folder(folder, target=None) -> Path:
-    """Create ``folder`` (and its parents) for writing ``target`` (default: the folder itself); one-line
-    OutputError naming it when that is impossible."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise cannot_write(target or folder, e) from None
-    return folder
-
-
-def _atomic(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` to a temp file beside ``path``, then os.replace: a reader
-    never sees a half-written checkpoint, and a crash leaves the old file intact. An OSError
-    (a file where the folder should be, no permission, disk full) is a one-line OutputError."""
-    path = Path(path)
-    ensure_folder(path.parent, path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise cannot_write(path, e) from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise cannot_write(path, e) from None
-        raise
-
-
-atomic_write = _atomic  # the public name: plots and reports write their files the same way
-
-def write_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})}))
-
-
-def write_json(d, path) -> None:
-    """Atomically write JSON (configs, metrics, histories); paths and other objects as strings."""
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(d, indent=2, default=str) + "\n"))
-
-
-def write_npz(tensors: dict, path) -> None:
-    arrays = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
-
-    def write(tmp):
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
-            np.savez(f, **arrays)
-
-    _atomic(path, write)
+    if (folder / "pytorch_model.bin.index.json").is_file():
+        raise CheckpointError(f"{folder}: holds sharded pytorch_model.bin files, which minivit does not read: "
+                              f"save the model with safetensors (model.safetensors) instead")
+    raise CheckpointError(f"{folder}: holds none of {', '.join(READABLE_WEIGHT_FILES)}")

@@ -16,7 +16,7 @@ tolerance stated beside it. What each one buys, and the measured before/after fi
 
 Example (each trick is a one-liner around an unchanged model):
     >>> import torch, minivit
-    >>> from minivit.speed import inference_copy, sdpa_backends
+    >>> from minivit.model.speed import inference_copy, sdpa_backends
     >>> model = minivit.create_model("Ti/16", image_size=32, patch_size=8, depth=2, num_classes=7).eval()
     >>> fast = inference_copy(model)                       # a bf16 copy; ``model`` is left in float32
     >>> next(fast.parameters()).dtype, next(model.parameters()).dtype
@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 
 # bf16 keeps 8 bits of mantissa (relative step 2^-8 = 0.4%); through a dozen blocks the rounding
 # adds up to about 1% of the logits' size. This is the tolerance the tests hold bf16 paths to:
@@ -122,7 +122,7 @@ def compile_model(model: nn.Module, mode: str = "default", *, backend: str = "in
     >>> m = minivit.create_model("Ti/16", image_size=16, patch_size=8, depth=1, num_classes=3)
     >>> compile_model(m, "turbo")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    minivit.errors.ConfigError: compile mode must be one of default, reduce-overhead, ..., not 'turbo'
+    minivit.common.errors.ConfigError: compile mode must be one of default, reduce-overhead, ..., not 'turbo'
     """
     if mode not in COMPILE_MODES:
         raise ConfigError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, not {mode!r}")

@@ -32,7 +32,7 @@ each face's box, id and expression drawn (an .mp4, written atomically).
 
 Python (``predictor`` is a minivit.Predictor):
 
-    >>> from minivit.video import VideoReader, predict_video                       # doctest: +SKIP
+    >>> from minivit.inference.video import VideoReader, predict_video                       # doctest: +SKIP
     >>> with VideoReader("clip.mp4", fps=5) as reader:                             # doctest: +SKIP
     ...     timeline = predict_video(predictor, reader, progress=False)
     >>> timeline.rows[0]                                                           # doctest: +SKIP
@@ -61,8 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints.io import cannot_write, ensure_folder
-from .errors import ConfigError, DataError, OutputError
+from ..common.files import cannot_write, ensure_folder
+from ..common.errors import ConfigError, DataError, OutputError
 
 # Suffixes that make minivit.predict read a path as a video (OpenCV's FFmpeg reads them all).
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -271,7 +271,7 @@ class Timeline:
         self.frames = 0  # kept frames predicted
 
     def add(self, frame: Frame | int, time: float, result) -> list[TimelineRow]:
-        """Add a frame's minivit.predict.ImageResult; returns its rows (faces with their ids)."""
+        """Add a frame's minivit.inference.predictor.ImageResult; returns its rows (faces with their ids)."""
         index = frame.index if isinstance(frame, Frame) else int(frame)
         boxed = [tuple(p.box) for p in result.predictions if p.box]
         ids = iter(self.tracker.update(boxed, time))
@@ -359,7 +359,7 @@ class Timeline:
 
     def plot_png(self, path) -> str:
         """Write plot_figure as a PNG (atomically); returns the path."""
-        from .plots import save_png
+        from ..evaluate.plots import save_png
 
         return save_png(self.plot_figure(), path)
 
@@ -454,7 +454,7 @@ def draw_rows(image: np.ndarray, rows: list[TimelineRow]) -> np.ndarray:
 
 def predict_video(predictor, reader: VideoReader, *, annotate=None, progress: bool = True,
                   batch_frames: int = 8) -> Timeline:
-    """Predict every kept frame of ``reader`` with ``predictor`` (a minivit.predict.Predictor): the
+    """Predict every kept frame of ``reader`` with ``predictor`` (a minivit.Predictor): the
     Timeline, and with ``annotate`` (an .mp4 path) the labelled frames written there. Frames go
     through the predictor ``batch_frames`` at a time: memory stays bounded however long the video.
     A progress bar (tqdm, on stderr) shows frames read, for clips of PROGRESS_MIN_FRAMES or more."""

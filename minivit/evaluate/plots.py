@@ -27,7 +27,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .checkpoints.io import atomic_write
+from ..common.files import atomic_write
 
 DPI = 100  # small files: a report holds a few of them per run
 MATRIX_CMAP = "Blues"  # light = rare, dark = frequent; counts stay legible on both ends

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import sys
 from typing import Callable
 
@@ -42,6 +43,16 @@ class ArgumentParser(argparse.ArgumentParser):
             self._check_value(action, value)
             return value
         return super()._get_values(action, arg_strings)
+
+
+def is_number(v) -> bool:
+    """A finite real number (numpy's included), not a bool: what every numeric setting must be, whether
+    it comes from the command line, a config.json or Python (ViTConfig, AugmentConfig).
+
+    >>> is_number(0.5), is_number(True), is_number(float("nan")), is_number("1")
+    (True, False, False, False)
+    """
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _fmt(x: float) -> str:

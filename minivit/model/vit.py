@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
+from ..common.errors import ConfigError
 from .config import ViTConfig, config_from_name
-from .errors import ConfigError
 from .pos_embed import resample_pos_embed
 
 def _trunc_normal(tensor: torch.Tensor, std: float) -> None:
@@ -61,9 +61,9 @@ class PatchEmbed(nn.Module):
     Linear": it is written as a conv because that is one fast kernel.
     """
 
-    def __init__(self, cfg: ViTConfig):
+    def __init__(self, config: ViTConfig):
         super().__init__()
-        self.proj = nn.Conv2d(cfg.in_chans, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.proj = nn.Conv2d(config.in_chans, config.dim, kernel_size=config.patch_size, stride=config.patch_size)
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -105,15 +105,15 @@ class ConvStem(nn.Module):
     datasets; the token grid, and everything after it, is the same as with patches.
     """
 
-    def __init__(self, cfg: ViTConfig):
+    def __init__(self, config: ViTConfig):
         super().__init__()
-        k = cfg.patch_size.bit_length() - 1  # p = 2**k stages of stride 2
-        width = lambda j: max(cfg.dim // 2 ** (k + 1 - j), 8)  # noqa: E731 - stage j's channels, D/2 at j = k
-        layers = [ConvBNGELU(cfg.in_chans, width(0), stride=1)]
+        k = config.patch_size.bit_length() - 1  # p = 2**k stages of stride 2
+        width = lambda j: max(config.dim // 2 ** (k + 1 - j), 8)  # noqa: E731 - stage j's channels, D/2 at j = k
+        layers = [ConvBNGELU(config.in_chans, width(0), stride=1)]
         for j in range(1, k + 1):
             layers += [ConvBNGELU(width(j - 1), width(j), stride=2), ConvBNGELU(width(j), width(j), stride=1)]
         self.convs = nn.Sequential(*layers)
-        self.proj = nn.Conv2d(width(k), cfg.dim, kernel_size=1)
+        self.proj = nn.Conv2d(width(k), config.dim, kernel_size=1)
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -144,13 +144,13 @@ class Attention(nn.Module):
     what attention maps are drawn from. tests/test_model.py checks that both agree.
     """
 
-    def __init__(self, cfg: ViTConfig):
+    def __init__(self, config: ViTConfig):
         super().__init__()
-        self.heads = cfg.heads
-        self.attn_dropout = cfg.attn_dropout
-        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=cfg.qkv_bias)
-        self.proj = nn.Linear(cfg.dim, cfg.dim)
-        self.proj_drop = nn.Dropout(cfg.dropout)
+        self.heads = config.heads
+        self.attn_dropout = config.attn_dropout
+        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=config.qkv_bias)
+        self.proj = nn.Linear(config.dim, config.dim)
+        self.proj_drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, D) -> ((B, T, D), probabilities (B, heads, T, T) if ``attention`` else None)."""
@@ -169,12 +169,12 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ViTConfig):
+    def __init__(self, config: ViTConfig):
         super().__init__()
-        self.fc1 = nn.Linear(cfg.dim, cfg.mlp_dim)
-        self.fc2 = nn.Linear(cfg.mlp_dim, cfg.dim)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.gelu_approximate = "tanh" if cfg.gelu == "tanh" else "none"
+        self.fc1 = nn.Linear(config.dim, config.mlp_dim)
+        self.fc2 = nn.Linear(config.mlp_dim, config.dim)
+        self.drop = nn.Dropout(config.dropout)
+        self.gelu_approximate = "tanh" if config.gelu == "tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.fc1(x), approximate=self.gelu_approximate)  # (B, T, mlp_dim)
@@ -193,15 +193,15 @@ class MAPHead(nn.Module):
     final norm, the probe is not normalised, and there is no dropout in the head.
     """
 
-    def __init__(self, cfg: ViTConfig):
+    def __init__(self, config: ViTConfig):
         super().__init__()
-        self.heads = cfg.heads
-        self.probe = nn.Parameter(torch.zeros(1, 1, cfg.dim))
-        self.q = nn.Linear(cfg.dim, cfg.dim)  # always with bias: big_vision's and timm's pooling have one
-        self.kv = nn.Linear(cfg.dim, 2 * cfg.dim)
-        self.proj = nn.Linear(cfg.dim, cfg.dim)
-        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
-        self.mlp = MLP(cfg.replace(dropout=0.0))  # big_vision's MAPHead MLP has no dropout
+        self.heads = config.heads
+        self.probe = nn.Parameter(torch.zeros(1, 1, config.dim))
+        self.q = nn.Linear(config.dim, config.dim)  # always with bias: big_vision's and timm's pooling have one
+        self.kv = nn.Linear(config.dim, 2 * config.dim)
+        self.proj = nn.Linear(config.dim, config.dim)
+        self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.mlp = MLP(config.replace(dropout=0.0))  # big_vision's MAPHead MLP has no dropout
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -257,15 +257,15 @@ class Block(nn.Module):
     residual path an identity, so gradients reach the first block undiminished and deep stacks
     train stably. It makes the learning-rate warm-up less critical (post-norm Transformers
     diverge without one, Xiong et al. 2020), not unnecessary: ViT recipes, and every training
-    profile of minivit (minivit/train/cli.py), still warm up.
+    profile of minivit (minivit/train/profiles.py), still warm up.
     """
 
-    def __init__(self, cfg: ViTConfig, drop_path: float):
+    def __init__(self, config: ViTConfig, drop_path: float):
         super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
-        self.attn = Attention(cfg)
-        self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
-        self.mlp = MLP(cfg)
+        self.norm1 = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.attn = Attention(config)
+        self.norm2 = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.mlp = MLP(config)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -290,23 +290,24 @@ class ViT(nn.Module):
 
     def __init__(self, config: ViTConfig):
         super().__init__()
-        self.config = cfg = config
-        self.patch_embed = PatchEmbed(cfg) if cfg.stem == "patch" else ConvStem(cfg)
-        if cfg.classifier == "token":
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, cfg.dim))
-        self.pos_drop = nn.Dropout(cfg.dropout)
+        self.config = config
+        self.patch_embed = PatchEmbed(config) if config.stem == "patch" else ConvStem(config)
+        if config.classifier == "token":
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, config.dim))
+        self.pos_drop = nn.Dropout(config.dropout)
         # Stochastic depth grows linearly with depth: early blocks are almost always kept.
-        rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
-        self.blocks = nn.ModuleList(Block(cfg, rate) for rate in rates)
-        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
-        self.map_head = MAPHead(cfg) if cfg.classifier == "map" else None
-        self.pre_logits = nn.Linear(cfg.dim, cfg.representation_size) if cfg.representation_size else None
-        self.head = self._new_head(cfg.num_classes)
+        rates = [config.drop_path * i / max(config.depth - 1, 1) for i in range(config.depth)]
+        self.blocks = nn.ModuleList(Block(config, rate) for rate in rates)
+        self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.map_head = MAPHead(config) if config.classifier == "map" else None
+        self.pre_logits = nn.Linear(config.dim, config.representation_size) if config.representation_size else None
+        self.head = self._zero_head(config.num_classes)
         self.grad_checkpointing = False
         self.init_weights()
 
-    def _new_head(self, num_classes: int) -> nn.Linear | None:
+    def _zero_head(self, num_classes: int) -> nn.Linear | None:
+        """The classifier for ``num_classes`` (None for 0: the model returns its pooled features), at zero."""
         if not num_classes:
             return None
         head = nn.Linear(self.config.representation_size or self.config.dim, num_classes)
@@ -335,7 +336,7 @@ class ViT(nn.Module):
     def resize_image(self, new_size: int | tuple[int, int]) -> None:
         """Resample the position embedding once for a new input size (e.g. 224 -> 48).
 
-        The same rule as the forward pass uses for an input of another size (minivit.pos_embed),
+        The same rule as the forward pass uses for an input of another size (minivit.model.pos_embed),
         so a resized model computes exactly what the original computes on the new size.
 
         Example:
@@ -353,16 +354,14 @@ class ViT(nn.Module):
     # -- head ----------------------------------------------------------------------------
 
     def reset_head(self, num_classes: int, keep_representation: bool = False) -> None:
-        """Replace the classifier with a zero-initialised one for a new task.
-
-        As in the ViT paper's fine-tuning, the pre-training representation layer
-        (pre_logits) is dropped unless ``keep_representation``.
+        """Replace the classifier with a zero-initialised one for a new task, by the one rule of
+        ViTConfig.with_new_head: as in the ViT paper's fine-tuning, the pre-training representation
+        layer (pre_logits) is dropped unless ``keep_representation``.
         """
-        if not keep_representation:
+        self.config = self.config.with_new_head(num_classes, keep_representation)
+        if self.config.representation_size is None:
             self.pre_logits = None
-            self.config = self.config.replace(representation_size=None)
-        self.config = self.config.replace(num_classes=num_classes)
-        self.head = self._new_head(num_classes)
+        self.head = self._zero_head(num_classes)
         if self.head is not None:  # where and in what precision the rest of the model is (cuda, bf16, ...)
             self.head.to(device=self.pos_embed.device, dtype=self.pos_embed.dtype)
 
@@ -378,22 +377,22 @@ class ViT(nn.Module):
         An input whose patch grid is not the config's gets the position embeddings resampled
         on the fly (differentiably, every call); ``resize_image`` does it once instead.
         """
-        cfg = self.config
+        config = self.config
         if x.ndim != 4:  # batches only, as nanoGPT's model: one image is x[None], a (1, C, H, W) batch
             one = ": for one image pass x[None]" if x.ndim == 3 else ""
             raise ConfigError(f"input has shape {tuple(x.shape)} but the model expects a batch of images "
                               f"(B, C, H, W){one}")
         B, C, H, W = x.shape
-        if C != cfg.in_chans:
-            raise ConfigError(f"input has {C} channel{'s' if C != 1 else ''} but the model expects {cfg.in_chans} "
-                              f"(in_chans={cfg.in_chans})")
-        p = cfg.patch_size
+        if C != config.in_chans:
+            raise ConfigError(f"input has {C} channel{'s' if C != 1 else ''} but the model expects {config.in_chans} "
+                              f"(in_chans={config.in_chans})")
+        p = config.patch_size
         if H % p or W % p:
             raise ConfigError(f"input size {H}x{W} is not a multiple of the patch size {p}")
         x = self.patch_embed(x)  # (B, N, D)
-        if cfg.classifier == "token":
+        if config.classifier == "token":
             x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # (B, 1 + N, D)
-        pos_embed = resample_pos_embed(self.pos_embed, (H // p, W // p), cfg.grid, cfg.num_prefix_tokens)  # (1, T, D)
+        pos_embed = resample_pos_embed(self.pos_embed, (H // p, W // p), config.grid, config.num_prefix_tokens)  # (1, T, D)
         return self.pos_drop(x + pos_embed)  # (B, T, D)
 
     def forward(self, x: torch.Tensor, *, return_out: bool = False, attention: bool = False):
@@ -408,7 +407,7 @@ class ViT(nn.Module):
         ``out["attention"]``, one (B, heads, T, T) per block, and for a MAP head
         ``out["map_attention"]`` (B, heads, 1, N), the probe's weights over the tokens.
         """
-        cfg = self.config
+        config = self.config
         out: dict = {"tokens": []}
         maps = []
         x = self.embed(x)  # (B, T, D)
@@ -419,16 +418,16 @@ class ViT(nn.Module):
                 x, probs = block(x, attention)  # (B, T, D), (B, h, T, T) or None
             out["tokens"].append(x)
             maps.append(probs)
-        x = out["encoded"] = x if cfg.norm_after_pool else self.norm(x)  # (B, T, D)
-        if cfg.classifier == "token":
+        x = out["encoded"] = x if config.norm_after_pool else self.norm(x)  # (B, T, D)
+        if config.classifier == "token":
             x = x[:, 0]  # (B, D): the CLS token
-        elif cfg.classifier == "map":
+        elif config.classifier == "map":
             x, map_probs = self.map_head(x, attention)  # (B, D), (B, h, 1, N) or None
             if attention:
                 out["map_attention"] = map_probs
         else:
-            x = x[:, cfg.num_prefix_tokens:].mean(dim=1)  # (B, D)
-        x = out["pooled"] = self.norm(x) if cfg.norm_after_pool else x  # (B, D)
+            x = x[:, config.num_prefix_tokens:].mean(dim=1)  # (B, D)
+        x = out["pooled"] = self.norm(x) if config.norm_after_pool else x  # (B, D)
         if self.pre_logits is not None:
             x = torch.tanh(self.pre_logits(x))  # (B, rep)
         out["pre_logits"] = x
@@ -449,7 +448,7 @@ class ViT(nn.Module):
         (``save_checkpoint``'s, a run's ``best.safetensors``, the model part of a
         ``resume.safetensors``), a transformers/timm folder, a name from weights/manifest.json
         (``"ViT-B_16"``) or a Hugging Face repo id. ``num_classes`` gives a new zero-initialised
-        head; ``image_size`` resamples the position embeddings once (minivit.pos_embed's rule).
+        head; ``image_size`` resamples the position embeddings once (minivit.model.pos_embed's rule).
         What was loaded is in ``model.load_report``. See docs/checkpoints.md.
 
         Example:
@@ -462,12 +461,12 @@ class ViT(nn.Module):
             >>> torch.equal(ViT.from_pretrained(path)(x), m.eval()(x))
             True
         """
-        from .checkpoints import load_state  # the checkpoint layer maps tensors and never imports the model
-        from .errors import CheckpointError
+        from ..checkpoints import load_state  # the checkpoint layer maps tensors and never imports the model
+        from ..common.errors import CheckpointError
 
-        cfg, state, report = load_state(source, num_classes=num_classes, image_size=image_size, strict=strict,
+        config, state, report = load_state(source, num_classes=num_classes, image_size=image_size, strict=strict,
                                         keep_representation=keep_representation, **overrides)
-        model = cls(cfg)
+        model = cls(config)
         target = model.state_dict()
         for k, t in state.items():  # as nanoGPT: every name and every shape must fit before anything is copied
             if k not in target or t.shape != target[k].shape:

@@ -8,13 +8,13 @@ model download -- and cuts each one out with a margin.
     pip install "minivit[faces]"        # opencv-python-headless>=4.8,<5 (5.0 dropped the cascades)
 
     >>> import numpy as np
-    >>> from minivit.faces import expand_box
+    >>> from minivit.inference.faces import expand_box
     >>> expand_box((100, 50, 40, 40), width=640, height=480)   # 20% margin on every side
     (92, 42, 56, 56)
 
 Detection (needs the extra):
 
-    >>> from minivit.faces import detect_faces                          # doctest: +SKIP
+    >>> from minivit.inference.faces import detect_faces                          # doctest: +SKIP
     >>> detect_faces(np.asarray(PIL.Image.open("group.jpg")))          # doctest: +SKIP
     [(177, 66, 95, 95), (402, 80, 90, 90)]                              # (x, y, w, h), left to right
 
@@ -31,7 +31,7 @@ import threading
 
 import numpy as np
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 
 FACE_MARGIN = 0.2  # fraction of the detected box added on each side of the crop
 DETECT_MAX_SIDE = 1024  # photos are shrunk to at most this side for detection: speed, same boxes

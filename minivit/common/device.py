@@ -5,7 +5,7 @@ device, and which autocast dtype -- and get the same answers from here.
 
 Example:
     >>> import torch
-    >>> from minivit.device import pick_device, resolve_precision
+    >>> from minivit.common.device import pick_device, resolve_precision
     >>> pick_device("cpu")
     device(type='cpu')
     >>> resolve_precision("auto", torch.device("cpu"))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 
 
 def _check(attentions, grid: tuple[int, int], num_prefix_tokens: int) -> None:

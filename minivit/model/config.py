@@ -11,21 +11,21 @@ four dialects, and all of them work here:
                               "vit-huge-patch14-224-in21k" (the Hugging Face repo, owner optional)
 
 Example:
-    >>> from minivit.config import config_from_name
-    >>> cfg = config_from_name("ViT-B_16", num_classes=7)
-    >>> cfg.dim, cfg.depth, cfg.heads, cfg.grid
+    >>> from minivit.model.config import config_from_name
+    >>> config = config_from_name("ViT-B_16", num_classes=7)
+    >>> config.dim, config.depth, config.heads, config.grid
     (768, 12, 12, (14, 14))
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import re
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..common.cli import is_number
+from ..common.errors import ConfigError
 
 # Width, depth, heads and MLP width of each size, from the ViT paper (Table 1) and
 # "How to train your ViT" (AugReg) for Ti and S. The only table of sizes in minivit.
@@ -43,8 +43,9 @@ TIMM_SIZE_NAMES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge"
 PATCH_SIZES = (8, 14, 16, 32)
 # How the tokens are pooled into one vector: CLS token, mean, or multihead attention pooling.
 CLASSIFIERS = ("token", "gap", "map")
-# How the image becomes tokens: one patchify conv, or a small convolutional stem (see model.ConvStem).
+# How the image becomes tokens: one patchify conv, or a small convolutional stem (see minivit.model.vit.ConvStem).
 STEMS = ("patch", "conv")
+IN_CHANS = (1, 3)  # grayscale or RGB
 
 
 def is_power_of_two(n: int) -> bool:
@@ -56,18 +57,13 @@ def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
-    """A finite real number; not a bool."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
 @dataclass
 class ViTConfig:
     """Everything that decides a ViT's parameters and its function.
 
     Example:
-        >>> cfg = ViTConfig(image_size=48, patch_size=4, dim=192, depth=12, heads=3, mlp_dim=768, num_classes=7)
-        >>> cfg.grid, cfg.num_tokens
+        >>> config = ViTConfig(image_size=48, patch_size=4, dim=192, depth=12, heads=3, mlp_dim=768, num_classes=7)
+        >>> config.grid, config.num_tokens
         ((12, 12), 145)
     """
 
@@ -133,9 +129,9 @@ class ViTConfig:
                                                          and self.representation_size >= 1):
             problems.append(f"representation_size must be None or an integer >= 1, not {self.representation_size!r}")
         for name in ("dropout", "attn_dropout", "drop_path"):
-            if not (_is_number(getattr(self, name)) and 0 <= getattr(self, name) < 1):
+            if not (is_number(getattr(self, name)) and 0 <= getattr(self, name) < 1):
                 problems.append(f"{name} must be a number in [0, 1), not {getattr(self, name)!r}")
-        if not (_is_number(self.norm_eps) and self.norm_eps > 0):
+        if not (is_number(self.norm_eps) and self.norm_eps > 0):
             problems.append(f"norm_eps must be a number > 0, not {self.norm_eps!r}")
         if self.classifier not in CLASSIFIERS:
             problems.append(f"classifier must be one of {', '.join(map(repr, CLASSIFIERS))}, not {self.classifier!r}")
@@ -143,7 +139,7 @@ class ViTConfig:
             problems.append(f"gelu must be 'exact' or 'tanh', not {self.gelu!r}")
         if self.stem not in STEMS:
             problems.append(f"stem must be one of {', '.join(map(repr, STEMS))}, not {self.stem!r}")
-        if self.in_chans not in (1, 3) or isinstance(self.in_chans, bool):
+        if self.in_chans not in IN_CHANS or isinstance(self.in_chans, bool):
             problems.append(f"in_chans must be 1 (grayscale) or 3 (RGB), not {self.in_chans!r}")
         return problems
 
@@ -188,6 +184,19 @@ class ViTConfig:
 
     def replace(self, **changes) -> "ViTConfig":
         return dataclasses.replace(self, **changes)
+
+    def with_new_head(self, num_classes: int, keep_representation: bool = False) -> "ViTConfig":
+        """The config of this model with a new classifier for ``num_classes`` (0: no head): the one rule
+        of a new head, as in the ViT paper's fine-tuning. The pre-training representation layer
+        (pre_logits) goes too, unless ``keep_representation``; the new head starts at zero (the model
+        builds it: ViT.reset_head, and ViT.from_pretrained's model for a loaded checkpoint).
+
+        >>> config = ViTConfig(representation_size=768, num_classes=21843)
+        >>> config.with_new_head(7).representation_size, config.with_new_head(7, keep_representation=True).num_classes
+        (None, 7)
+        """
+        representation = self.representation_size if keep_representation else None
+        return self.replace(num_classes=num_classes, representation_size=representation)
 
 
 # (dialect, pattern): the paper's dialect is the one people write for new models ("Ti/4").

@@ -4,11 +4,11 @@ Training images stay uint8 in memory (N, C, h, w) and are augmented a whole batc
 GPU (or CPU): one affine_grid + grid_sample per batch does random-resized-crop, horizontal flip,
 rotation and the resize to the model input together, so each output pixel is interpolated once.
 
-    x = train_transform(images_u8, cfg, generator)    # uint8 (B, 1|3, h, w) -> float (B, cfg.channels, S, S)
+    x = train_transform(images_u8, aug, generator)    # uint8 (B, 1|3, h, w) -> float (B, aug.channels, S, S)
     y = one_hot(targets, 7, smoothing=0.1)             # (B,) -> (B, 7)
     x, y = cutmix(x, y, alpha=1.0, generator=cpu_generator)
 
-Channels: the output has ``cfg.channels`` channels, whatever the input has. Grayscale is repeated
+Channels: the output has ``aug.channels`` channels, whatever the input has. Grayscale is repeated
 to three channels for RGB models (a view, no copy); RGB is converted to luminance (ITU-R 601:
 0.299 R + 0.587 G + 0.114 B) for one-channel models, before any other work, so the augmentation
 then runs on a third of the data.
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..common.cli import is_number
+from ..common.errors import ConfigError
 
 
 @dataclass
@@ -34,8 +35,8 @@ class AugmentConfig:
     """Augmentation settings. The defaults are mild: faces are centred and 48x48 FER2013 faces
     lose identity-relevant detail quickly under strong crops.
 
-    >>> cfg = AugmentConfig(image_size=64)
-    >>> x = train_transform(torch.zeros(2, 1, 48, 48, dtype=torch.uint8), cfg)
+    >>> aug = AugmentConfig(image_size=64)
+    >>> x = train_transform(torch.zeros(2, 1, 48, 48, dtype=torch.uint8), aug)
     >>> x.shape, x.dtype
     (torch.Size([2, 3, 64, 64]), torch.float32)
     >>> eval_transform(torch.zeros(2, 3, 48, 48, dtype=torch.uint8), AugmentConfig(48, channels=1)).shape
@@ -56,15 +57,15 @@ class AugmentConfig:
     def __post_init__(self):
         """Each setting's range, in one line naming every bad one (a TrainConfig.augment dict can hold anything)."""
         def pair(v, ok):
-            return isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_number(x) for x in v) and ok(*v)
+            return isinstance(v, (tuple, list)) and len(v) == 2 and all(is_number(x) for x in v) and ok(*v)
 
         checks = {
             "scale": (pair(self.scale, lambda lo, hi: 0 < lo <= hi <= 1), "two numbers 0 < lo <= hi <= 1"),
             "ratio": (pair(self.ratio, lambda lo, hi: 0 < lo <= hi), "two numbers 0 < lo <= hi"),
-            "hflip": (_is_number(self.hflip) and 0 <= self.hflip <= 1, "a probability in [0, 1]"),
-            "rotate_deg": (_is_number(self.rotate_deg) and self.rotate_deg >= 0, "a number of degrees >= 0"),
-            "brightness": (_is_number(self.brightness) and 0 <= self.brightness < 1, "a number in [0, 1)"),
-            "contrast": (_is_number(self.contrast) and 0 <= self.contrast < 1, "a number in [0, 1)"),
+            "hflip": (is_number(self.hflip) and 0 <= self.hflip <= 1, "a probability in [0, 1]"),
+            "rotate_deg": (is_number(self.rotate_deg) and self.rotate_deg >= 0, "a number of degrees >= 0"),
+            "brightness": (is_number(self.brightness) and 0 <= self.brightness < 1, "a number in [0, 1)"),
+            "contrast": (is_number(self.contrast) and 0 <= self.contrast < 1, "a number in [0, 1)"),
         }
         problems = [f"{name}={getattr(self, name)!r} (must be {want})" for name, (ok, want) in checks.items() if not ok]
         if problems:
@@ -90,15 +91,11 @@ def augment_config(image_size, channels: int, overrides: dict) -> AugmentConfig:
     return AugmentConfig(image_size=image_size, channels=channels, **overrides)
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_batch(images: torch.Tensor, cfg: AugmentConfig) -> None:
+def _check_batch(images: torch.Tensor, aug: AugmentConfig) -> None:
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ConfigError(f"images must be (B, 1|3, H, W), got {tuple(images.shape)}")
-    if cfg.channels not in (1, 3):
-        raise ConfigError(f"AugmentConfig.channels must be 1 or 3, not {cfg.channels!r}")
+    if aug.channels not in (1, 3):
+        raise ConfigError(f"AugmentConfig.channels must be 1 or 3, not {aug.channels!r}")
 
 
 def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
@@ -110,18 +107,18 @@ def _check_generator(generator: torch.Generator | None, device: torch.device) ->
                           f"make it with torch.Generator(device={str(device)!r})")
 
 
-def _to_float(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+def _to_float(images: torch.Tensor, aug: AugmentConfig) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [0, 1] (float input is taken to be in [0, 1] already); RGB input
     becomes luminance here when the model takes one channel."""
     x = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # (B, C, h, w)
-    if cfg.channels == 1 and x.shape[1] == 3:
+    if aug.channels == 1 and x.shape[1] == 3:
         # ITU-R 601 luma weights as Python scalars: no host-to-device copy, no sync
         x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # (B, 1, h, w)
     return x
 
 
 def _stats(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
-    """cfg.mean / cfg.std for ``channels`` channels: RGB statistics become their luminance for one channel."""
+    """aug.mean / aug.std for ``channels`` channels: RGB statistics become their luminance for one channel."""
     if len(values) == channels:
         return tuple(values)
     if channels == 1 and len(values) == 3:
@@ -138,54 +135,54 @@ def _channel_constant(values, x: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=x.dtype).view(1, -1, 1, 1).to(x.device, non_blocking=True)
 
 
-def _finish(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """(B, 1|channels, S, S) in [0, 1] -> (B, channels, S, S) normalised with cfg.mean / cfg.std."""
-    if cfg.channels == 3 and x.shape[1] == 1:
+def _finish(x: torch.Tensor, aug: AugmentConfig) -> torch.Tensor:
+    """(B, 1|channels, S, S) in [0, 1] -> (B, channels, S, S) normalised with aug.mean / aug.std."""
+    if aug.channels == 3 and x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)  # grayscale -> 3 channels (a view, no copy): (B, 3, S, S)
-    mean, std = _stats(cfg.mean, cfg.channels), _stats(cfg.std, cfg.channels)
+    mean, std = _stats(aug.mean, aug.channels), _stats(aug.std, aug.channels)
     if len(set(mean)) == 1 and len(set(std)) == 1:  # the usual case (Google's 0.5): scalars, no tensor to copy
         return (x - mean[0]) / std[0]  # (B, channels, S, S)
     return (x - _channel_constant(mean, x)) / _channel_constant(std, x)  # (B, channels, S, S)
 
 
-def _size(cfg: AugmentConfig) -> tuple[int, int]:
-    s = cfg.image_size
+def _size(aug: AugmentConfig) -> tuple[int, int]:
+    s = aug.image_size
     return (s, s) if isinstance(s, int) else tuple(s)
 
 
-def eval_transform(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+def eval_transform(images: torch.Tensor, aug: AugmentConfig) -> torch.Tensor:
     """Resize (bilinear, antialiased when shrinking) and normalise: uint8 (B, 1|3, h, w) -> float
-    (B, cfg.channels, S, S). The one preprocessing of evaluation, prediction and validation.
+    (B, aug.channels, S, S). The one preprocessing of evaluation, prediction and validation.
 
     >>> eval_transform(torch.full((1, 1, 48, 48), 255, dtype=torch.uint8), AugmentConfig(32)).unique().tolist()
     [1.0]
     """
-    _check_batch(images, cfg)
-    x = _to_float(images, cfg)  # (B, C, h, w), C = 1 for one-channel models
-    size = _size(cfg)
+    _check_batch(images, aug)
+    x = _to_float(images, aug)  # (B, C, h, w), C = 1 for one-channel models
+    size = _size(aug)
     if tuple(x.shape[-2:]) != size:
         shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)  # (B, C, S, S)
-    return _finish(x, cfg)
+    return _finish(x, aug)
 
 
-def crop_flip_rotate_theta(batch: int, height: int, width: int, cfg: AugmentConfig,
+def crop_flip_rotate_theta(batch: int, height: int, width: int, aug: AugmentConfig,
                            generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """(B, 2, 3) affine matrices for F.affine_grid: a random crop box (area fraction in cfg.scale,
-    aspect in cfg.ratio, inside the image), flipped with probability cfg.hflip, rotated by up to
-    cfg.rotate_deg, mapped onto the whole output. Normalised coords, align_corners=False."""
+    """(B, 2, 3) affine matrices for F.affine_grid: a random crop box (area fraction in aug.scale,
+    aspect in aug.ratio, inside the image), flipped with probability aug.hflip, rotated by up to
+    aug.rotate_deg, mapped onto the whole output. Normalised coords, align_corners=False."""
     u = torch.rand(batch, 6, generator=generator, device=device)  # all the randomness of one batch
-    lo, hi = cfg.scale
+    lo, hi = aug.scale
     area = height * width * (lo + (hi - lo) * u[:, 0])
-    log_lo, log_hi = math.log(cfg.ratio[0]), math.log(cfg.ratio[1])
+    log_lo, log_hi = math.log(aug.ratio[0]), math.log(aug.ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
     # Clamp instead of torchvision's retry loop: a box wider than the image becomes the full width.
     crop_w = torch.sqrt(area * aspect).clamp(max=width)
     crop_h = torch.sqrt(area / aspect).clamp(max=height)
     centre_x = (u[:, 2] - 0.5) * (width - crop_w)  # pixels from the image centre; box stays inside
     centre_y = (u[:, 3] - 0.5) * (height - crop_h)
-    flip = torch.where(u[:, 4] < cfg.hflip, -1.0, 1.0)
-    angle = (2 * u[:, 5] - 1) * math.radians(cfg.rotate_deg)
+    flip = torch.where(u[:, 4] < aug.hflip, -1.0, 1.0)
+    angle = (2 * u[:, 5] - 1) * math.radians(aug.rotate_deg)
     cos, sin = torch.cos(angle), torch.sin(angle)
     # output (a, b) in [-1, 1]^2 -> crop pixels (flip * a * crop_w/2, b * crop_h/2) -> rotate -> + centre
     # -> input normalised coords (divide by width/2, height/2). Rotation in pixel units keeps
@@ -198,45 +195,45 @@ def crop_flip_rotate_theta(batch: int, height: int, width: int, cfg: AugmentConf
     return theta
 
 
-def train_transform(images: torch.Tensor, cfg: AugmentConfig,
+def train_transform(images: torch.Tensor, aug: AugmentConfig,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Random resized crop + flip + rotation + resize (one grid_sample), brightness/contrast jitter,
-    channel conversion, normalisation: uint8 (B, 1|3, h, w) -> float32 (B, cfg.channels, S, S), same device.
+    channel conversion, normalisation: uint8 (B, 1|3, h, w) -> float32 (B, aug.channels, S, S), same device.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> x = train_transform(torch.randint(0, 256, (4, 1, 48, 48), dtype=torch.uint8), AugmentConfig(32), g)
     >>> tuple(x.shape), bool(x.min() >= -1 and x.max() <= 1)
     ((4, 3, 32, 32), True)
     """
-    _check_batch(images, cfg)
+    _check_batch(images, aug)
     _check_generator(generator, images.device)
-    x = _to_float(images, cfg)  # (B, C, H, W), C = 1 for one-channel models
+    x = _to_float(images, aug)  # (B, C, H, W), C = 1 for one-channel models
     B, C, H, W = x.shape
-    size = _size(cfg)
+    size = _size(aug)
     # grid_sample does not antialias: when the source is much larger than the crops need,
     # shrink it first (antialiased) so the smallest crop still has >= S pixels a side.
-    need = math.ceil(max(size) / math.sqrt(cfg.scale[0]))
+    need = math.ceil(max(size) / math.sqrt(aug.scale[0]))
     if min(H, W) > need:
         f = need / min(H, W)
         x = F.interpolate(x, size=(round(H * f), round(W * f)), mode="bilinear", antialias=True,
                           align_corners=False)  # (B, C, h', w')
-    theta = crop_flip_rotate_theta(B, H, W, cfg, generator, images.device)  # in original pixel geometry
+    theta = crop_flip_rotate_theta(B, H, W, aug, generator, images.device)  # in original pixel geometry
     grid = F.affine_grid(theta, [B, C, *size], align_corners=False)  # (B, S, S, 2)
     # reflection: rotated corners show mirrored face instead of black wedges the model could key on
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)  # (B, C, S, S)
 
-    if cfg.brightness or cfg.contrast:
+    if aug.brightness or aug.contrast:
         u = torch.rand(B, 2, 1, 1, 1, generator=generator, device=images.device)
-        if cfg.brightness:
-            x = x * (1 + cfg.brightness * (2 * u[:, 0] - 1))
-        if cfg.contrast:
+        if aug.brightness:
+            x = x * (1 + aug.brightness * (2 * u[:, 0] - 1))
+        if aug.contrast:
             # contrast about the mean gray level of each image (torchvision's definition)
             # (ITU-R 601 luma weights as Python scalars: no host-to-device copy, no sync)
             gray = x if C == 1 else 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # (B, 1, S, S)
             m = gray.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
-            x = (x - m) * (1 + cfg.contrast * (2 * u[:, 1] - 1)) + m
+            x = (x - m) * (1 + aug.contrast * (2 * u[:, 1] - 1)) + m
         x = x.clamp(0, 1)
-    return _finish(x, cfg)
+    return _finish(x, aug)
 
 
 def one_hot(targets: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:

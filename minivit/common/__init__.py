@@ -1,0 +1,8 @@
+"""What every chapter of minivit shares; it imports nothing from the others.
+
+    errors.py   MinivitError and its kinds: every mistake a user can make, as one line
+    cli.py      option checking up front (number, integer), one-line errors and exit code 2 (run)
+    files.py    writing files atomically (atomic_write, write_json), folders, sha256
+    device.py   which device, which precision (pick_device, resolve_precision)
+    moved.py    old module paths (minivit.augment, minivit.checkpoints.io, ...) served from their new homes
+"""
