@@ -5,12 +5,15 @@
     python benchmarks/fer_recipe.py --data ../shared/data/fer2013 --epochs 30 --only default,patch-stem
     python benchmarks/fer_recipe.py --data synthetic --epochs 1 --tiny --out /tmp/recipe   # a CPU smoke run
 
-Every variant is the "scratch" profile of ``python -m minivit.train`` (the default recipe that
-``python -m minivit.train --data <fer2013>`` runs) with one knob changed; each is trained by
-``minivit.train.train`` on the same data (decoded once), selected and reported on the val split
-(FER2013's PublicTest, test/) with flip TTA as the profile does. The output folder gets results.json
-and results.md (command, wall time, epochs, epoch time, accuracy, macro-F1, per-class recall) and
-each variant's run folder (runs/<variant>/: metrics.json, confusion matrix, curves, checkpoints).
+Every variant is the "scratch" profile of ``minivit train`` (the default recipe that
+``minivit train --data <fer2013>`` runs) with one knob changed; each is trained by
+``minivit.train.train`` on the same data (decoded once) and split as the command splits it
+(minivit.data.splits): best.safetensors is selected on the val split (for FER2013's folders, 10% of
+each class carved out of train/), then scored on it and, once, on the test split (test/, FER2013's
+PublicTest, which selected nothing), with flip TTA as the profile does. Every figure names its split,
+its source and its image count. The output folder gets results.json and results.md (command, wall
+time, epochs, epoch time, val and test accuracy and macro-F1, per-class recall on val) and each
+variant's run folder (runs/<variant>/: metrics.json, confusion matrices, curves, checkpoints).
 
 Equal wall time (``--minutes``): PyTorch gives no way to stop a cosine schedule early without
 handicapping the variant that is stopped at a high learning rate, so the budget is met by choosing
@@ -41,9 +44,10 @@ from minivit.common.cli import ArgumentParser, integer, number, run  # noqa: E40
 from minivit.train import TrainConfig, load_data, train  # noqa: E402
 from minivit.train.profiles import PROFILES  # noqa: E402
 from minivit.checkpoints.runs import holds_run  # noqa: E402
+from minivit.data.splits import split_label  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fer2013"
-# name -> (TrainConfig changes over the "scratch" profile, the same change as flags of python -m minivit.train,
+# name -> (TrainConfig changes over the "scratch" profile, the same change as flags of minivit train,
 #          what it tests)
 VARIANTS = {
     "default": ({}, "", "the default FER recipe: the 'scratch' profile as it is"),
@@ -97,21 +101,22 @@ def probe(name: str, args, train_set, val_set, tmp: Path) -> dict:
     steps = min(args.probe_steps, max(1, len(train_set) // cfg.batch_size))
     cfg.stop_after = steps
     start = time.perf_counter()
-    result = train(cfg, train_set, val_set)
+    result = train(cfg, train_set, val_set)  # no test split: a probe's figures are never read, only its speed
     wall = time.perf_counter() - start
     img_s = result.get("train_img_per_s") or steps * cfg.batch_size / wall  # too few steps to time: the whole run
     return dict(img_per_s=img_s, overhead_s=max(0.0, wall - steps * cfg.batch_size / img_s), steps=steps)
 
 
-def run_variant(name: str, args, train_set, val_set, epochs: int | None) -> dict:
-    """Train one variant to the end; its row of the table."""
+def run_variant(name: str, args, splits, epochs: int | None) -> dict:
+    """Train one variant to the end; its row of the table: val and test figures, each with its split."""
     out = args.out / "runs" / name
     cfg = variant_config(name, data=args.data, out=out, epochs=epochs, tiny=args.tiny, device=args.device,
                          progress=args.progress, seed=args.seed, overwrite=args.overwrite)
     start = time.perf_counter()
-    result = train(cfg, train_set, val_set)
+    result = train(cfg, splits.train, splits.val, splits.test)
     wall = time.perf_counter() - start
     metrics = read_json(out / "metrics.json")
+    test = metrics.get("test") or {}  # metrics.json "test": best.safetensors on the test split, scored once
     history = metrics.get("history") or []
     marks = [0.0] + [row["seconds"] for row in history]
     epoch_s = [b - a for a, b in zip(marks, marks[1:])][1:] or [b - a for a, b in zip(marks, marks[1:])]
@@ -119,13 +124,24 @@ def run_variant(name: str, args, train_set, val_set, epochs: int | None) -> dict
     return dict(
         variant=name, what=VARIANTS[name][2], epochs=cfg.epochs, wall_s=round(wall, 1),
         epoch_s=round(sum(epoch_s) / len(epoch_s), 2) if epoch_s else None,  # first epoch (compilation) left out
-        train_img_per_s=result.get("train_img_per_s"), accuracy=result.get("val_accuracy"),
-        macro_f1=result.get("val_macro_f1"), tta=cfg.tta, best_epoch=result.get("best_epoch"),
+        train_img_per_s=result.get("train_img_per_s"), val_accuracy=result.get("val_accuracy"),
+        val_macro_f1=result.get("val_macro_f1"), val_split=result.get("val_split_label"),
+        test_accuracy=test.get("accuracy"), test_macro_f1=test.get("macro_f1"), test_split=test.get("split_label"),
+        tta=cfg.tta, best_epoch=result.get("best_epoch"),
         recall={c["name"]: c["recall"] for c in metrics.get("per_class", [])}, run_dir=str(out),
         command=f"python benchmarks/fer_recipe.py --data {args.data} --only {name} --epochs {cfg.epochs}"
                 + (" --tiny" if args.tiny else ""),
-        train_command=f"python -m minivit.train --data {args.data} --epochs {cfg.epochs} {flags}".strip(),
+        train_command=f"minivit train --data {args.data} --epochs {cfg.epochs} {flags}".strip(),
         config=cfg.to_dict())
+
+
+def figures(row: dict) -> str:
+    """The row's accuracy on each split, each naming it: "val accuracy 61.2% [val: ...]; test ..."."""
+    parts = []
+    for split in ("val", "test"):
+        if row[f"{split}_accuracy"] is not None:
+            parts.append(f"{split} accuracy {100 * row[f'{split}_accuracy']:.1f}% [{row[f'{split}_split']}]")
+    return "; ".join(parts) or "no accuracy (no epoch finished)"
 
 
 def read_json(path: Path) -> dict:
@@ -139,18 +155,21 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
     def pct(v):
         return f"{100 * v:.1f}%" if v is not None else "-"
 
-    lines = [f"FER recipe ablations on {meta['data']} ({meta['train_size']} train / {meta['val_size']} val images, "
-             f"decoded in {meta['data_load_s']:.0f} s), {meta['device']}, torch {meta['torch']}, {meta['budget']}.",
-             "Accuracy and macro-F1: best.safetensors on the val split"
-             + (" with flip TTA" if rows and rows[0]["tta"] else "") + ".", "",
-             "| variant | what | epochs | wall time | epoch time | train img/s | accuracy | macro-F1 | "
-             + " | ".join(f"{c} recall" for c in classes) + " | command |",
-             "|---" * (8 + len(classes) + 1) + "|"]
+    tta = " with flip TTA" if rows and rows[0]["tta"] else ""
+    lines = [f"FER recipe ablations on {meta['data']} ({meta['train_size']} train / {meta['val_size']} val / "
+             f"{meta['test_size'] or 'no'} test images, decoded in {meta['data_load_s']:.0f} s), {meta['device']}, "
+             f"torch {meta['torch']}, {meta['budget']}.",
+             f"Accuracy and macro-F1 of best.safetensors{tta}, selected on the val split ({meta['val_split']}); "
+             f"test: {meta['test_split'] or 'none (the dataset has no test split)'}. Recall per class: val.", "",
+             "| variant | what | epochs | wall time | epoch time | train img/s | val accuracy | val macro-F1 | "
+             "test accuracy | test macro-F1 | " + " | ".join(f"{c} recall" for c in classes) + " | command |",
+             "|---" * (10 + len(classes) + 1) + "|"]
     for r in rows:
         cells = [r["variant"], r["what"], str(r["epochs"]), f"{r['wall_s']:.0f} s",
                  f"{r['epoch_s']:.1f} s" if r["epoch_s"] is not None else "-",
-                 f"{r['train_img_per_s']:,.0f}" if r["train_img_per_s"] else "-", pct(r["accuracy"]),
-                 f"{r['macro_f1']:.3f}" if r["macro_f1"] is not None else "-",
+                 f"{r['train_img_per_s']:,.0f}" if r["train_img_per_s"] else "-", pct(r["val_accuracy"]),
+                 f"{r['val_macro_f1']:.3f}" if r["val_macro_f1"] is not None else "-", pct(r["test_accuracy"]),
+                 f"{r['test_macro_f1']:.3f}" if r["test_macro_f1"] is not None else "-",
                  *[pct(r["recall"].get(c)) for c in classes], f"`{r['command']}`"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -204,7 +223,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.variants:
         for name, (_, flags, what) in VARIANTS.items():
-            print(f"{name:<16}{what}" + (f"  [python -m minivit.train ... {flags}]" if flags else ""))
+            print(f"{name:<16}{what}" + (f"  [minivit train ... {flags}]" if flags else ""))
         return 0
     first = variant_config(args.only[0], data=args.data, out=args.out, epochs=None, tiny=args.tiny,
                            device=args.device, progress=args.progress, seed=args.seed)
@@ -212,6 +231,9 @@ def main(argv=None) -> int:
     splits = load_data(first, progress=args.progress)  # decoded once, shared by every variant
     train_set, val_set = splits.train, splits.val  # val: the dataset's, or carved out of train (minivit.data.splits)
     meta = dict(data=args.data, train_size=len(train_set), val_size=len(val_set),
+                test_size=len(splits.test) if splits.test is not None else None,
+                val_split=split_label("val", val_set, splits.rule),
+                test_split=split_label("test", splits.test, splits.rule) if splits.test is not None else None,
                 data_load_s=round(time.perf_counter() - start, 1), device=device_name(args.device),
                 torch=torch.__version__,
                 budget=f"{args.minutes:g} minutes per variant" if args.minutes else
@@ -227,11 +249,10 @@ def main(argv=None) -> int:
                                            len(train_set), len(val_set), tta=first.tta)
                 print(f"{name}: probe {timing['img_per_s']:,.0f} img/s, set-up {timing['overhead_s']:.1f} s "
                       f"-> {epochs} epochs in {args.minutes:g} min", flush=True)
-            row = run_variant(name, args, train_set, val_set, epochs)
+            row = run_variant(name, args, splits, epochs)
             row["probe"] = timing
             rows.append(row)
-            acc = f"{100 * row['accuracy']:.1f}%" if row["accuracy"] is not None else "-"
-            print(f"{name}: {row['epochs']} epochs, {row['wall_s']:.0f} s, accuracy {acc}", flush=True)
+            print(f"{name}: {row['epochs']} epochs, {row['wall_s']:.0f} s, {figures(row)}", flush=True)
     write_json({"meta": meta, "variants": rows}, args.out / "results.json")
     table = markdown_table(rows, meta)
     atomic_write(args.out / "results.md", lambda tmp: Path(tmp).write_text(table))

@@ -8,17 +8,17 @@ Example:
 
 The package reads in chapters (docs/index.md has the map): common, model, checkpoints, data,
 evaluate, train, inference; the modules directly in minivit/ are the commands people type
-(``python -m minivit.predict``, ``.attention``, ``.serve``, ``.export``, ``.convert``, ``.hub``;
-``python -m minivit.train`` and ``python -m minivit.evaluate`` are chapters of their own).
+(``minivit predict``, ``attention``, ``serve``, ``export``, ``convert``, ``hub``, each also
+``python -m minivit.<command>``; ``minivit train`` and ``minivit evaluate`` are chapters of their own;
+``minivit/__main__.py`` is the ``minivit`` command's table of them).
 """
 
 from .common import moved
 from .common.errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError, OutputError
+from .common.version import __version__
 from .model.config import ViTConfig, config_from_name
 from .model.pos_embed import resample_pos_embed
 from .model.vit import ViT, create_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ViT",

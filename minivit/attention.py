@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common.cli import ArgumentParser, fail, integer, output_file_problem, run
+from .common.cli import ArgumentParser, command_prog, fail, integer, output_file_problem, run
 from .common.errors import ConfigError
 from .common.moved import serve_moved_names
 from .evaluate.plots import attention_overlay_png
@@ -42,8 +42,8 @@ def pick_region(face: int | None, detection: str, regions: list, image: str):
     return regions[face - 1]
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m minivit.attention", description=(
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=command_prog("attention", prog), description=(
         "Draw a model's attention on one image: attention rollout and the last layer's attention of the "
         "pooled token, overlaid on the (face-cropped, resized) input, in one PNG."))
     p.add_argument("image", help="the image file (JPEG, PNG, ...)")
@@ -57,8 +57,8 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     out_path = Path(args.output)
     problem = output_file_problem("--output", args.output, suffix=".png", overwrite=args.overwrite)
     if problem:

@@ -139,9 +139,9 @@ def convert_one(src: Path, out: Path, to: str, num_classes, image_size, toleranc
     return ok or (bool(lost) and math.isfinite(diff))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = cli.ArgumentParser(
-        prog="python -m minivit.convert",
+        prog=cli.command_prog("convert", prog),
         description="Convert ViT checkpoints (Google .npz from vit_jax/AugReg/big_vision, transformers or timm folders, "
                     "minivit .safetensors, manifest names, Hugging Face repo ids) to any writable layout, "
                     "and verify that the result computes the same outputs.",
@@ -204,8 +204,8 @@ def plan(args) -> tuple[list[Path], list[Path]]:
     return sources, outputs
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     sources, outputs = plan(args)  # a MinivitError here: cli.run prints one line, exit 2
     status = 0
     for s, out in zip(sources, outputs):

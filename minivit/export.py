@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .common.cli import ArgumentParser, fail, integer, number, output_file_problem, run
+from .common.cli import ArgumentParser, command_prog, fail, integer, number, output_file_problem, run
 from .common.files import atomic_write
 from .common.moved import serve_moved_names
 from .inference.onnx_export import (DEFAULT_OPSET, INSTALL_HINT, TOLERANCE, VerificationFailed, add_metadata,
@@ -24,8 +24,8 @@ from .inference.onnx_export import (DEFAULT_OPSET, INSTALL_HINT, TOLERANCE, Veri
 from .inference.predictor import load_model
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m minivit.export", description=(
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=command_prog("export", prog), description=(
         "Export a trained model to ONNX (images -> logits, dynamic batch) and verify it with ONNX Runtime "
         "against PyTorch on random and real inputs; exit 1, writing nothing, when they differ by more than "
         "--tolerance."))
@@ -45,8 +45,8 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     out = Path(args.onnx)
     problem = output_file_problem("--onnx", args.onnx, suffix=".onnx", overwrite=args.overwrite)
     if problem:

@@ -13,23 +13,23 @@ from __future__ import annotations
 import sys
 
 from .checkpoints.hub import DEFAULT_WEIGHTS_DIR, WEIGHTS_DIR_ENV, load_manifest, resolve
-from .common.cli import ArgumentParser, run
+from .common.cli import ArgumentParser, command_prog, run
 from .common.moved import serve_moved_names
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m minivit.hub", description="List or download ViT checkpoints.",
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    parser = ArgumentParser(prog=command_prog("hub", prog), description="List or download ViT checkpoints.",
                             epilog="Exit status: 0 ok; 2 bad input (one line on stderr).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the checkpoint names in the manifest")
     get = sub.add_parser("download", help="download a checkpoint (manifest name or org/name repo) and print its path")
-    get.add_argument("name")
+    get.add_argument("name", help="a manifest name (see list, e.g. ViT-B_16) or a Hugging Face repo id (org/name)")
     get.add_argument("--weights-dir", default=None, help=f"default: ${WEIGHTS_DIR_ENV} or {DEFAULT_WEIGHTS_DIR}")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.command == "list":
         for e in load_manifest():
             print(f"{e['name']}  [{e['format']}; {e.get('trained_on', '?')}]")

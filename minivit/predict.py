@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .common.cli import ArgumentParser, fail, integer, number, output_file_problem, run
+from .common.cli import ArgumentParser, command_prog, fail, integer, number, output_file_problem, run
 from .common.device import DEVICES
 from .common.files import atomic_write
 from .common.moved import serve_moved_names
@@ -142,8 +142,8 @@ def add_image_options(p, *, max_pixels: int = MAX_PIXELS, refused: str = "refuse
                         f"{refused} (1 to {PIL_MAX_PIXELS}; default {max_pixels})")
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m minivit.predict", description=(
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=command_prog("predict", prog), description=(
         "Predict the facial expression of every face in images. Faces are found with OpenCV's Haar "
         "cascade (pip install 'minivit[faces]'); where none is found, detection is off or OpenCV is "
         "missing, the whole image is classified and the output says so. An image no larger than twice the "
@@ -267,8 +267,8 @@ def _predict_video(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     if any(video.is_video(p) for p in args.paths):
         return _predict_video(args)
     video_only = next((o for o, v in (("--every", args.every), ("--fps", args.fps), ("--plot", args.plot),

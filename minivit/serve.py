@@ -9,7 +9,7 @@ this module reads the command line, loads the model and runs uvicorn.
 
 import sys
 
-from .common.cli import ArgumentParser, integer, number, run
+from .common.cli import ArgumentParser, command_prog, integer, number, run
 from .common.errors import ConfigError
 from .common.moved import serve_moved_names
 from .inference.predictor import DETECTED, Predictor
@@ -17,8 +17,8 @@ from .inference.web import INSTALL_HINT, MAX_UPLOAD_BYTES, SERVE_MAX_PIXELS, cre
 from .predict import add_image_options
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m minivit.serve", description=(
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=command_prog("serve", prog), description=(
         "Serve a web page where a person uploads a photo or turns on the webcam and sees each face's "
         "expression, and a JSON API: POST /predict (multipart field 'file'), GET /health."))
     p.add_argument("--checkpoint", required=True, help="a training run folder (its best.safetensors), a minivit "
@@ -37,8 +37,8 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     try:  # both before the model loads: a missing extra is reported first, and at once
         import fastapi  # noqa: F401
         import uvicorn

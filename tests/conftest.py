@@ -27,3 +27,16 @@ def fixtures_dir(shared_dir) -> Path:
     if not path.is_dir():
         pytest.skip(f"reference checkpoints {path} are absent")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def decoded_cache_in_a_temporary_folder(tmp_path_factory):
+    """Training runs on image folders build decoded caches (minivit.data.cache): in the tests, in a temporary
+    folder (subprocesses inherit it), never in the user's ~/.cache/minivit."""
+    before = os.environ.get("MINIVIT_CACHE_DIR")
+    os.environ["MINIVIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("minivit-cache"))
+    yield
+    if before is None:
+        os.environ.pop("MINIVIT_CACHE_DIR", None)
+    else:
+        os.environ["MINIVIT_CACHE_DIR"] = before

@@ -743,6 +743,87 @@ def convert_seed_above_31_bits(tmp, fx):
     return [fx["seven"], "-o", tmp / "out.safetensors", "--seed", str(2**32)], ["--seed"]
 
 
+# config files (train --config FILE): each bad file is one line naming it and the key, before any work
+
+def _config(tmp, name: str, text: str, *extra) -> tuple[list, Path]:
+    (tmp / name).write_text(text)
+    return ["--config", tmp / name, "--out", tmp / "run", "--no-progress", *extra], tmp / name
+
+
+@case("config", "train")
+def config_unknown_key(tmp, fx):
+    return _config(tmp, "cfg.json", '{"epochs": 1, "lrr": 0.001}')[0], ["cfg.json", "'lrr'", "did you mean lr"]
+
+
+@case("config", "train")
+def config_wrong_type(tmp, fx):
+    return _config(tmp, "cfg.json", '{"epochs": "5"}')[0], ["cfg.json", "epochs", "integer", "'5'"]
+
+
+@case("config", "train")
+def config_value_out_of_range(tmp, fx):
+    return _config(tmp, "cfg.json", '{"lr": -1}')[0], ["cfg.json", "lr", "> 0"]
+
+
+@case("config", "train")
+def config_value_not_a_choice(tmp, fx):
+    return _config(tmp, "cfg.yaml", "optimizer: adam\n")[0], ["cfg.yaml", "optimizer", "adamw, sgd"]
+
+
+@case("config", "train")
+def config_not_a_mapping(tmp, fx):
+    return _config(tmp, "cfg.json", "[1, 2]")[0], ["cfg.json", "mapping", "list"]
+
+
+@case("config", "train")
+def config_train_section_not_a_mapping(tmp, fx):
+    return _config(tmp, "config.json", '{"train": 3}')[0], ["config.json", "train"]
+
+
+@case("config", "train")
+def config_bad_yaml(tmp, fx):
+    return _config(tmp, "cfg.yaml", "epochs: [1\nlr: 3\n")[0], ["cfg.yaml", "YAML", "line 2"]
+
+
+@case("config", "train")
+def config_bad_json(tmp, fx):
+    return _config(tmp, "cfg.json", '{"epochs": 1,')[0], ["cfg.json", "JSON"]
+
+
+@case("config", "train")
+def config_missing_file(tmp, fx):
+    return ["--config", tmp / "nope.json", "--out", tmp / "run"], ["--config", "nope.json", "no such file"]
+
+
+@case("config", "train")
+def config_names_resume(tmp, fx):
+    return _config(tmp, "cfg.yaml", "resume: runs/a\n")[0], ["cfg.yaml", "resume", "command line"]
+
+
+@case("config", "train")
+def config_with_resume(tmp, fx):
+    run = _resumable_run(tmp, fx)
+    return ["--config", run / "config.json", "--resume", run], ["--config", "--resume"]
+
+
+@case("config", "train")
+def config_out_holds_a_run(tmp, fx):
+    # a flat file's out is read: it is refused like --out, and the run there is left untouched
+    run = _resumable_run(tmp, fx)
+    (tmp / "cfg.json").write_text(json.dumps({"out": str(run), "epochs": 1}))
+    return ["--config", tmp / "cfg.json"], ["run", "--overwrite"]
+
+
+@case("csv", "train")
+def ferplus_without_its_images(tmp, fx):
+    from minivit.data.labels import FERPLUS_COLUMNS
+    votes = ",".join(["10"] + ["0"] * (len(FERPLUS_COLUMNS) - 1))
+    (tmp / "fer2013new.csv").write_text("Usage,Image name," + ",".join(FERPLUS_COLUMNS) + "\n"
+                                        + "".join(f"Training,fer{i:07d}.png,{votes}\n" for i in range(7)))
+    return (["--data", tmp / "fer2013new.csv", "--out", tmp / "run", "--no-progress"],
+            ["fer2013new.csv", "--ferplus-images"])
+
+
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=CASES[n].xfail)) if CASES[n].xfail else n
     for n in sorted(CASES)])

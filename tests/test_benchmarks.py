@@ -184,15 +184,25 @@ def test_fer_recipe_smoke_run_writes_json_and_markdown(tmp_path):
         # the row's numbers are those of the run's final evaluation: recomputed here from its confusion matrix
         cm = np.array(json.loads((Path(r["run_dir"]) / "metrics.json").read_text())["confusion_matrix"])  # (true, pred)
         assert cm.shape == (7, 7) and cm.sum() == report["meta"]["val_size"]  # every val image, once
-        assert r["accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-9)
+        assert r["val_accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-9)
         recall = np.diag(cm) / cm.sum(1)
         assert list(r["recall"]) == list(LABELS) and np.allclose(list(r["recall"].values()), recall, atol=1e-9)
         precision = np.divide(np.diag(cm), cm.sum(0), out=np.zeros(7), where=cm.sum(0) > 0)
         f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(7), where=precision + recall > 0)
-        assert r["macro_f1"] == pytest.approx(f1.mean(), abs=1e-9)
+        assert r["val_macro_f1"] == pytest.approx(f1.mean(), abs=1e-9)
         assert r["command"].endswith(f"--only {r['variant']} --epochs 1 --tiny")
+        # the test split went through: scored once, from its own confusion matrix, each figure naming its split
+        test = json.loads((Path(r["run_dir"]) / "metrics.json").read_text())["test"]
+        test_cm = np.array(test["confusion_matrix"])
+        assert test_cm.sum() == report["meta"]["test_size"] > 0
+        assert r["test_accuracy"] == pytest.approx(np.trace(test_cm) / test_cm.sum(), abs=1e-9)
+        assert r["test_macro_f1"] == pytest.approx(test["macro_f1"], abs=1e-12)
+        assert r["val_split"].startswith("val: ") and f"{report['meta']['val_size']} images" in r["val_split"]
+        assert r["test_split"].startswith("test: ") and "never used for selection" in r["test_split"]
     table = (out / "results.md").read_text()
     assert table.count("\n| ") == 1 + len(rows) and "disgust recall" in table
+    assert "| val accuracy | val macro-F1 | test accuracy | test macro-F1 |" in table
+    assert report["meta"]["val_split"] in table and report["meta"]["test_split"] in table
 
 
 def test_fer_recipe_wall_time_budget_chooses_epochs(tmp_path):

@@ -68,17 +68,17 @@ def listing(root: Path) -> CacheSource:
 
 
 class Decodes:
-    """Counts the files the cache decodes (cache._decode_file wrapped)."""
+    """Counts the files the cache decodes (cache.decode_file wrapped)."""
 
     def __init__(self, monkeypatch):
         self.count = 0
-        original = cache._decode_file
+        original = cache.decode_file
 
         def counted(path):
             self.count += 1  # += on an int attribute under the GIL: the test only needs 0 vs N
             return original(path)
 
-        monkeypatch.setattr(cache, "_decode_file", counted)
+        monkeypatch.setattr(cache, "decode_file", counted)
 
 
 def cache_folders(cache_dir: Path) -> list[Path]:
@@ -167,6 +167,40 @@ def test_writes_to_the_mapped_tensor_never_reach_the_file(folder, cache_dir):
     s.images[0] += 1  # copy-on-write: this process's page only
     again = open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False, verify="full")
     assert torch.equal(again.images[0], before)
+
+
+def mapping_of(path: Path) -> tuple[str, set[str]]:
+    """(permissions, VmFlags) of this process's mapping of ``path``, from /proc/self/smaps."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.endswith(str(path)):
+            flags = next(l for l in lines[i + 1:] if l.startswith("VmFlags:"))
+            return line.split()[1], set(flags.split()[1:])
+    raise AssertionError(f"{path} is not mapped")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the mapping's flags from Linux's /proc")
+def test_the_map_is_private_and_reserves_no_memory(folder, cache_dir):
+    """Copy-on-write (a write stays in this process) and MAP_NORESERVE: a private writable mapping is otherwise
+    charged in full against the commit limit, and Linux refuses to map a cache larger than RAM + swap."""
+    s = open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False)
+    perms, flags = mapping_of(cache_folders(cache_dir)[0] / "images.u8")
+    assert perms == "rw-p" and "nr" in flags, (perms, flags)
+    assert s.images.shape == (35, 3, SIZE, SIZE)
+
+
+def test_a_map_the_kernel_refuses_is_one_line(folder, cache_dir, monkeypatch):
+    open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False)
+
+    def refused(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(cache.mmap, "mmap", refused)
+    with pytest.raises(DataError) as e:
+        open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False)
+    message = str(e.value)
+    assert "images.u8" in message and "Cannot allocate memory" in message and "--no-cache" in message
+    assert "\n" not in message
 
 
 def test_layout_on_disk(folder, cache_dir):
@@ -260,12 +294,12 @@ import json, sys, time, hashlib, os
 import torch
 from minivit.data import cache
 spec = json.load(open(sys.argv[1]))
-original, count = cache._decode_file, [0]
+original, count = cache.decode_file, [0]
 def slow(path):
     count[0] += 1
     time.sleep(spec["sleep"])
     return original(path)
-cache._decode_file = slow
+cache.decode_file = slow
 cache.CHUNK = 1  # one file per decoding task: images.u8 grows image by image, so a kill can land mid-write
 source = cache.CacheSource(spec["root"], spec["paths"], torch.tensor(spec["targets"]))
 s = cache.open_cache(source, spec["size"], cache_dir=spec["cache_dir"], progress=False)
@@ -564,10 +598,22 @@ def test_data_scale_benchmark_writes_its_rows(tmp_path):
 
     out = tmp_path / "scale.json"
     assert data_scale.main(["--n", "21", "--size", "16", "--data-dir", str(tmp_path / "data"), "--cache-dir",
-                            str(tmp_path / "cache"), "--ram-max", "21", "--out", str(out), "--no-progress"]) == 0
+                            str(tmp_path / "cache"), "--ram-max", "21", "--out", str(out), "--no-progress",
+                            "--train-steps", "5", "--train-batch", "2", "--passes", "3"]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["run"] for r in rows] == ["first start (build)", "second start (map)", "RAM decode", "gather map vs RAM"]
-    assert all(r["images"] == 21 and r["shape"] == [3, 16, 16] and r["private_mb"] > 0 for r in rows)
+    assert [r["run"] for r in rows] == ["first start (build)", "second start (map)", "RAM decode", "gather map vs RAM",
+                                        "train from the map", "train from RAM", "loop map vs RAM",
+                                        *[f"2 DDP from {w} ({r})" for w in ("the map", "RAM") for r in ("rank 0", "rank 1", "both")]]
+    assert all(r["images"] == 21 and r["shape"] == [3, 16, 16] and r["private_mb"] > 0 for r in rows[:4])
+    # the training rows train on the 14 images left when a val image per class is carved out: 5 steps of 2
+    # (under DDP, the epoch's 14 / 2 processes / 2 = 3 steps), the first 3 left out of the timing
+    assert all(r["images"] == 14 and r["shape"] == [3, 16, 16] and r["pss_mb"] > 0 for r in rows[4:])
+    assert all(r["steps"] == 5 and r["loop_img_s"] > 0 for r in rows[4:6])
+    assert len(rows[6]["map_img_s"]) == len(rows[6]["ram_img_s"]) == 3 and min(rows[6]["map_img_s"]) > 0
+    assert all(r["steps"] == 3 for r in rows[7:] if "rank" in r["run"])
+    for both, ranks in ((rows[9], rows[7:9]), (rows[12], rows[10:12])):
+        assert both["private_mb"] == sum(r["private_mb"] for r in ranks) and both["pss_mb"] == sum(
+            r["pss_mb"] for r in ranks)
     assert rows[1]["gather_img_s"] > 0 and rows[0]["cache_gb"] == 21 * 3 * 16 * 16 / 1e9
     assert len(rows[3]["map_img_s"]) == len(rows[3]["ram_img_s"]) == 3
     files = sorted((tmp_path / "data" / "faces-21-seed0" / "train").rglob("*.jpg"))

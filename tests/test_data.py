@@ -284,7 +284,7 @@ def test_ferplus_with_image_folder(tmp_path, caplog):
 
 def test_ferplus_errors(tmp_path):
     labels, pixels = _write_ferplus(tmp_path)
-    with pytest.raises(DataError, match="pass ferplus_images"):
+    with pytest.raises(DataError, match="labels only; give its pixels with --ferplus-images"):
         load_dataset(labels, "train")
     with pytest.raises(ConfigError, match="label_mode"):
         load_dataset(labels, "train", ferplus_images=pixels, label_mode="vote")
@@ -359,7 +359,7 @@ def test_load_dataset_option_errors(tmp_path):
         load_dataset(tmp_path, "validation")
     with pytest.raises(ConfigError, match="on_error='ignore'"):
         load_dataset(tmp_path, "train", on_error="ignore")
-    with pytest.raises(ConfigError, match="FER\\+ label files only"):
+    with pytest.raises(ConfigError, match=r"--label-mode: for FER\+ label files \(fer2013new.csv\) only"):
         load_dataset(tmp_path, "train", label_mode="soft")
     with pytest.raises(DataError, match="no such file or folder"):
         load_dataset(tmp_path / "nope")

@@ -9,7 +9,9 @@
     last.safetensors     the last epoch's weights
     resume.safetensors   everything needed to continue the run (--resume); the latest weights, but only
                          when named: a run folder never means them
-    history.json, metrics.json, curves.png, confusion_matrix.png, test_confusion_matrix.png, attention_maps.png
+    history.json, history.csv (one row per epoch), metrics.json, curves.png, confusion_matrix.png,
+    test_confusion_matrix.png, attention_maps.png
+    tensorboard/         with --tensorboard: TensorBoard event files (minivit/train/board.py)
 
 A folder is a run folder when it holds a run's config.json, best.safetensors or resume.safetensors and
 none of the weight files of a transformers / timm model folder (reading.WEIGHT_FILES), which has a
@@ -41,9 +43,10 @@ CONFIG = "config.json"
 BEST = "best.safetensors"
 LAST = "last.safetensors"
 RESUME = "resume.safetensors"
-REPORT_FILES = ("history.json", "metrics.json", "curves.png", "confusion_matrix.png", "test_confusion_matrix.png",
+REPORT_FILES = ("history.json", "history.csv", "metrics.json", "curves.png", "confusion_matrix.png", "test_confusion_matrix.png",
                 "attention_maps.png")
 RUN_FILES = (CONFIG, *REPORT_FILES)  # plus *.safetensors: what a run writes, and what --overwrite removes
+TENSORBOARD = "tensorboard"  # the folder of a run's event files (--tensorboard); --overwrite removes them too
 # config.json "train" fields that were renamed: a run folder saved before the rename still reads
 OLD_TRAIN_FIELDS = {"img_size": "image_size"}
 
@@ -133,6 +136,6 @@ def saved_split_rule(folder) -> dict | None:
         return None
 
 
-__all__ = ["CONFIG", "BEST", "LAST", "RESUME", "REPORT_FILES", "RUN_FILES", "is_run_folder", "holds_run",
+__all__ = ["CONFIG", "BEST", "LAST", "RESUME", "REPORT_FILES", "RUN_FILES", "TENSORBOARD", "is_run_folder", "holds_run",
            "run_weights", "locate_checkpoint", "resume_folder", "read_config", "current_train_fields",
            "split_rule_of", "saved_split_rule"]

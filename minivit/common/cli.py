@@ -45,6 +45,16 @@ class ArgumentParser(argparse.ArgumentParser):
         return super()._get_values(action, arg_strings)
 
 
+def command_prog(name: str, prog: str | None = None) -> str:
+    """The program name a command's usage line shows: ``prog`` when given (the ``minivit`` command passes
+    ``minivit <name>``), else ``python -m minivit.<name>``.
+
+    >>> command_prog("train"), command_prog("train", "minivit train")
+    ('python -m minivit.train', 'minivit train')
+    """
+    return prog or f"python -m minivit.{name}"
+
+
 def is_number(v) -> bool:
     """A finite real number (numpy's included), not a bool: what every numeric setting must be, whether
     it comes from the command line, a config.json or Python (ViTConfig, AugmentConfig).

@@ -14,6 +14,11 @@ size keep it, and where sizes differ every image is resized to ``size`` (Pillow'
 colour file makes the set colour. A build reads every file's header first (mode, size, EXIF orientation:
 about 1% of the decoding time) so that images stream to disk at their final shape, never all in memory.
 
+Readers list a split without decoding it (minivit.data.formats.list_split: image folders, RAF-DB);
+``load_dataset(..., cache=CachePlan(folder))`` then opens it through open_or_decode: open_cache, or where
+the folder cannot be written, the same images decoded into memory when they fit (decode_source), else a
+one-line refusal. The training command does this for every image folder unless ``--no-cache``.
+
 Another file list, a changed file (size or mtime), other labels, size or channels give another key: a new
 cache, and one line saying what changed since the most recent cache of the same name (``index/``). Caches
 of files that changed are then removed; those at another size, channel count or labels stay valid. A whole
@@ -21,7 +26,7 @@ cache is also used from a folder this process cannot write (one shared read-only
 
 On disk, ``<cache_dir>/<key>/``, where key is the sha256 of the manifest (first 32 hex digits):
 
-    images.u8      raw uint8 (N, C, H, W) in C order, no header: np.memmap or torch.from_file read it as is
+    images.u8      raw uint8 (N, C, H, W) in C order, no header: map_private (np.memmap, torch.from_file) reads it as is
     targets.npy    int64 (N,) or float32 (N, K) targets of the kept images (numpy format, no pickles)
     kept.npy       int64 (N,): which listed files the rows are (under on_error="skip", unreadable ones are not)
     manifest.json  what it was built from: every file with size and mtime_ns, the labels' sha256, the size,
@@ -62,10 +67,13 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import os
+import platform
 import random
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import zlib
@@ -80,11 +88,11 @@ from typing import Sequence
 import numpy as np
 import PIL
 import torch
-from PIL import ExifTags, Image
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..common.errors import ConfigError, DataError, OutputError
-from .imageset import GRAY_MODES, ImageSet, Problems, _decode_one, resize_array
+from .imageset import ImageSet, Problems, decode_file, decode_images, probe_file, resize_array
 from .labels import LABELS
 
 log = logging.getLogger("minivit.data")
@@ -99,7 +107,26 @@ CHUNK = 32  # files per task handed to a decoding thread
 
 
 class CacheDirError(OutputError):
-    """The cache folder cannot be created or written: the caller may decode into memory instead."""
+    """The cache folder cannot be created or written: the caller may decode into memory instead
+    (open_or_decode). ``folder`` is the folder, ``reason`` what the system said."""
+
+    def __init__(self, folder: Path, reason: str):
+        super().__init__(f"{folder}: cannot write the decoded-image cache there ({reason}); point --cache-dir "
+                         f"(or {CACHE_ENV}) at a writable folder, or use --no-cache")
+        self.folder, self.reason = folder, reason
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Where load_dataset keeps the image folders it decodes (None: decode into memory, as before the cache).
+
+    folder:    the cache folder; None = default_cache_dir().
+    processes: how many processes on this machine read the same data (torchrun's LOCAL_WORLD_SIZE): where
+               the folder cannot be written, each would decode its own copy into memory, and that must fit.
+    """
+
+    folder: Path | None = None
+    processes: int = 1
 
 
 def default_cache_dir() -> Path:
@@ -173,6 +200,63 @@ def open_cache(source: CacheSource, size: int | tuple[int, int], *, channels: in
     return _mapped_set(source, names, folder, header, on_error)
 
 
+def open_or_decode(source: CacheSource, size: int | tuple[int, int], plan: CachePlan, *, on_error: str = "raise",
+                   progress: bool = True) -> ImageSet:
+    """open_cache(source, size) in ``plan.folder``; where that folder cannot be written and no whole cache of
+    the source is there, decode into memory instead when that fits, with a warning naming the folder, else
+    a CacheDirError (one line, before anything is decoded) naming the folder and the sizes.
+
+    Fits: ``plan.processes`` copies of N x 3 x H x W bytes (colour at the training size: the most a folder
+    of mixed sizes can take) within half of the memory available now (available_memory), the other half
+    left for the model, its optimiser state, the activations and the rest of the machine.
+    """
+    try:
+        return open_cache(source, size, cache_dir=plan.folder, on_error=on_error, progress=progress)
+    except CacheDirError as e:
+        h, w = (size, size) if isinstance(size, int) else size
+        need, available = len(source.paths) * 3 * h * w, available_memory()
+        copies = f"{plan.processes} processes x " if plan.processes > 1 else ""
+        sizes = (f"{len(source.paths):,} images at {h}x{w} take up to {copies}{_gb(need)} in memory, "
+                 f"{_gb(available)} is available")
+        if need * plan.processes > available // 2:
+            raise CacheDirError(e.folder, f"{e.reason}; decoding {source.name} into memory instead is refused: "
+                                f"{sizes}") from None
+        log.warning("%s: cannot write the decoded-image cache there (%s); decoding %s into memory instead (%s; "
+                    "--cache-dir picks another folder)", e.folder, e.reason, source.name, sizes)
+        return decode_source(source, resize_mixed_to=size, on_error=on_error, progress=progress)
+
+
+def decode_source(source: CacheSource, *, resize_mixed_to: int | tuple[int, int] | None = None,
+                  on_error: str = "raise", progress: bool = True, desc: str | None = None) -> ImageSet:
+    """The listed files decoded into this process's memory (decode_images): the ImageSet open_cache maps,
+    bit for bit, without a cache."""
+    problems = Problems(on_error, f"unreadable images in {source.name}")
+    images, kept = decode_images(list(source.paths), resize_mixed_to=resize_mixed_to, problems=problems,
+                                 desc=desc or f"decoding {Path(source.name).name}", progress=progress)
+    ids = source.ids if source.ids is not None else _names(source)
+    return ImageSet(images, source.targets[kept], tuple(source.classes), source=source.name,
+                    skipped=source.skipped + problems.count, ids=tuple(ids[i] for i in kept))
+
+
+def available_memory() -> int:
+    """Bytes this process could still allocate: the kernel's MemAvailable, or less where a cgroup (a
+    container, a batch job's allocation) sets a lower limit."""
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(available, 0)
+
+
 def _check_options(size, channels, on_error, verify) -> tuple[tuple[int, int], int | None]:
     hw = (size, size) if isinstance(size, int) else tuple(size)
     if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw):
@@ -194,8 +278,7 @@ def _writable(cache_dir: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise CacheDirError(f"{cache_dir}: cannot write the decoded-image cache there ({e.strerror or e}); "
-                            f"point --cache-dir (or {CACHE_ENV}) at a writable folder, or use --no-cache") from None
+        raise CacheDirError(cache_dir, e.strerror or str(e)) from None
 
 
 def _names(source: CacheSource) -> list[str]:
@@ -313,8 +396,7 @@ def _say_why(cache_dir: Path, folder: Path, manifest: dict, problem: str) -> Non
         log.warning("decoded cache for %s: %s since %s; building a new one in %s",
                     manifest["name"], _difference(old, manifest), cache_dir / key, folder)
         return
-    h, w = manifest["size"]
-    log.info("decoded cache for %s: none yet at %dx%d; building %s", manifest["name"], h, w, folder)
+    # the first cache of this name: the build's own line (_build) says what and where
 
 
 def _difference(old: dict, new: dict) -> str:
@@ -417,6 +499,8 @@ def _build(source: CacheSource, manifest: dict, blob: bytes, folder: Path, on_er
     paths, shapes = _read_headers(source, problems, progress)
     channels, hw = _decide(shapes, manifest)
     _check_space(cache_dir, len(paths) * channels * hw[0] * hw[1], source.name)
+    log.info("building the decoded cache of %s (%d images at %dx%d, %d channel%s: %s) in %s", source.name,
+             len(paths), *hw, channels, "s" * (channels > 1), _gb(len(paths) * channels * hw[0] * hw[1]), folder)
     tmp = cache_dir / f".building-{folder.name}-{socket.gethostname()}-{os.getpid()}"
     tmp.mkdir()
     try:
@@ -463,7 +547,7 @@ def _read_headers(source: CacheSource, problems: Problems, progress: bool) -> tu
     Read before decoding so that images stream to disk at their final shape (see _decide).
     """
     readable, shapes = [], set()
-    probes = _in_order(_probe_file, source.paths)
+    probes = _in_order(probe_file, source.paths)
     bar = tqdm(probes, total=len(source.paths), desc=f"checking {Path(source.name).name}", unit="file",
                disable=not progress, leave=False, mininterval=0.5)
     for i, result in enumerate(bar):
@@ -496,7 +580,7 @@ def _check_space(cache_dir: Path, need: int, name: str) -> None:
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
 
 def _write_images(path: Path, paths: list, channels: int, hw: tuple[int, int], problems: Problems,
@@ -574,40 +658,10 @@ def _in_order(fn, items: Sequence):
         pool.shutdown(wait=True, cancel_futures=True)  # on an error, don't decode the rest first
 
 
-def _unreadable(path, e: Exception) -> str:
-    return f"{path}: cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-
-
-# Pillow also raises SyntaxError (a broken PNG chunk) and EOFError on damaged files
-_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-
-
-def _probe_file(path) -> tuple[int, tuple[int, int]] | str:
-    """(channels, (h, w)) that decoding ``path`` will give, from its header alone; or a problem message."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # turned by 90 degrees upright
-                w, h = h, w
-            return (1 if im.mode in GRAY_MODES else 3), (h, w)
-    except _READ_ERRORS as e:
-        return _unreadable(path, e)
-
-
-def _decode_file(path) -> np.ndarray | str:
-    """uint8 (H, W) or (H, W, 3) as decode_images reads it, or the problem message it would report."""
-    try:
-        return _decode_one(path)
-    except DataError as e:  # pixels that are not an image's: its own message
-        return str(e)
-    except _READ_ERRORS as e:
-        return _unreadable(path, e)
-
-
 def _decode_to(path, channels: int, hw: tuple[int, int]) -> tuple[np.ndarray, tuple] | str:
     """(uint8 (C, H, W) at the cache's shape, (channels, (h, w)) as decoded) or a problem message.
     decode_images' rule: resized first, then grayscale repeated to colour."""
-    a = _decode_file(path)
+    a = decode_file(path)
     if isinstance(a, str):
         return a
     native = (3 if a.ndim == 3 else 1), a.shape[:2]
@@ -643,12 +697,38 @@ def _fsync_dir(path: Path) -> None:
 
 # ---- mapping ----
 
+# MAP_NORESERVE (Python's mmap names it from 3.13 on): its Linux value on the architectures torch ships for
+_NORESERVE = getattr(mmap, "MAP_NORESERVE", {"x86_64": 0x4000, "aarch64": 0x4000, "ppc64le": 0x40}.get(
+    platform.machine(), 0) if sys.platform == "linux" else 0)
+
+
+def map_private(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """A uint8 tensor of ``shape`` mapping the raw file ``path`` copy-on-write: pages are read on first touch
+    and belong to the page cache; a write changes this process's copy of a page, never the file.
+
+    Mapped with MAP_NORESERVE: a private writable mapping is otherwise charged in full against the
+    kernel's commit limit, so Linux (vm.overcommit_memory=0) refuses to map a cache larger than RAM plus
+    swap -- exactly the datasets the cache is for (``torch.from_file`` fails there with "Cannot allocate
+    memory"). Nothing here writes to the map, so nothing needs that reservation.
+    """
+    nbytes = int(np.prod(shape))
+    if nbytes == 0:  # mmap cannot map an empty file
+        return torch.empty(shape, dtype=torch.uint8)
+    with open(path, "rb") as f:
+        try:
+            mapped = mmap.mmap(f.fileno(), nbytes, flags=mmap.MAP_PRIVATE | _NORESERVE,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as e:
+            raise DataError(f"{path}: cannot memory-map {nbytes / 1e9:.1f} GB ({e.strerror}); train with "
+                            f"--no-cache or a smaller --image-size") from None
+    # the tensor keeps the array alive, the array the map: unmapped when the last view is gone
+    return torch.from_numpy(np.frombuffer(mapped, dtype=np.uint8)).view(shape)
+
+
 def _mapped_set(source: CacheSource, names: list[str], folder: Path, header: dict, on_error: str) -> ImageSet:
-    """The cache as an ImageSet whose images tensor maps images.u8 (MAP_PRIVATE: a write to the tensor
-    changes this process's copy of a page, never the file)."""
+    """The cache as an ImageSet whose images tensor maps images.u8 (map_private)."""
     n, c, h, w = header["shape"]
-    images = torch.from_file(str(folder / "images.u8"), shared=False, size=n * c * h * w,
-                             dtype=torch.uint8).view(n, c, h, w)  # (N, C, H, W), pages read on first touch
+    images = map_private(folder / "images.u8", (n, c, h, w))  # (N, C, H, W), pages read on first touch
     targets = torch.from_numpy(np.load(folder / "targets.npy", allow_pickle=False))
     kept = np.load(folder / "kept.npy", allow_pickle=False).tolist()
     if header["skipped"]:
@@ -659,4 +739,4 @@ def _mapped_set(source: CacheSource, names: list[str], folder: Path, header: dic
                     source.name, header["first_problem"])
     ids = source.ids if source.ids is not None else names
     return ImageSet(images, targets, tuple(source.classes), source=source.name,
-                    skipped=source.skipped + header["skipped"], ids=tuple(ids[i] for i in kept))
+                    skipped=source.skipped + header["skipped"], ids=tuple(ids[i] for i in kept), cache=str(folder))

@@ -116,8 +116,9 @@ def load_ferplus(path: str | Path, split: str = "train", *, ferplus_images: str 
     row by row) or a folder of the images FER+ names (`fer0000000.png`, directly inside or in
     FER2013Train/ FER2013Valid/ FER2013Test/ as Microsoft's FERPlus scripts write them)."""
     if ferplus_images is None:
-        raise DataError(f"{path}: FER+ has labels only; pass ferplus_images=<the original fer2013.csv "
-                        f"or the folder of its fer*.png images>")
+        # named as the command line spells it, the common path (from Python: ferplus_images=)
+        raise DataError(f"{path}: FER+ has labels only; give its pixels with --ferplus-images: the original "
+                        f"fer2013.csv or the folder of its fer*.png images")
     labels = read_ferplus_labels(path, label_mode, on_error=on_error)
     if Path(ferplus_images).is_dir():
         return _load_ferplus_folder(path, labels, Path(ferplus_images), split, label_mode,

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ..common.errors import ConfigError, DataError
-from .imageset import ImageSet, Problems, decode_images, is_ascii_integer
+from .cache import CacheSource, decode_source
+from .imageset import ImageSet, Problems, is_ascii_integer
 from .labels import AFFECTNET_CODES, MissingSplit, code_table, label_index
 
 log = logging.getLogger("minivit.data")
@@ -61,15 +62,13 @@ def folder_class(name: str, index_codes: tuple[str, ...] = AFFECTNET_CODES) -> i
     return label_index(name)
 
 
-def load_image_folder(root: str | Path, split: str = "train", *, resize_mixed_to: int | None = None,
-                      on_error: str = "raise", progress: bool = True,
-                      index_codes: tuple[str, ...] = AFFECTNET_CODES) -> ImageSet:
-    """One split of `<root>/<split>/<class>/*` as an ImageSet (images decoded once, in memory).
+def list_image_folder(root: str | Path, split: str = "train", *, on_error: str = "raise",
+                      index_codes: tuple[str, ...] = AFFECTNET_CODES) -> CacheSource:
+    """One split of `<root>/<split>/<class>/*` as listed, nothing decoded: its files in dataset order (class
+    folders sorted by name, files sorted), their targets and ids (the path relative to the split folder).
 
-    Class folders are mapped to LABELS by name (any alias) or by index in `index_codes` order.
-    An unknown class folder or an unreadable image raises DataError; with on_error="skip" it is
-    skipped and counted in a logged warning (and in ImageSet.skipped). Images keep their size when
-    all agree; mixed sizes are resized on decode to ``resize_mixed_to`` (see decode_images).
+    Class folders are mapped to LABELS by name (any alias) or by index in `index_codes` order. An unknown
+    class folder raises DataError; with on_error="skip" it is skipped and counted (CacheSource.skipped).
     """
     split_dir = find_split_dir(root, split)
     folder_problems = Problems(on_error, f"unknown class folders in {split_dir}")
@@ -92,8 +91,20 @@ def load_image_folder(root: str | Path, split: str = "train", *, resize_mixed_to
         log.info("%s: dropped classes outside the 7 labels: %s", split_dir, dropped)
     if not paths:
         raise DataError(f"{split_dir}: no images found in class folders")
-    problems = Problems(on_error, f"unreadable images in {split_dir}")
-    images, kept = decode_images(paths, resize_mixed_to=resize_mixed_to, problems=problems,
-                                 desc=f"decoding {split_dir.name}/", progress=progress)
-    return ImageSet(images, torch.tensor(targets, dtype=torch.int64)[kept], source=f"{split_dir}",
-                    skipped=folder_problems.count + problems.count, ids=tuple(ids[i] for i in kept))
+    return CacheSource(split_dir, paths, torch.tensor(targets, dtype=torch.int64), ids=tuple(ids),
+                       name=str(split_dir), skipped=folder_problems.count)
+
+
+def load_image_folder(root: str | Path, split: str = "train", *, resize_mixed_to: int | None = None,
+                      on_error: str = "raise", progress: bool = True,
+                      index_codes: tuple[str, ...] = AFFECTNET_CODES) -> ImageSet:
+    """One split of `<root>/<split>/<class>/*` as an ImageSet (images decoded once, in memory): the
+    listing of list_image_folder, decoded.
+
+    An unknown class folder or an unreadable image raises DataError; with on_error="skip" it is
+    skipped and counted in a logged warning (and in ImageSet.skipped). Images keep their size when
+    all agree; mixed sizes are resized on decode to ``resize_mixed_to`` (see decode_images).
+    """
+    source = list_image_folder(root, split, on_error=on_error, index_codes=index_codes)
+    return decode_source(source, resize_mixed_to=resize_mixed_to, on_error=on_error, progress=progress,
+                         desc=f"decoding {source.root.name}/")

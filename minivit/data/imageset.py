@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 from tqdm.auto import tqdm
 
 from ..common.errors import ConfigError, DataError
@@ -20,15 +20,62 @@ from .labels import LABELS
 log = logging.getLogger("minivit.data")
 
 
+class RowView:
+    """Rows ``rows`` of a uint8 (N, C, H, W) tensor, not copied: a subset of a memory-mapped set.
+
+    Carving a validation split out of a 40 GB decoded cache (minivit.data.cache) with a tensor index
+    would copy the 36 GB of training rows into this process's memory; a RowView holds the map and an
+    int64 index (8 bytes a row) instead. Indexing it (an int, a slice, a list or an index tensor)
+    gathers those rows into a new tensor, as a tensor's advanced indexing does; it is never written to.
+    Batch readers that want the two parts (minivit.data.prefetch.gather) read ``base`` and ``rows``.
+
+    >>> base = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1)
+    >>> v = RowView(base, torch.tensor([4, 1, 3]))
+    >>> len(v), tuple(v.shape), v[1:].flatten().tolist(), v[[2, 0]].flatten().tolist(), v[-1].item()
+    (3, (3, 1, 1, 1), [1, 3], [3, 4], 3)
+    """
+
+    def __init__(self, base: torch.Tensor, rows: torch.Tensor):
+        self.base, self.rows = base, rows.to(torch.int64)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.rows), *self.base.shape[1:]))
+
+    dtype = property(lambda self: self.base.dtype)
+    ndim = property(lambda self: self.base.ndim)
+    device = property(lambda self: self.base.device)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def __getitem__(self, index) -> torch.Tensor:
+        rows = self.rows[index if isinstance(index, (int, slice, torch.Tensor)) else torch.as_tensor(index)]
+        if rows.ndim == 0:
+            return self.base[int(rows)].clone()  # one image (C, H, W)
+        out = torch.empty((len(rows), *self.base.shape[1:]), dtype=self.base.dtype)  # (n, C, H, W)
+        np.take(self.base.numpy(), rows.numpy(), axis=0, out=out.numpy(), mode="clip")  # rows are in range: no buffer
+        return out
+
+    def subset(self, index) -> "RowView":
+        return RowView(self.base, self.rows[index])
+
+
 @dataclass
 class ImageSet:
-    """A whole dataset decoded into memory: uint8 images plus targets in the LABELS order.
+    """A whole dataset decoded once: uint8 images plus targets in the LABELS order.
 
-    images:  uint8 (N, C, H, W), C = 1 (grayscale) or 3 (colour), one size for all, CPU.
+    images:  uint8 (N, C, H, W), C = 1 (grayscale) or 3 (colour), one size for all, CPU: a tensor in
+             memory, a read-only memory map of a decoded cache, or a RowView of one (a carved split).
     targets: int64 (N,) class indices into `classes`, or float32 (N, K) soft labels whose rows sum to 1.
     ids:     a stable name per image (a file path relative to the split's folder, "row 17" of a CSV), or
              None: what a carved validation split is recorded by (minivit.data.splits), so that the same
              images are held out again whatever order the files are listed in.
+    cache:   the decoded cache folder whose images.u8 ``images`` maps (minivit.data.cache), or None when
+             the images were decoded into this process's memory. A mapped set's subsets are RowViews.
 
     >>> s = ImageSet(torch.zeros(2, 1, 48, 48, dtype=torch.uint8), torch.tensor([3, 3]))
     >>> len(s), s.class_counts().tolist()
@@ -41,6 +88,7 @@ class ImageSet:
     source: str = ""
     skipped: int = 0  # items left out under on_error="skip" (rows or image files)
     ids: tuple[str, ...] | None = None
+    cache: str | None = None
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] not in (1, 3):
@@ -72,12 +120,18 @@ class ImageSet:
         return self.targets.argmax(1) if self.soft else self.targets
 
     def subset(self, index, source: str | None = None) -> "ImageSet":
-        """The ImageSet restricted to `index` (a slice, index tensor or boolean mask), ids included."""
-        ids = None
-        if self.ids is not None:
-            ids = tuple(self.ids[i] for i in torch.arange(len(self))[index].tolist())
-        return ImageSet(self.images[index], self.targets[index], self.classes,
-                        self.source if source is None else source, self.skipped, ids)
+        """The ImageSet restricted to `index` (a slice, index tensor or boolean mask), ids included.
+        Images in memory are copied; a mapped set's are not: its subset is a RowView of the same map."""
+        positions = torch.arange(len(self))[index]
+        ids = None if self.ids is None else tuple(self.ids[i] for i in positions.tolist())
+        if isinstance(self.images, RowView):
+            images = self.images.subset(positions)
+        elif self.cache is not None:
+            images = RowView(self.images, positions)
+        else:
+            images = self.images[index]
+        return ImageSet(images, self.targets[index], self.classes, self.source if source is None else source,
+                        self.skipped, ids, self.cache)
 
 
 class Problems:
@@ -266,6 +320,39 @@ def _decode_one(path: Path) -> np.ndarray:
         return to_uint8_array(ImageOps.exif_transpose(im), str(path))
 
 
+# Pillow's decoders also raise SyntaxError (a broken PNG chunk) and EOFError on damaged files
+READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def unreadable(path, e: Exception) -> str:
+    """The one-line problem of a file Pillow cannot read: its path, the exception's kind and first line."""
+    return f"{path}: cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+
+
+def decode_file(path) -> np.ndarray | str:
+    """One image file as _decode_one reads it, or the problem message the on_error policy reports (a
+    message, not an exception: the decoding threads hand problems back in file order)."""
+    try:
+        return _decode_one(path)
+    except DataError as e:  # pixels that are not an image's (to_uint8_array): its own message
+        return str(e)
+    except READ_ERRORS as e:
+        return unreadable(path, e)
+
+
+def probe_file(path) -> tuple[int, tuple[int, int]] | str:
+    """(channels, (h, w)) that decoding ``path`` will give, from its header alone (about 1% of decoding
+    it), or the problem message: what the decoded cache plans its array by before decoding anything."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # turned by 90 degrees upright
+                w, h = h, w
+            return (1 if im.mode in GRAY_MODES else 3), (h, w)
+    except READ_ERRORS as e:
+        return unreadable(path, e)
+
+
 def resize_array(a: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """uint8 (H, W[, 3]) -> (S, S[, 3]) (or (h, w) for a tuple) with Pillow's antialiased bicubic filter."""
     h, w = (size, size) if isinstance(size, int) else size
@@ -311,22 +398,13 @@ def decode_images(paths: list[Path], *, resize_mixed_to: int | tuple[int, int] |
     problems = problems or Problems("raise", "unreadable images")
     sizes = _Sizes(resize_mixed_to, str(paths[0].parent) if paths else "")
 
-    def work(path):
-        try:
-            return _decode_one(path)
-        except DataError as e:  # pixels that are not an image's (to_uint8_array): its own message
-            return str(e)
-        # Pillow's decoders also raise SyntaxError (a broken PNG chunk) and EOFError on damaged files
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-            return f"{path}: cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-
     # Threads get chunks of files (one future per file costs as much as decoding a 48x48 JPEG).
     chunk = 256
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
     arrays, kept = [], []
     pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1))
     try:
-        results = pool.map(lambda part: [work(p) for p in part], chunks)
+        results = pool.map(lambda part: [decode_file(p) for p in part], chunks)
         with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or len(paths) < 2000,
                   leave=False) as bar:
             for c, part in enumerate(results):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..common.errors import ConfigError
+from .imageset import RowView
 
 _DONE = object()  # the producer's last item
 
@@ -32,8 +33,9 @@ class _Failed:
         self.error = error
 
 
-def gather(tensor: torch.Tensor, idx: torch.Tensor, pin: bool) -> torch.Tensor:
+def gather(tensor: torch.Tensor | RowView, idx: torch.Tensor, pin: bool) -> torch.Tensor:
     """tensor[idx] (rows along dim 0, CPU) written straight into a new tensor, pinned if ``pin``: one copy.
+    A RowView (a carved split of a mapped set) is read through its index: base[rows[idx]].
 
     numpy's take does the copy, on this thread alone and without the GIL. torch.index_select would
     start an OpenMP team from this thread, whose spinning workers fight the thread that drives the
@@ -42,6 +44,8 @@ def gather(tensor: torch.Tensor, idx: torch.Tensor, pin: bool) -> torch.Tensor:
     n = len(tensor)
     if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise IndexError(f"batch index out of range for {n} images: {int(idx.min())}..{int(idx.max())}")
+    if isinstance(tensor, RowView):  # its rows are in range of its base by construction
+        tensor, idx = tensor.base, tensor.rows[idx]
     out = torch.empty((len(idx), *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=pin)  # (B, ...)
     # mode="clip" never clips here (checked above) and, unlike "raise", writes into out without a buffer
     np.take(tensor.numpy(), idx.numpy(), axis=0, out=out.numpy(), mode="clip")
@@ -58,7 +62,7 @@ class Prefetcher:
     behind. Pinned tensors are not reused, so a batch stays valid while an asynchronous copy reads it.
     """
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batches: Iterable[torch.Tensor],
+    def __init__(self, images: torch.Tensor | RowView, targets: torch.Tensor, batches: Iterable[torch.Tensor],
                  depth: int = 2, pin: bool | None = None):
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"prefetch depth={depth!r}: expected an int >= 1")

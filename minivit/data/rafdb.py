@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ..common.errors import ConfigError, DataError
-from .imageset import ImageSet, Problems, decode_images, is_ascii_integer, read_text_lines
+from .cache import CacheSource, decode_source
+from .imageset import ImageSet, Problems, is_ascii_integer, read_text_lines
 from .labels import RAFDB_CODES, MissingSplit, code_table
 
 LABEL_FILE = "list_patition_label.txt"  # RAF-DB's own spelling
@@ -30,7 +31,16 @@ def find_rafdb_label_file(path: str | Path) -> Path | None:
 
 def load_rafdb(path: str | Path, split: str = "train", *, resize_mixed_to: int | None = None,
                on_error: str = "raise", progress: bool = True) -> ImageSet:
-    """One split of RAF-DB basic as an ImageSet (uint8 (N, 3, 100, 100) for the aligned faces)."""
+    """One split of RAF-DB basic as an ImageSet (uint8 (N, 3, 100, 100) for the aligned faces): the
+    listing of list_rafdb, decoded into memory."""
+    source = list_rafdb(path, split, on_error=on_error)
+    return decode_source(source, resize_mixed_to=resize_mixed_to, on_error=on_error, progress=progress,
+                         desc=f"decoding RAF-DB {split}")
+
+
+def list_rafdb(path: str | Path, split: str = "train", *, on_error: str = "raise") -> CacheSource:
+    """One split of RAF-DB basic as listed, nothing decoded: the image files its label file names (the
+    aligned faces where Image/aligned/ exists), their targets, and the names in the label file as ids."""
     label_file = find_rafdb_label_file(path)
     if label_file is None:
         raise DataError(f"{path}: no {LABEL_FILE} (expected <root>/EmoLabel/{LABEL_FILE})")
@@ -68,8 +78,5 @@ def load_rafdb(path: str | Path, split: str = "train", *, resize_mixed_to: int |
     problems.report()
     if not paths:
         raise DataError(f"{label_file}: no '{split}_*' images listed")
-    image_problems = Problems(on_error, f"unreadable images in {root}")
-    images, kept = decode_images(paths, resize_mixed_to=resize_mixed_to, problems=image_problems,
-                                 desc=f"decoding RAF-DB {split}", progress=progress)
-    return ImageSet(images, torch.tensor(targets, dtype=torch.int64)[kept], source=f"{root} [{split}]",
-                    skipped=problems.count + image_problems.count, ids=tuple(names[i] for i in kept))
+    return CacheSource(root, paths, torch.tensor(targets, dtype=torch.int64), ids=tuple(names),
+                       name=f"{root} [{split}]", label_files=(label_file,), skipped=problems.count)

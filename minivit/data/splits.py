@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from ..common.errors import ConfigError, DataError
-from .formats import detect_format, load_dataset
+from .formats import detect_format, list_split, load_dataset
 from .imageset import ImageSet
 from .labels import MissingSplit
 from .synthetic import synthetic_split, synthetic_test_set
@@ -111,20 +111,38 @@ def carve_validation(train_set: ImageSet, fraction: float = DEFAULT_VAL_FRACTION
     ones: those whose sha256("<seed>:<id>") is smallest -- a function of the ids alone, so the order the
     files are listed in does not matter, and a file added to a class moves at most one image of that class.
     """
-    if not 0 < fraction < 1:
-        raise ConfigError(f"--val-fraction must be in (0, 1), not {fraction!r}")
     ids = image_ids(train_set)
-    key = [hashlib.sha256(f"{seed}:{i}".encode()).digest() for i in ids]
-    y = train_set.hard_targets()
-    held = torch.zeros(len(ids), dtype=torch.bool)
-    for c in range(len(train_set.classes)):
-        members = (y == c).nonzero().flatten().tolist()
-        chosen = sorted(members, key=key.__getitem__)[:carve_count(len(members), fraction)]
-        held[torch.tensor(chosen, dtype=torch.int64)] = True
+    held = held_out(ids, train_set.hard_targets(), len(train_set.classes), fraction, seed)
     source = f"{train_set.source} [{100 * fraction:g}% carved out as val, stratified by class, seed {seed}]"
     val = train_set.subset(held, source=source)
     val.skipped = 0  # the train split's unreadable files are counted once, with the training set
     return train_set.subset(~held), val, ids_hash(ids[i] for i in held.nonzero().flatten().tolist())
+
+
+def held_out(ids, hard_targets: torch.Tensor, num_classes: int, fraction: float, seed: int = CARVE_SEED) -> torch.Tensor:
+    """Boolean (N,): the images carve_validation holds out, from their ids and class indices alone."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--val-fraction must be in (0, 1), not {fraction!r}")
+    key = [hashlib.sha256(f"{seed}:{i}".encode()).digest() for i in ids]
+    held = torch.zeros(len(ids), dtype=torch.bool)
+    for c in range(num_classes):
+        members = (hard_targets == c).nonzero().flatten().tolist()
+        chosen = sorted(members, key=key.__getitem__)[:carve_count(len(members), fraction)]
+        held[torch.tensor(chosen, dtype=torch.int64)] = True
+    return held
+
+
+def listed_val_hash(data: str, fraction: float, seed: int = CARVE_SEED) -> str | None:
+    """The val_hash a carve out of ``data``'s train split gives when every listed file reads, from the file
+    listing alone, nothing decoded (so a resumed run on a changed folder is refused before it decodes, or
+    builds a cache); None where the listing does not tell: CSV datasets, whose rows come with their pixels."""
+    source = list_split(data, "train")
+    if source is None:
+        return None
+    ids = source.ids  # the listers name every file (its path in the split folder, RAF-DB's name)
+    hard = source.targets.argmax(1) if source.targets.ndim == 2 else source.targets
+    held = held_out(ids, hard, len(source.classes), fraction, seed)
+    return ids_hash(ids[i] for i in held.nonzero().flatten().tolist())
 
 
 def synthetic_set(split: str, samples: int, image_size: int, seed: int) -> ImageSet:
@@ -288,5 +306,5 @@ def data_name(data: str) -> str:
 
 
 __all__ = ["VAL_SPLITS", "DEFAULT_VAL_FRACTION", "CARVE_SEED", "OPTIMISTIC", "DataSplits", "split_rule",
-           "carve_count", "carve_validation", "ids_hash", "load_splits", "load_run_split", "legacy_rule",
+           "carve_count", "carve_validation", "held_out", "listed_val_hash", "ids_hash", "load_splits", "load_run_split", "legacy_rule",
            "selection_role", "source_name", "split_label", "split_title", "absent_classes", "synthetic_set", "data_name"]

@@ -1,10 +1,9 @@
 """``python -m minivit.evaluate``: the evaluation command line (see minivit/evaluate/cli.py)."""
 
 import sys
-from functools import partial
 
 from ..common.cli import run
 from .cli import main
 
 if __name__ == "__main__":
-    sys.exit(run(partial(main, prog="python -m minivit.evaluate")))
+    sys.exit(run(main))

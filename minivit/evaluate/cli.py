@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoints.runs import CONFIG, locate_checkpoint, read_config, split_rule_of
-from ..common.cli import ArgumentParser, integer
+from ..common.cli import ArgumentParser, command_prog, integer
 from ..common.device import DEVICES, pick_device, resolve_precision
 from ..common.errors import CheckpointError, ConfigError
 from ..common.files import file_in_the_way
@@ -224,8 +224,9 @@ def score_and_report(model, dataset, split: str, rule: dict | None, source: str,
 # -- the command line ----------------------------------------------------------------------------
 
 def build_parser(prog: str | None = None) -> ArgumentParser:
-    p = ArgumentParser(prog=prog, description="Evaluate a saved model on a facial-expression dataset and write "
-                       "the report (metrics.json, confusion_matrix.png, attention_maps.png).")
+    p = ArgumentParser(prog=command_prog("evaluate", prog), description="Evaluate a saved model on a "
+                       "facial-expression dataset and write the report (metrics.json, confusion_matrix.png, "
+                       "attention_maps.png).")
     p.add_argument("--checkpoint", required=True, help="run folder (uses best.safetensors), a minivit "
                    ".safetensors, or anything ViT.from_pretrained reads")
     p.add_argument("--data", help="dataset path (FER2013 csv, image folder, FER+ csv, RAF-DB root) or 'synthetic' "

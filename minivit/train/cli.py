@@ -1,20 +1,23 @@
-"""The training command line: ``python -m minivit.train`` (examples/finetune_fer.py calls the same).
+"""The training command line: ``minivit train``, or ``python -m minivit.train`` (examples/finetune_fer.py
+calls the same).
 
 With no arguments it runs the embedded default: a short from-scratch run on minivit's
 procedurally drawn SYNTHETIC faces (not real data) that writes the full report -- metrics.json,
 confusion_matrix.png, curves.png, attention_maps.png, checkpoints and config.json -- into
 runs/synthetic-<timestamp>, in a few minutes on 2 CPU cores.
 
-    python -m minivit.train                                              # synthetic demo run
-    python -m minivit.train --data ../shared/data/fer2013                # the FER2013 from-scratch recipe
-    python -m minivit.train --data ../shared/data/fer2013 --weights ViT-B_16 --image-size 224
+    minivit train                                                        # synthetic demo run
+    minivit train --data ../shared/data/fer2013                          # the FER2013 from-scratch recipe
+    minivit train --data ../shared/data/fer2013 --weights ViT-B_16 --image-size 224
     torchrun --nproc_per_node 4 -m minivit.train --data ../shared/data/fer2013 --weights ViT-B_16
-    python -m minivit.train --resume runs/fer2013-...                    # continue an interrupted run
+    minivit train --resume runs/fer2013-...                              # continue an interrupted run
+    minivit train --config runs/fer2013-.../config.json --out runs/again # repeat a run (flags override it)
 
 Defaults depend on the kind of run (minivit/train/profiles.py): "synthetic" (the demo: TrainConfig's
 own defaults), "finetune" (--weights given: the ViT paper's SGD transfer recipe) and "scratch" (a real
-dataset and no weights: the FER recipe of docs/training.md). An option given on the command line always
-wins; --help lists every option, its valid range, and each profile's defaults.
+dataset and no weights: the FER recipe of docs/training.md), then a --config file, then the options
+given on the command line, which always win; --help lists every option, its valid range, and each
+profile's defaults. Every run writes history.csv (one row per epoch); --tensorboard adds event files.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoints.runs import RESUME, resume_folder
-from ..common.cli import ArgumentParser, integer
+from ..checkpoints.runs import CONFIG, RESUME, resume_folder
+from ..common.cli import ArgumentParser, command_prog, integer
 from ..common.errors import ConfigError, MinivitError
 from ..common.moved import serve_moved_names
 from ..model.config import IN_CHANS, STEMS
 from .config import CHOICES, RANGES, TrainConfig
 from .distributed import cleanup_distributed, world_from_env
-from .profiles import epilog, profile_fields
+from .config_file import read_config_file
+from .profiles import SIZE_FIELDS, epilog, profile_fields
 from .rundir import read_run_config
 
 # Flags that become ViTConfig overrides (with their valid values).
@@ -38,7 +42,7 @@ MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "stem", "in_cha
 
 def add_data_options(p) -> None:
     a, r = p.add_argument, RANGES
-    a("--data", default="synthetic", help="FER2013 csv, image folder (train/ [val/] [test/]), FER+ csv, "
+    a("--data", help="FER2013 csv, image folder (train/ [val/] [test/]), FER+ csv, "
       "RAF-DB root, or 'synthetic' (default: synthetic)")
     a("--ferplus-images", help="FER+ csv only: the original fer2013.csv (same row order) or a folder of its fer*.png images")
     a("--label-mode", choices=CHOICES["label_mode"], help="FER+ only: hard majority label or vote distribution")
@@ -51,11 +55,16 @@ def add_data_options(p) -> None:
     a("--val-fraction", type=r["val_fraction"], help="share of each class's training images carved out as the "
       "val split, in (0, 1) (default 0.1; fixed seed, recorded in config.json)")
     a("--synthetic-samples", type=r["synthetic_samples"], help="synthetic training set size, >= 7 (default 2800)")
+    a("--cache-dir", help="where image folders and RAF-DB are kept decoded at the training size, built at the first "
+      "start and memory-mapped by later ones and by every process on the machine (default $MINIVIT_CACHE_DIR, "
+      "else ~/.cache/minivit; a shared filesystem serves several nodes)")
+    a("--no-cache", dest="cache", action="store_false", default=None,
+      help="decode the images into every process's memory at every start instead (CSV datasets always are)")
 
 
 def add_model_options(p) -> None:
     a, r = p.add_argument, RANGES
-    a("--weights", default="none", help="Google .npz, .safetensors, manifest name (e.g. ViT-B_16) or 'none' "
+    a("--weights", help="Google .npz, .safetensors, manifest name (e.g. ViT-B_16) or 'none' "
       "= from scratch (default: none)")
     a("--model", help="model name, e.g. Ti/16, S/4, ViT-B_16, vit_small_patch16_224; a model named here keeps "
       "its own patch size and width unless the flags below are given (not with --weights or --resume)")
@@ -75,10 +84,12 @@ def add_model_options(p) -> None:
 
 def add_optimisation_options(p) -> None:
     a, r = p.add_argument, RANGES
-    a("--epochs", type=r["epochs"])
+    a("--epochs", type=r["epochs"], help="passes over the training set, >= 1 (profile: synthetic 20, finetune 10, "
+      "scratch 100)")
     a("--batch-size", type=r["batch_size"], help="per process and micro-step, >= 1")
     a("--accum-steps", type=r["accum_steps"], help="gradient accumulation micro-steps per optimiser step (default 1)")
-    a("--optimizer", choices=CHOICES["optimizer"])
+    a("--optimizer", choices=CHOICES["optimizer"], help="adamw (default; from scratch) or sgd with momentum (the "
+      "finetune profile: the ViT paper's transfer recipe)")
     a("--lr", type=r["lr"], help="peak learning rate, > 0")
     a("--min-lr", type=r["min_lr"], help="the cosine decays to this, >= 0 (default 1e-6)")
     a("--weight-decay", type=r["weight_decay"], help=">= 0")
@@ -100,8 +111,10 @@ def add_run_options(p) -> None:
       "else fp16 with loss scaling; fp32 on CPU")
     a("--compile", nargs="?", const="yes", choices=CHOICES["compile"],
       help="torch.compile the model: auto (default: on CUDA only), yes, no")
-    a("--device", choices=CHOICES["device"])
+    a("--device", choices=CHOICES["device"], help="auto (default): a GPU when CUDA is available, else the CPU")
     a("--data-on-device", choices=CHOICES["data_on_device"], help="keep the uint8 set on the GPU (auto: under 2 GiB)")
+    a("--prefetch", type=r["prefetch"], help="batches a thread gathers ahead into pinned memory when the set is not "
+      "on the GPU, 1..64 (default 4)")
     a("--out", help="run folder (default runs/<data>-<timestamp>); one holding a run is refused without --overwrite")
     a("--overwrite", action="store_true", default=None, help="replace the run already in --out")
     a("--resume", help="run folder (or its resume.safetensors) to continue; its config.json is reused")
@@ -109,13 +122,24 @@ def add_run_options(p) -> None:
     a("--tta", action=argparse.BooleanOptionalAction, default=None,
       help="horizontal-flip test-time augmentation in the final report")
     a("--best-metric", choices=CHOICES["best_metric"], help="which val metric picks best.safetensors")
-    a("--eval-batch-size", type=r["eval_batch_size"])
-    a("--seed", type=r["seed"])
+    a("--eval-batch-size", type=r["eval_batch_size"], help="images per forward pass when validating and in the "
+      "final report, >= 1 (default 256)")
+    a("--seed", type=r["seed"], help="seeds the initialisation, the data order and the augmentation (a carved val "
+      "split has its own fixed seed); an integer in [0, 2**31 - 1] (default 0)")
     a("--ckpt-every", type=r["ckpt_every"], help="also write resume.safetensors every N steps (default: once per epoch)")
     a("--stop-after", type=r["stop_after"], help="stop after N optimiser steps (simulates an interrupted run)")
     a("--no-progress", dest="progress", action="store_false", default=None,
       help="no progress bars anywhere (data decoding included): a line per epoch, and every --log-every seconds")
     a("--log-every", type=r["log_every"], help="seconds between progress lines when there is no bar (default 30)")
+    a("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+      help="also write TensorBoard event files into <out>/tensorboard/: train loss and LR every 10 steps, every "
+      "history.csv column each epoch, the report's PNGs at the end (pip install 'minivit[tensorboard]'). Off by "
+      "default: event files in every small run, and a second to import TensorBoard, would surprise; history.csv "
+      "is always written")
+    a("--config", metavar="FILE", help="training options from a JSON or YAML file (.yaml/.yml: pip install "
+      "'minivit[config]'): a run's config.json (or its folder) repeats that run, into --out or a new folder; or a "
+      "flat mapping of TrainConfig fields (the keys of config.json's \"train\"). Options given here override "
+      "the file; not with --resume")
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -127,18 +151,28 @@ def add_options(p: argparse.ArgumentParser) -> None:
     add_run_options(p.add_argument_group("run"))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python -m minivit.train", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=command_prog("train", prog), description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=epilog())
     add_options(p)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
+    return build_parser(prog).parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
-    """TrainConfig from (the saved run config or the profile defaults) + the options given explicitly."""
+    """TrainConfig from (the saved run config, or the profile defaults then the --config file) + the options
+    given explicitly: a flag always wins."""
+    if args.config and args.resume:
+        raise ConfigError(f"--config does not apply with --resume: a resumed run continues with its own {CONFIG}")
+    from_file = read_config_file(args.config) if args.config else {}
+    data = args.data if args.data is not None else from_file.get("data", "synthetic")
+    weights = args.weights if args.weights is not None else from_file.get("weights", "none")
     given = [name for name in ("model", *MODEL_FLAGS) if getattr(args, name) is not None]
-    if given and (args.resume or args.weights != "none"):  # would be silently ignored: say so instead
+    if given and (args.resume or weights != "none"):  # would be silently ignored: say so instead
         raise ConfigError(f"--{given[0].replace('_', '-')} does not apply with --{'resume' if args.resume else 'weights'}: "
                           f"that model keeps its own architecture")
     if args.resume:
@@ -148,8 +182,12 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
         # folder may have replaced an older one, its resumption must not replace another
         fields["overwrite"] = False
     else:
-        fields, profile = profile_fields(args.data, args.weights, args.model)
+        fields, profile = profile_fields(data, weights, args.model or from_file.get("model"))
         fields["out"] = None  # unless --out is given: a new timestamped folder, named when the run starts
+        fields.update(from_file)
+        if args.model:  # a model named on the command line keeps its own size, whatever the file's model had
+            fields["model_overrides"] = {k: v for k, v in (fields.get("model_overrides") or {}).items()
+                                         if k not in SIZE_FIELDS}
     overrides = dict(fields.get("model_overrides") or {})
     overrides.update({k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None})
     fields["model_overrides"] = overrides
@@ -165,10 +203,13 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
 def evaluate_only(args: argparse.Namespace, cfg: TrainConfig) -> int:
     from ..evaluate import evaluate_checkpoint
 
-    checkpoint = args.resume or args.weights
+    checkpoint = args.resume or cfg.weights
     if not checkpoint or checkpoint == "none":
         raise MinivitError("--eval-only needs --resume RUN_DIR or --weights FILE")
-    data = None if args.resume and args.data == "synthetic" else args.data  # None: the run's own data
+    if args.resume:  # None: the run's own data
+        data = None if args.data in (None, "synthetic") else args.data
+    else:
+        data = cfg.data
     evaluate_checkpoint(checkpoint, data, out=args.out, tta=bool(cfg.tta), device=cfg.device, progress=cfg.progress,
                         on_error=cfg.on_bad_image, overwrite=bool(cfg.overwrite), batch_size=cfg.eval_batch_size,
                         ferplus_images=cfg.ferplus_images, label_mode=cfg.label_mode)
@@ -185,16 +226,16 @@ def done_line(result: dict) -> str:
     return f"{line}; report in {result['run_dir']}"
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str | None = None) -> int:
     """The command: parse, build the config, train (or evaluate); errors are MinivitError (see minivit.common.cli.run)."""
     from .loop import train
 
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     cfg, profile = build_config(args)
     if args.eval_only:
         return evaluate_only(args, cfg)
     rank = world_from_env()[0]
-    if profile == "synthetic" and rank == 0:
+    if profile == "synthetic" and not args.config and rank == 0:
         print("embedded default: a short from-scratch run on SYNTHETIC faces (drawn by "
               "minivit.data.synthetic_faces, not real data); see --help for real datasets", flush=True)
     try:

@@ -25,6 +25,7 @@ from ..common.device import DEVICES, PRECISIONS
 from ..common.errors import ConfigError
 from ..data.ferplus import LABEL_MODES
 from ..data.splits import VAL_SPLITS
+from .board import tensorboard_missing
 
 
 @dataclass
@@ -75,6 +76,11 @@ class TrainConfig:
     compile: str = "auto"  # torch.compile the model: "auto" (on CUDA only), "yes", "no"
     device: str = "auto"  # "auto", "cpu", "cuda"
     data_on_device: str = "auto"  # "auto": keep the uint8 set on the GPU when under 2 GiB; "yes", "no"
+    # image folders and RAF-DB decoded once into an on-disk cache and memory-mapped (minivit.data.cache);
+    # False: decoded into every process's memory at every start. CSVs hold their pixels: always in memory.
+    cache: bool = True
+    cache_dir: str | None = None  # where the cache lives; None: $MINIVIT_CACHE_DIR or ~/.cache/minivit
+    prefetch: int = 4  # batches gathered ahead by a thread when the set is not on the GPU
     # run
     out: str | None = None  # run folder; None: runs/<data>-<timestamp>, never an existing one
     overwrite: bool = False  # replace a run already in `out` (otherwise that is refused)
@@ -88,6 +94,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bars (on a terminal); off: a line per epoch and every log_every seconds
     log_every: float = 30.0  # seconds between progress lines within an epoch when there is no bar
     log: bool = True  # print the header and per-epoch lines
+    tensorboard: bool = False  # also write TensorBoard event files into <out>/tensorboard/ (the tensorboard extra)
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -129,6 +136,8 @@ class TrainConfig:
             raise ConfigError(f"betas must be two numbers in [0, 1), not {self.betas!r}")
         if not isinstance(self.model_overrides, dict) or not isinstance(self.augment, dict):
             raise ConfigError("model_overrides and augment must be dicts of field -> value")
+        if self.tensorboard and (missing := tensorboard_missing()):
+            raise ConfigError(missing)  # now, not after the data is decoded
         return self
 
 
@@ -177,4 +186,5 @@ RANGES = {
     "stop_after": integer(at_least=0),
     "eval_batch_size": integer(at_least=1),
     "log_every": number(above=0),
+    "prefetch": integer(at_least=1, at_most=64),  # each batch ahead is pinned host memory: bounded
 }

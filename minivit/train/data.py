@@ -1,14 +1,30 @@
-"""The training data: the whole set in memory as uint8, a per-epoch index order, batches on the device.
+"""The training data: its splits, a per-epoch index order, and batches on the device.
 
-Randomness is a pure function of (seed, epoch) for the data order and of (seed, step, micro-step,
-rank) for the augmentation, so a resumed run replays exactly the batches the interrupted run saw.
+The images are a uint8 set, in memory or memory-mapped from the decoded cache (minivit.data.cache), and
+reach the loop by one of two paths: the whole set on the GPU when it fits (a batch is one index op
+there), else a background thread gathering the next batches of this rank's shard into pinned memory
+(minivit.data.prefetch). Randomness is a pure function of (seed, epoch) for the data order and of (seed,
+step, micro-step, rank) for the augmentation, so either path, and a resumed run, trains on exactly the
+batches an uninterrupted run sees.
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
 import torch
 
 from ..common.errors import ConfigError
+from ..data.prefetch import Prefetcher, gather
+from .distributed import local_leader_first, local_world_size, world_from_env
+
+# A folder: each rank appends the ids of the images it trains on, one line per micro-batch ("<epoch>
+# <micro-batch> <id> <id> ..." to rank<r>.txt), so a test (or a suspicious user) can check that the ranks
+# of a run see every image once per epoch. Unset in normal runs: then nothing is written.
+SAMPLE_LOG_ENV = "MINIVIT_SAMPLE_LOG"
+RESIDENT_CHUNK = 1024  # images per host-to-device copy when a mapped set is moved onto the GPU whole
 
 
 def load_data(cfg, progress: bool = True):
@@ -17,16 +33,34 @@ def load_data(cfg, progress: bool = True):
     rule that chose them, by ``cfg.val_split`` and ``cfg.val_fraction``.
 
     Image folders of mixed sizes are resized on decode to the training size; unreadable images
-    stop the run naming the file, or are skipped and counted with ``on_bad_image="skip"``.
+    stop the run naming the file, or are skipped and counted with ``on_bad_image="skip"``. Image folders
+    and RAF-DB are decoded once into the cache (cache_plan) and memory-mapped; under torchrun each
+    machine's first process builds it while the others wait, then they map the same file.
     """
     from ..data import load_splits
 
     if cfg.data == "synthetic":
         synthetic = dict(samples=cfg.synthetic_samples, image_size=cfg.image_size, seed=cfg.seed)
         return load_splits("synthetic", cfg.val_split, cfg.val_fraction, synthetic=synthetic)
-    return load_splits(cfg.data, cfg.val_split, cfg.val_fraction, label_mode=cfg.label_mode,
-                       ferplus_images=cfg.ferplus_images, resize_mixed_to=cfg.image_size, on_error=cfg.on_bad_image,
-                       progress=progress)
+    plan = cache_plan(cfg)
+    if plan is not None:  # a build's bar shows on the process that builds: each machine's first
+        progress = cfg.progress and world_from_env()[2] == 0
+
+    def load():
+        return load_splits(cfg.data, cfg.val_split, cfg.val_fraction, label_mode=cfg.label_mode,
+                           ferplus_images=cfg.ferplus_images, resize_mixed_to=cfg.image_size,
+                           on_error=cfg.on_bad_image, progress=progress, cache=plan)
+
+    return load() if plan is None else local_leader_first(load)
+
+
+def cache_plan(cfg):
+    """Where the run keeps the decoded images (minivit.data.cache.CachePlan), or None with ``--no-cache``."""
+    from ..data.cache import CachePlan
+
+    if not cfg.cache:
+        return None
+    return CachePlan(Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None, processes=local_world_size())
 
 
 def given_data(cfg, train_set, val_set, test_set=None):
@@ -62,7 +96,9 @@ def step_generators(seed: int, step: int, micro: int, rank: int, device: torch.d
 
 class TrainData:
     """The training set placed for the loop: on the GPU when it fits (a batch is then one index op),
-    else on the host and copied per batch through pinned memory; plus the class-balance weights."""
+    else on the host -- in memory or a memory map -- with the next batches gathered ahead by a thread
+    (Prefetcher, ``cfg.prefetch`` deep) into pinned memory and copied while the GPU computes; plus the
+    class-balance weights."""
 
     def __init__(self, train_set, cfg, device: torch.device, world: int):
         self.source, self.size = train_set.source or "the training set", len(train_set)
@@ -74,12 +110,12 @@ class TrainData:
                 f"--batch-size {cfg.batch_size} x --accum-steps {cfg.accum_steps} x {world} process(es) = "
                 f"{self.images_per_step * world}; use a larger dataset or a smaller batch")
         self.steps_per_epoch = self.size // world // self.images_per_step
-        self.device = device
+        self.device, self.prefetch, self.ids = device, cfg.prefetch, train_set.ids
         images, targets = train_set.images, train_set.targets
         self.on_device = cfg.data_on_device == "yes" or (
             cfg.data_on_device == "auto" and device.type == "cuda" and images.numel() < 2**31)
         if self.on_device:  # the whole uint8 set on the GPU: no host transfer per step at all
-            images, targets = images.to(device), targets.to(device)
+            images, targets = resident(images, device), targets.to(device)
         self.images, self.targets = images, targets
         self.sample_weights, self.class_weights = balance_weights(train_set, cfg.balance, device)
 
@@ -90,13 +126,47 @@ class TrainData:
                               self.sample_weights)
         return order.to(self.device) if self.on_device else order
 
-    def batch(self, order: torch.Tensor, micro_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Micro-batch number ``micro_index`` of the epoch: uint8 (B, C, h, w) and targets, on the device."""
-        idx = order[micro_index * self.batch_size:][: self.batch_size]
-        xb, yb = self.images[idx], self.targets[idx]  # (B, C, h, w) uint8, gathered where the set lives
-        if not self.on_device and self.device.type == "cuda":  # pinned host memory: the copy overlaps compute
-            xb, yb = xb.pin_memory().to(self.device, non_blocking=True), yb.pin_memory().to(self.device, non_blocking=True)
-        return xb, yb
+    @contextmanager
+    def epoch(self, epoch: int, seed: int, rank: int, world: int, start: int = 0):
+        """An iterator over this rank's micro-batches of ``epoch`` from number ``start`` on (a resumed run
+        starts mid-epoch): uint8 (B, C, h, w) and targets, on the device. Leaving the block stops the
+        prefetching thread, also when the epoch is cut short (``--stop-after``)."""
+        order = self.epoch_order(epoch, seed, rank, world)
+        picks = [order[m * self.batch_size:][: self.batch_size] for m in range(start, len(order) // self.batch_size)]
+        if self.on_device:
+            batches, prefetcher = ((self.images[idx], self.targets[idx]) for idx in picks), None
+        else:
+            prefetcher = Prefetcher(self.images, self.targets, picks, depth=self.prefetch,
+                                    pin=self.device.type == "cuda")
+            batches = ((x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+                       for x, y in prefetcher)
+        try:
+            yield self._logged(batches, picks, epoch, rank, start) if os.environ.get(SAMPLE_LOG_ENV) else batches
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
+
+    def _logged(self, batches, picks, epoch: int, rank: int, start: int):
+        """``batches``, writing each one's image ids to the sample log as it is taken (SAMPLE_LOG_ENV)."""
+        folder = Path(os.environ[SAMPLE_LOG_ENV])
+        folder.mkdir(parents=True, exist_ok=True)
+        ids = self.ids or tuple(f"#{i}" for i in range(self.size))
+        for m, (batch, idx) in enumerate(zip(batches, picks), start=start):
+            with open(folder / f"rank{rank}.txt", "a") as f:
+                f.write(f"{epoch} {m} {' '.join(ids[i] for i in idx.tolist())}\n")
+            yield batch
+
+
+def resident(images, device: torch.device) -> torch.Tensor:
+    """The whole uint8 set in ``device`` memory, copied a chunk at a time from memory, a memory map or a
+    RowView of one: never a second whole copy on the host."""
+    if isinstance(images, torch.Tensor):
+        return images.to(device)
+    out = torch.empty(tuple(images.shape), dtype=images.dtype, device=device)  # (N, C, H, W)
+    for a in range(0, len(images), RESIDENT_CHUNK):
+        rows = torch.arange(a, min(a + RESIDENT_CHUNK, len(images)))
+        out[a:a + len(rows)] = gather(images, rows, pin=False).to(device)
+    return out
 
 
 def balance_weights(train_set, balance: str, device: torch.device):

@@ -11,16 +11,23 @@ from __future__ import annotations
 import gc
 import os
 from contextlib import nullcontext
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from ..common.device import pick_device
+from ..common.errors import DataError
 
 
 def world_from_env() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment (0, 1, 0 without torchrun)."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def local_world_size() -> int:
+    """How many of the run's processes share this machine (torchrun's LOCAL_WORLD_SIZE; 1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
@@ -100,3 +107,42 @@ def broadcast_string(text: str, device: torch.device, max_bytes: int = 4096) -> 
     dist.broadcast(buf, src=0)
     raw = bytes(buf.cpu().tolist())
     return raw[: raw.index(0)].decode()
+
+
+# How long the other processes wait for each machine's first process to prepare the data (build a decoded
+# cache): longer than any build, since a slow disk and a million images take hours. Nothing else uses the
+# group this applies to, so a hang elsewhere is still caught by the default group's timeout.
+DATA_WAIT = timedelta(hours=24)
+
+
+def local_leader_first(load):
+    """load() on each machine's first process (LOCAL_RANK 0) while the others wait, then on the others.
+
+    The decoded cache (minivit.data.cache) is built once per machine (or once on a shared folder: its
+    lock makes one node build while the others wait), with its progress bar, by that process; the
+    others then map the same file, so the page cache holds the data once. They wait in an all-reduce on
+    a gloo group of their own with a long timeout (DATA_WAIT), not at the default group's barrier, whose
+    timeout (10 to 30 minutes) a large build outlasts. The all-reduce also carries whether every first
+    process succeeded: when one failed (its own message says why), every process stops with one line
+    instead of waiting for data that never comes.
+    """
+    rank, world, local_rank = world_from_env()
+    if world == 1 or not dist.is_initialized():
+        return load()
+    group = dist.new_group(backend="gloo", timeout=DATA_WAIT)
+    try:
+        result, failed = None, torch.zeros(1)
+        if local_rank == 0:
+            try:
+                result = load()
+            except Exception:
+                failed += 1
+                dist.all_reduce(failed, group=group)
+                raise
+        dist.all_reduce(failed, group=group)
+    finally:
+        dist.destroy_process_group(group)
+    if failed.item():
+        raise DataError(f"rank {rank}: stopped: the first process of a machine could not prepare the data "
+                        f"(its message says why)")
+    return result if local_rank == 0 else load()

@@ -1,8 +1,9 @@
 """The training loop, in the style of nanoGPT's train.py: set up the run, then for each epoch train
 one pass over the data and finish the epoch (validate, checkpoint, report).
 
-One step (``train_step``): for each micro-batch, index it out of the in-memory uint8 set, augment it
-on the device, mix it (CutMix/MixUp) and smooth its labels, forward under autocast, backward; then
+One step (``train_step``): for each micro-batch, take the next of the epoch's batches (minivit/train/data.py:
+on the device already, or prefetched from the host), augment it on the device, mix it (CutMix/MixUp) and
+smooth its labels, forward under autocast, backward; then
 clip the gradient norm, step the optimiser at the scheduled LR, and update the EMA. Nothing in a step
 waits for the GPU: loss and accuracy add up on the device and are read every few seconds at most.
 """
@@ -18,7 +19,7 @@ from .config import TrainConfig
 from .data import step_generators
 from .distributed import all_reduce_sum, barrier, no_sync
 from .optim import lr_at, set_lr
-from .report import EpochProgress, final_report, record_epoch, start_report, validate
+from .report import EpochProgress, close_board, epoch_timing, final_report, record_epoch, start_report, validate
 from .rundir import prepare_out_dir
 from .saving import save_epoch_weights, save_resume_point
 from .setup import Run, setup_run
@@ -34,15 +35,18 @@ def train(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> dict
     training throughput (first steps of each epoch and validation excluded).
     """
     run = setup_run(cfg, train_set, val_set, test_set)
-    if run.main:
-        prepare_out_dir(run.out, replace=cfg.overwrite and not cfg.resume)
-        start_report(run)
-    for epoch in range(run.state["epoch"], cfg.epochs):
-        sums = train_one_epoch(run, epoch)
-        if run.interrupted:
-            break
-        end_of_epoch(run, epoch, sums)
-    result = final_report(run)
+    try:
+        if run.main:
+            prepare_out_dir(run.out, replace=cfg.overwrite and not cfg.resume)
+            start_report(run)
+        for epoch in range(run.state["epoch"], cfg.epochs):
+            sums = train_one_epoch(run, epoch)
+            if run.interrupted:
+                break
+            end_of_epoch(run, epoch, sums)
+        result = final_report(run)
+    finally:
+        close_board(run)  # TensorBoard's buffered events reach the disk even when the run fails
     barrier()
     return result
 
@@ -55,26 +59,26 @@ def train_one_epoch(run: Run, epoch: int) -> torch.Tensor:
     # start from zero, so end_of_epoch's all-reduce counts each image once
     carried = run.state["sums"] if first and run.main else [0.0, 0.0]
     sums = torch.tensor(carried, dtype=torch.float64, device=run.device)
-    order = run.data.epoch_order(epoch, cfg.seed, run.rank, run.world)
-    progress = EpochProgress(run, epoch, first)
+    progress = EpochProgress(run, epoch, first, carried)
     run.net.train()
-    for i in range(first, steps):
-        train_step(run, order, i, sums)
-        progress.step(i, sums)
-        if cfg.ckpt_every and run.step % cfg.ckpt_every == 0 and i < steps - 1:
-            save_resume_point(run, epoch, sums)
-        if cfg.stop_after and run.step >= cfg.stop_after:
-            run.interrupted = True  # a simulated crash: no end-of-epoch work, no final report
-            break
+    with run.data.epoch(epoch, cfg.seed, run.rank, run.world, start=first * cfg.accum_steps) as batches:
+        for i in range(first, steps):
+            train_step(run, batches, sums)
+            progress.step(i, sums)
+            if cfg.ckpt_every and run.step % cfg.ckpt_every == 0 and i < steps - 1:
+                save_resume_point(run, epoch, sums)
+            if cfg.stop_after and run.step >= cfg.stop_after:
+                run.interrupted = True  # a simulated crash: no end-of-epoch work, no final report
+                break
     progress.close()
     return sums
 
 
-def train_step(run: Run, order: torch.Tensor, i: int, sums: torch.Tensor) -> None:
-    """Optimiser step ``i`` of the epoch: accum_steps micro-batches forward and backward, then update."""
+def train_step(run: Run, batches, sums: torch.Tensor) -> None:
+    """One optimiser step: the next accum_steps micro-batches of the epoch forward and backward, then update."""
     cfg, accum = run.cfg, run.cfg.accum_steps
     for micro in range(accum):
-        xb, yb = run.data.batch(order, i * accum + micro)  # uint8 (B, C, h, w), (B,) or (B, K), on the device
+        xb, yb = next(batches)  # uint8 (B, C, h, w), (B,) or (B, K), on the device
         gen, cpu_gen = step_generators(cfg.seed, run.step, micro, run.rank, run.device)
         x = train_transform(xb, run.aug, generator=gen)  # (B, in_chans, S, S) float, normalised
         y = one_hot(yb, run.model.config.num_classes, smoothing=cfg.label_smoothing)  # (B, K)
@@ -132,6 +136,7 @@ def end_of_epoch(run: Run, epoch: int, sums: torch.Tensor) -> None:
             row.update(val_ema_loss=val_ema["loss"], val_ema_acc=val_ema["accuracy"],
                        val_ema_macro_f1=val_ema["macro_f1"])
             score, scored_model = val_ema[metric], run.ema.module
+        row.update(epoch_timing(run))  # epoch_seconds, img_per_s
         record_epoch(run, row)
         save_epoch_weights(run, epoch + 1, score, scored_model, metric)
         run.state["sums"] = [0.0, 0.0]

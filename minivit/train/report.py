@@ -6,24 +6,35 @@ Only rank 0 reports. Everything printed goes through ``log`` (skipped with ``log
 
 from __future__ import annotations
 
+import csv
+import logging
+import os
 import sys
 import time
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
 
 from ..checkpoints.runs import BEST, CONFIG
-from ..common.files import write_json
+from ..common.files import atomic_write, write_json
 from ..data.augment import AugmentConfig, eval_transform
 from ..data.provenance import class_count_list
 from ..data.splits import OPTIMISTIC, absent_classes, selection_role, source_name, split_label, split_title
 from ..evaluate.plots import curves_png
 from ..evaluate.reports import attention_report, confusion_report_png, evaluate, write_report
 from ..model.vit import ViT
+from .board import READ_EVERY_STEPS, Board
+from .distributed import world_from_env
 from .rundir import clean_temp_files
 
 CURVES_EVERY_S = 60  # curves.png is redrawn at most this often during a run (and after the last epoch)
 TIMING_SKIP_STEPS = 3  # steps of each epoch left out of the throughput (warm-up, compilation, caches)
+REPORT_PNGS = ("curves.png", "confusion_matrix.png", "test_confusion_matrix.png", "attention_maps.png")
+# history.csv's columns, in this order (those no row has are left out: the EMA ones without --ema). One row
+# per epoch, like timm's summary.csv; history.json holds the same rows.
+HISTORY_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1",
+                   "val_ema_loss", "val_ema_acc", "val_ema_macro_f1", "epoch_seconds", "img_per_s")
 
 
 def log(run, message: str) -> None:
@@ -78,6 +89,80 @@ def split_lines(run) -> list[str]:
     return lines
 
 
+def storage_lines(run) -> list[str]:
+    """Where the images live, a line per place: "data: train, val memory-mapped from the decoded cache <folder>
+    (1.51 GB on disk, ...)", "data: train, val, test in memory (pixels in the CSV; 83 MB in each process)"."""
+    sets = {"train": run.train_set, "val": run.val_set, "test": run.test_set}
+    mapped, in_memory = {}, []
+    for name, s in sets.items():
+        if s is not None:
+            (mapped.setdefault(s.cache, []) if s.cache else in_memory).append((name, s))
+    lines = []
+    for folder, held in mapped.items():
+        images = held[0][1].images
+        size = getattr(images, "base", images).numel()  # the whole file, whichever rows a split reads
+        lines.append(f"data: {', '.join(n for n, _ in held)} memory-mapped from the decoded cache {folder} "
+                     f"({_bytes(size)} on disk; every process on this machine shares its pages)")
+    if in_memory:
+        size = sum(s.images.numel() for _, s in in_memory)
+        lines.append(f"data: {', '.join(n for n, _ in in_memory)} in memory ({memory_reason(run)}; "
+                     f"{_bytes(size)} in each process)")
+    return lines
+
+
+def memory_reason(run) -> str:
+    """Why a run's images were decoded into memory rather than mapped from the decoded cache."""
+    from ..data.formats import detect_format
+
+    cfg = run.cfg
+    if run.split_rule["val"] == "given" or cfg.data == "synthetic":
+        return "given in Python" if run.split_rule["val"] == "given" else "synthetic faces, drawn at every start"
+    if not cfg.cache:
+        return "--no-cache"
+    kind = detect_format(cfg.data)
+    if kind in ("fer2013_csv", "ferplus"):
+        return "pixels in the CSV" if kind == "fer2013_csv" else "FER+ faces, 48x48"
+    return "the cache folder could not be written"
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+@contextmanager
+def data_messages(cfg):
+    """While the data is read: the data chapter's log lines (minivit.data: why a new decoded cache is built,
+    the build itself, waiting for another process's build, skipped images) printed as the run's own lines,
+    by each machine's first process -- the one that builds (or falls back): "warning: ..." always, the
+    others with ``cfg.log``. The other processes' copies of them are dropped."""
+    rank, _, local_rank = world_from_env()
+    prefix = f"node {os.environ.get('GROUP_RANK', '?')}: " if rank != local_rank else ""  # torchrun's node rank
+    handler = _Forward(prefix if local_rank == 0 else None, cfg.log)
+    logger = logging.getLogger("minivit.data")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class _Forward(logging.Handler):
+    def __init__(self, prefix: str | None, info: bool):
+        super().__init__(logging.INFO)
+        self.prefix, self.info = prefix, info
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.prefix is None:
+            return
+        if record.levelno >= logging.WARNING:
+            tqdm.write(f"{self.prefix}warning: {record.getMessage()}", file=sys.stderr)
+        elif self.info:
+            tqdm.write(f"{self.prefix}{record.getMessage()}")
+
+
 def start_report(run) -> None:
     """config.json, the header lines and the warnings about the data and the settings (rank 0)."""
     if not run.main:
@@ -85,10 +170,12 @@ def start_report(run) -> None:
     cfg, data = run.cfg, run.data
     write_json({"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
                 "world_size": run.world, "device": str(run.device), "data": data_section(run)}, run.out / CONFIG)
+    if cfg.tensorboard:  # resumed: what the interrupted process logged after the resume point is purged
+        run.board = Board(run.out, purge_step=run.step + 1 if cfg.resume else None)
     log(run, f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set)} train / "
              f"{len(run.val_set)} val images, {data.steps_per_epoch} steps/epoch x "
              f"{cfg.epochs} epochs, global batch {data.images_per_step * run.world}")
-    for line in split_lines(run):
+    for line in split_lines(run) + storage_lines(run):
         log(run, line)
     log(run, describe_model(run))
     for s in (run.train_set, run.val_set, run.test_set):
@@ -111,13 +198,14 @@ def synchronize(device: torch.device) -> None:
 
 class EpochProgress:
     """Progress within an epoch: a tqdm bar on a terminal, else a line every ``cfg.log_every`` seconds;
-    and the steady-state throughput (the first steps of each epoch and all validation left out).
+    the TensorBoard step scalars (--tensorboard); the steady-state throughput (the first steps of each
+    epoch and all validation left out); and the epoch's own timing for history.csv.
 
-    Reading the running loss is a host sync, so it happens every 10 steps (bar) or every few
-    seconds (lines), never every step.
+    Reading the running loss is a host sync, so it happens every READ_EVERY_STEPS steps (bar, TensorBoard)
+    or every few seconds (lines), never every step; one read serves the bar and TensorBoard together.
     """
 
-    def __init__(self, run, epoch: int, first: int):
+    def __init__(self, run, epoch: int, first: int, carried=(0.0, 0.0)):
         self.run, self.epoch, self.first = run, epoch, first
         steps, cfg = run.data.steps_per_epoch, run.cfg
         show = run.main and cfg.progress
@@ -127,6 +215,10 @@ class EpochProgress:
         self.lines = run.main and cfg.log and self.bar.disable
         self.t_last, self.seen_last = time.perf_counter(), 0
         self.t_timed, self.timed_from, self.done = None, 0, 0
+        # TensorBoard's train loss is the mean over the steps since the last read: where that window
+        # starts, and the loss sum then (a resumed epoch starts from the sums it carried)
+        self.window_from, self.window_loss = first, carried[0]
+        run.epoch_timing = dict(start=time.perf_counter(), train_seconds=0.0, images=0)
 
     def step(self, i: int, sums: torch.Tensor) -> None:
         run, self.done = self.run, self.done + 1
@@ -136,16 +228,26 @@ class EpochProgress:
             self.t_timed, self.timed_from = time.perf_counter(), self.done
         last = i == run.data.steps_per_epoch - 1
         now = time.perf_counter()
+        read_due = i % READ_EVERY_STEPS == READ_EVERY_STEPS - 1 or last
+        bar_due = not self.bar.disable and read_due
+        line_due = self.lines and now - self.t_last >= run.cfg.log_every and not last
+        board_due = run.board is not None and read_due
         if not self.bar.disable:
             self.bar.update(1)
-            if i % 10 == 9 or last:
-                self.bar.set_postfix_str(self.stats(i, sums, now), refresh=False)
-        elif self.lines and now - self.t_last >= run.cfg.log_every and not last:
+        if not (bar_due or line_due or board_due):
+            return
+        loss_sum, correct = sums.tolist()  # a host sync: rare by design, shared by all three
+        if board_due:
+            images = (i + 1 - self.window_from) * run.data.images_per_step
+            run.board.step(run.step, (loss_sum - self.window_loss) / images, run.lr)
+            self.window_from, self.window_loss = i + 1, loss_sum
+        if bar_due:
+            self.bar.set_postfix_str(self.stats(i, loss_sum, correct, now), refresh=False)
+        elif line_due:
             tqdm.write(f"epoch {self.epoch + 1}/{run.cfg.epochs} step {i + 1}/{run.data.steps_per_epoch}  "
-                       f"{self.stats(i, sums, now)}")
+                       f"{self.stats(i, loss_sum, correct, now)}")
 
-    def stats(self, i: int, sums: torch.Tensor, now: float) -> str:
-        loss_sum, correct = sums.tolist()  # a host sync: rare by design
+    def stats(self, i: int, loss_sum: float, correct: float, now: float) -> str:
         n = (i + 1) * self.run.data.images_per_step
         text = (f"loss {loss_sum / n:.3f} acc {correct / n:.3f} lr {self.run.lr:.2e} "
                 f"img/s {self.seen_last / max(now - self.t_last, 1e-9):.0f}")
@@ -154,10 +256,22 @@ class EpochProgress:
 
     def close(self) -> None:
         self.bar.close()
+        synchronize(self.run.device)  # the GPU's time, not the queue's (the epoch's all-reduce waits anyway)
+        now = time.perf_counter()
         if self.t_timed is not None and self.done > self.timed_from:
-            synchronize(self.run.device)
-            self.run.timed_seconds += time.perf_counter() - self.t_timed
+            self.run.timed_seconds += now - self.t_timed
             self.run.timed_images += (self.done - self.timed_from) * self.run.data.images_per_step * self.run.world
+        timing = self.run.epoch_timing
+        timing.update(train_seconds=now - timing["start"],
+                      images=self.done * self.run.data.images_per_step * self.run.world)
+
+
+def epoch_timing(run) -> dict:
+    """history.csv's last columns: epoch_seconds, the epoch's wall-clock time (training and validation),
+    and img_per_s, training images a second over the epoch's steps (its first, slower steps included)."""
+    timing = run.epoch_timing
+    return dict(epoch_seconds=round(time.perf_counter() - timing["start"], 2),
+                img_per_s=round(timing["images"] / timing["train_seconds"], 1) if timing["train_seconds"] else None)
 
 
 def validation_transform(model: ViT):
@@ -171,10 +285,28 @@ def validate(run, model: ViT, tta: bool = False) -> dict:
                     autocast_dtype=run.amp_dtype, tta=tta)
 
 
+def write_history_csv(history: list[dict], path) -> None:
+    """history.csv: one row per epoch, HISTORY_COLUMNS (those any row has), values as history.json holds them;
+    written whole and atomically, so a resumed run rewrites it from its history and repeats no epoch."""
+    columns = [c for c in HISTORY_COLUMNS if any(c in row for row in history)]
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(columns)
+            out.writerows([["" if row.get(c) is None else row[c] for c in columns] for row in history])
+
+    atomic_write(path, write)
+
+
 def record_epoch(run, row: dict) -> None:
-    """history.json, curves.png (at most once a minute) and the epoch's line (rank 0)."""
+    """history.json, history.csv, the TensorBoard epoch scalars, curves.png (at most once a minute) and the
+    epoch's line (rank 0)."""
     run.state["history"].append(row)
     write_json(run.state["history"], run.out / "history.json")
+    write_history_csv(run.state["history"], run.out / "history.csv")
+    if run.board is not None:
+        run.board.epoch(row, HISTORY_COLUMNS)
     # a matplotlib figure costs ~0.3 s, a tenth of a FER epoch on a GPU: redraw once a minute, and at the end
     if row["epoch"] == run.cfg.epochs or time.time() - run.curves_drawn_at >= CURVES_EVERY_S:
         curves_png(run.state["history"], run.out / "curves.png", subtitle=f"train: {source_name(run.train_set)}, "
@@ -216,6 +348,8 @@ def final_report(run) -> dict:
         attention_report(best, run.val_set, validation_transform(best), run.out / "attention_maps.png",
                          autocast_dtype=run.amp_dtype, title=f"Attention maps: best.safetensors (epoch "
                          f"{state['best_epoch']}) on {split_title('val', run.val_set, run.split_rule)}")
+        if run.board is not None:
+            run.board.images([run.out / name for name in REPORT_PNGS], run.step)
         result["warnings"] = [w for w in (val["warning"], test and test["warning"] and f"test split: {test['warning']}")
                               if w]
         result.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], val_weighted_f1=val["weighted_f1"],
@@ -233,5 +367,13 @@ def final_report(run) -> dict:
         for w in result["warnings"]:
             warn(run, w)
     if run.main:
+        close_board(run)
         clean_temp_files(run.out)
     return result
+
+
+def close_board(run) -> None:
+    """Flush and close the TensorBoard writer, if there is one (once)."""
+    if run.board is not None:
+        run.board.close()
+        run.board = None

@@ -12,14 +12,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..checkpoints.runs import CONFIG, RUN_FILES, holds_run, read_config, resume_folder
+from ..checkpoints.runs import CONFIG, RUN_FILES, TENSORBOARD, holds_run, read_config, resume_folder
 from ..common.errors import ConfigError
 from ..common.files import TEMP_GLOB, ensure_folder
 from ..common.moved import serve_moved_names
 from ..data.splits import legacy_rule
 
 # TrainConfig fields added after the first release: a run folder saved before them may lack them.
-ADDED_LATER = ("mix_prob", "overwrite", "on_bad_image", "log_every", "val_split", "val_fraction")
+ADDED_LATER = ("mix_prob", "overwrite", "on_bad_image", "log_every", "val_split", "val_fraction", "tensorboard",
+               "cache", "cache_dir", "prefetch")
 __all__ = ["check_out_dir", "check_resume_options", "default_out", "prepare_out_dir", "clean_temp_files",
            "read_run_config"]
 
@@ -86,7 +87,9 @@ def prepare_out_dir(out: Path, *, replace: bool) -> None:
     """Create the run folder; with ``replace`` (--overwrite on a new run) remove the old run's files first."""
     ensure_folder(out)  # a file in the way is one line naming it, not a traceback
     if replace:
-        for path in [*(out / f for f in RUN_FILES), *out.glob("*.safetensors")]:
+        # the old run's event files too: TensorBoard would draw both runs as one
+        for path in [*(out / f for f in RUN_FILES), *out.glob("*.safetensors"),
+                     *(out / TENSORBOARD).glob("events.out.tfevents.*")]:
             if path.is_file():
                 path.unlink()
     clean_temp_files(out)

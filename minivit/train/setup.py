@@ -28,6 +28,7 @@ from .config import TrainConfig
 from .data import TrainData, given_data, load_data
 from .distributed import broadcast_string, setup_distributed, wrap_ddp
 from .optim import EMA, build_optimizer
+from .report import data_messages
 from .rundir import check_out_dir, default_out
 
 
@@ -65,6 +66,8 @@ class Run:
     curves_drawn_at: float = 0.0  # when curves.png was last drawn (time.time())
     timed_images: int = 0  # steady-state throughput: images and seconds of training steps, validation excluded
     timed_seconds: float = 0.0
+    epoch_timing: dict = field(default_factory=dict)  # this epoch's start, training seconds and images: history.csv
+    board: object = None  # the TensorBoard writer (minivit/train/board.py): rank 0, with --tensorboard
 
     @property
     def main(self) -> bool:
@@ -152,12 +155,15 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> 
     planned = plan_model(cfg, resume[0] if resume else None)
     # the channels pick the normalisation: the planned model's; a checkpoint's are known once it is read
     aug = augment_config(cfg.image_size, planned.in_chans if planned else 3, cfg.augment)
+    if cfg.resume and train_set is None:
+        check_listed_split(cfg)  # before anything is decoded (or a decoded cache built)
     if train_set is None:
-        splits = load_data(cfg, progress=cfg.progress and rank == 0)
+        with data_messages(cfg):  # building a decoded cache, and why: the run's own lines
+            splits = load_data(cfg, progress=cfg.progress and rank == 0)
     else:
         splits = given_data(cfg, train_set, val_set, test_set)
     if cfg.resume:
-        check_resumed_split(cfg, splits.rule)
+        check_resumed_split(cfg, splits.rule)  # also where the listing could not tell (CSVs, skipped files)
     train_set = splits.train
     data = TrainData(train_set, cfg, device, world)
     model = build_model(cfg, len(train_set.classes), planned, resumed=resume is not None).to(device).train()
@@ -187,6 +193,19 @@ def check_resumed_split(cfg: TrainConfig, rule: dict) -> None:
         raise ConfigError(f"--resume {cfg.resume}: the validation split carved out of {cfg.data} is not the run's "
                           f"(held-out images hash to {rule.get('val_hash')}, the run recorded {saved['val_hash']}): "
                           f"the training images changed since the run; start a new run")
+
+
+def check_listed_split(cfg: TrainConfig) -> None:
+    """check_resumed_split from the training files' listing alone, where it tells: every listed file is
+    then read (--on-bad-image raise), so the ids carved are the listed ones."""
+    from ..data.splits import listed_val_hash
+
+    saved = saved_split_rule(resume_folder(cfg.resume))
+    if not saved or saved.get("val") != "carved" or cfg.on_bad_image != "raise" or cfg.data == "synthetic":
+        return
+    digest = listed_val_hash(cfg.data, saved["val_fraction"], saved["seed"])
+    if digest is not None:
+        check_resumed_split(cfg, {"val_hash": digest})
 
 
 def restore_run(run: Run, tensors: dict, state: dict) -> None:
