@@ -26,7 +26,7 @@ cache is also used from a folder this process cannot write (one shared read-only
 
 On disk, ``<cache_dir>/<key>/``, where key is the sha256 of the manifest (first 32 hex digits):
 
-    images.u8      raw uint8 (N, C, H, W) in C order, no header: map_private (np.memmap, torch.from_file) reads it as is
+    images.u8      raw uint8 (N, C, H, W) in C order, no header: map_private maps it as is (so would np.memmap)
     targets.npy    int64 (N,) or float32 (N, K) targets of the kept images (numpy format, no pickles)
     kept.npy       int64 (N,): which listed files the rows are (under on_error="skip", unreadable ones are not)
     manifest.json  what it was built from: every file with size and mtime_ns, the labels' sha256, the size,
