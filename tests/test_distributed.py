@@ -41,7 +41,11 @@ code = main(sys.argv[1:])
 tasks = "/proc/self/task"
 threads = sorted(open(f"{{tasks}}/{{t}}/comm").read().strip() for t in os.listdir(tasks)) if os.path.isdir(tasks) else "?"
 alive = [g() is not None for g in groups]
-print(f"rank {{os.environ['RANK']}}: groups joined {{len(groups)}}, alive after main {{sum(alive)}}, threads {{threads}}", flush=True)
+report = f"rank {{os.environ['RANK']}}: groups joined {{len(groups)}}, alive after main {{sum(alive)}}, threads {{threads}}\\n"
+# one write() of a line under PIPE_BUF bytes: the pipe both ranks share never interleaves it with the
+# other rank's (print may write the text and its newline separately: "...]rank 1: ...")
+sys.stdout.flush()
+os.write(1, report.encode())
 sys.exit(code)
 """
 
