@@ -23,6 +23,7 @@ from minivit.data.cache import CachePlan
 from minivit.data.imageset import RowView
 from minivit.train import TrainConfig, train
 from minivit.train.data import SAMPLE_LOG_ENV
+from processes import run_python
 from test_cache import cache_folders, make_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,16 +97,7 @@ def test_a_killed_run_resumed_from_the_cache_is_exact(data, tmp_path):
 
 
 def command(args, env=None, timeout=240) -> subprocess.CompletedProcess:
-    """A command in its own session (a hang kills it and every process it started)."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{' '.join(map(str, args[:6]))} timed out after {timeout}s: {err[-3000:]}")
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+    return run_python(args, env, timeout)
 
 
 def test_the_cli_says_it_builds_then_maps(data, tmp_path):

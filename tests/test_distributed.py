@@ -8,13 +8,12 @@ CPU load. Whether the group outlives cleanup_distributed, though, is determinist
 these tests check, through the training command itself.
 """
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from processes import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,18 +53,9 @@ TINY = ["--synthetic-samples", "128", "--img-size", "16", "--patch-size", "4", "
 
 
 def torchrun(script: Path, args: list, timeout: int = 120) -> subprocess.CompletedProcess:
-    """2 CPU processes; run in their own session so a hang kills torchrun and both workers."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(script), *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"torchrun timed out after {timeout}s: {err[-2000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    """2 CPU processes (a hang kills torchrun and both workers: processes.run_python)."""
+    return run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script, *args],
+                      timeout=timeout)
 
 
 @pytest.mark.parametrize("stop_after", [0, 3], ids=["finished", "stop-after"])

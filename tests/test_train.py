@@ -1,10 +1,6 @@
 """The training loop: optimiser rules, schedule, exact resume, DDP on CPU, the CLI."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +12,7 @@ from minivit.checkpoints import read_extra
 from minivit.common.device import resolve_precision
 from minivit.common.errors import ConfigError
 from minivit.train import EMA, TrainConfig, epoch_indices, layer_id, lr_at, param_groups, soft_cross_entropy, train
+from processes import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64)
@@ -183,20 +180,6 @@ def test_from_pretrained_reads_our_checkpoints(tmp_path):
         assert torch.equal(v, saved[f"model.{k}"]), k
 
 
-def _run(args, timeout=90):
-    """Run a script in its own process group, so a hang kills every process it started (torchrun's workers)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{' '.join(args[:4])} timed out after {timeout}s: {err[-2000:]}")
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
-
-
 TINY_CLI = ["--synthetic-samples", "256", "--img-size", "16", "--patch-size", "4", "--dim", "32", "--depth", "1",
             "--heads", "2", "--mlp-dim", "64", "--batch-size", "32", "--no-progress"]
 
@@ -204,7 +187,7 @@ TINY_CLI = ["--synthetic-samples", "256", "--img-size", "16", "--patch-size", "4
 def test_ddp_two_processes_gloo(tmp_path):
     """torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes the run folder."""
     out = tmp_path / "ddp"
-    r = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    r = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
               "examples/finetune_fer.py", *TINY_CLI, "--epochs", "2", "--device", "cpu", "--out", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
     saved = json.loads((out / "config.json").read_text())
@@ -215,21 +198,21 @@ def test_ddp_two_processes_gloo(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    r = _run(["examples/finetune_fer.py", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x")])
+    r = run_python(["examples/finetune_fer.py", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x")])
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = _run(["examples/evaluate_fer.py", "--checkpoint", str(tmp_path / "missing.safetensors")])
+    r = run_python(["examples/evaluate_fer.py", "--checkpoint", str(tmp_path / "missing.safetensors")])
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
 
 
 def test_cli_train_resume_and_evaluate(tmp_path):
     out = tmp_path / "cli"
-    r = _run(["examples/finetune_fer.py", *TINY_CLI, "--epochs", "1", "--out", str(out)])
+    r = run_python(["examples/finetune_fer.py", *TINY_CLI, "--epochs", "1", "--out", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
-    r = _run(["examples/finetune_fer.py", "--resume", str(out), "--epochs", "2", "--no-progress"])
+    r = run_python(["examples/finetune_fer.py", "--resume", str(out), "--epochs", "2", "--no-progress"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(json.loads((out / "history.json").read_text())) == 2
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
-    r = _run(["examples/evaluate_fer.py", "--checkpoint", str(out), "--tta"])
+    r = run_python(["examples/evaluate_fer.py", "--checkpoint", str(out), "--tta"])
     assert r.returncode == 0, r.stderr[-3000:]
     # the default split is the test split: the synthetic test faces, which selected nothing
     report = json.loads((out / "eval-synthetic-test-tta" / "metrics.json").read_text())
@@ -307,7 +290,7 @@ def test_ddp_mid_epoch_resume_counts_every_image_once(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     for args in ([*new_run, "--out", str(full)], [*new_run, "--out", str(part), "--stop-after", "3"],  # saved at step 2
                  ["--resume", str(part), "--stop-after", "0"]):
-        r = _run([*torchrun, *args])
+        r = run_python([*torchrun, *args])
         assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((full / "history.json").read_text())[0]
     b = json.loads((part / "history.json").read_text())[0]

@@ -7,12 +7,7 @@
     plots.py      the PNGs, with matplotlib: confusion matrix, training curves, attention overlays
     cli.py        ``python -m minivit.evaluate``: a saved model, its run folder, the data it is scored on
 
-Example:
-    >>> import torch
-    >>> from minivit.evaluate import classification_metrics
-    >>> m = classification_metrics(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1]), classes=("a", "b"))
-    >>> m["accuracy"], round(m["macro_f1"], 3)
-    (0.75, 0.733)
+Each module's docstring has a runnable example (metrics.py: classification_metrics).
 """
 
 from ..common.moved import serve_moved_names
