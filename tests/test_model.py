@@ -1,6 +1,8 @@
 """The model: published sizes, the one forward and its out dict, both attention paths, the conv stem,
 resampling, precision, compile."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 import minivit
 from minivit import ConfigError, ViT, ViTConfig, create_model, resample_pos_embed
+from minivit.checkpoints import save_checkpoint
 from minivit.model.config import config_from_name, parse_name
 
 
@@ -339,6 +342,33 @@ def test_conv_stem_structure_follows_xiao_et_al():
     x = torch.randn(2, 1, 48, 48)
     assert stem.convs(x).shape == (2, 192, 12, 12)
     assert len(ViT(tiny(stem="conv", patch_size=16, image_size=32)).patch_embed.convs) == 1 + 2 * 4
+
+
+def test_stem_width_sets_the_first_stage_and_doubles_per_halving(tmp_path):
+    """stem_width=w: w channels at full resolution, 2w, 4w after each stride-2 stage; the 1x1 projects to D."""
+    config = conv_tiny(dim=64, in_chans=1, stem_width=12)
+    stem = ViT(config).patch_embed
+    assert [layer.conv.out_channels for layer in stem.convs] == [12, 24, 24, 48, 48]
+    assert (stem.proj.in_channels, stem.proj.out_channels) == (48, 64)
+    model = randomized(ViT(config)).eval()
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        assert stem.convs(x).shape == (2, 48, 12, 12)
+    save_checkpoint(model, tmp_path / "w.safetensors")  # the width is part of the saved config
+    back = ViT.from_pretrained(tmp_path / "w.safetensors")
+    assert back.config.stem_width == 12
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(stem="patch", stem_width=16), "stem_width=16 needs stem='conv'"),
+    (dict(stem="conv", stem_width=0), "stem_width must be None or an integer >= 1, not 0"),
+    (dict(stem="conv", stem_width=8.5), "stem_width must be None or an integer >= 1, not 8.5"),
+])
+def test_stem_width_is_checked(fields, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        tiny(**fields)
 
 
 def test_conv_stem_needs_a_power_of_two_patch():

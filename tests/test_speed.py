@@ -4,6 +4,8 @@ float32 paths must match at float32 tolerance; the bf16 inference copy at the to
 minivit.speed (BF16_RTOL, relative to the logits' norm).
 """
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -130,3 +132,24 @@ def test_allow_tf32_sets_high_matmul_precision():
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+def test_channels_last_computes_the_same_logits_and_gradients_as_the_plain_model():
+    torch.manual_seed(0)
+    plain = ViT(ViTConfig(image_size=24, patch_size=4, in_chans=1, stem="conv", stem_width=8, dim=32, depth=2,
+                          heads=2, mlp_dim=64, num_classes=7)).train()
+    with torch.no_grad():
+        plain.head.weight.normal_()  # a zero head would hide every difference upstream of it
+    fast = speed.channels_last(copy.deepcopy(plain))
+    assert fast.patch_embed.convs[1].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.patch_embed.convs[1].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(5, 1, 24, 24, generator=torch.Generator().manual_seed(1))
+    a, b = plain(x), fast(x)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+        err = ((q.grad - p.grad).norm() / p.grad.norm()).item()
+        assert err < 1e-5, f"{name}: relative gradient error {err:.2e}"
+    # the BatchNorm running statistics moved the same way
+    torch.testing.assert_close(fast.patch_embed.convs[0].norm.running_var, plain.patch_embed.convs[0].norm.running_var)

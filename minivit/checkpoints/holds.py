@@ -119,7 +119,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("odd_mlp_dim", "`mlp_dim` that int(dim * (mlp_dim / dim)) misses (dim=56, mlp_dim=61)", ("mlp_dim",),
             dict(dim=56, heads=4, mlp_dim=61), lambda c, s: int(c.dim * (c.mlp_dim / c.dim)) != c.mlp_dim,
             "mlp_dim={mlp_dim}"),
-    Setting("conv_stem", "`stem='conv'` (a convolutional stem)", ("stem",), dict(stem="conv"),
+    Setting("conv_stem", "`stem='conv'` (a convolutional stem, any `stem_width`)", ("stem", "stem_width"), dict(stem="conv"),
             lambda c, s: c.stem == "conv", "stem='conv'"),
     Setting("cls_position", "a CLS token with a position embedding (`pos_embed[:, 0]` not zero)", (),
             dict(), _cls_position, "a CLS position embedding (pos_embed[:, 0] is not zero)", _zero_cls_position,

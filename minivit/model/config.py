@@ -97,6 +97,9 @@ class ViTConfig:
     # "conv": 3x3 conv + BatchNorm + GELU layers downsampling to the same grid, then a 1x1
     # projection (Xiao et al. 2021, "Early Convolutions Help Transformers See Better").
     stem: str = "patch"
+    # The conv stem's channels at full resolution, doubled by each stride-2 stage (16 with patch 8:
+    # 16 -> 32 -> 64 -> 128). None: the stages widen to dim / 2 (ConvStem's docstring).
+    stem_width: int | None = None
 
     def __post_init__(self):
         problems = self._range_problems()
@@ -105,6 +108,8 @@ class ViTConfig:
             if self.stem == "conv" and not is_power_of_two(self.patch_size):
                 problems.append(f"stem='conv' needs a power-of-two patch_size (each stage halves the grid), "
                                 f"not {self.patch_size}")
+            if self.stem_width is not None and self.stem != "conv":
+                problems.append(f"stem_width={self.stem_width} needs stem='conv' (the patch stem has no conv stages)")
             if self.dim % self.heads:
                 problems.append(f"dim={self.dim} is not divisible by heads={self.heads}")
             if h % self.patch_size or w % self.patch_size:
@@ -125,6 +130,8 @@ class ViTConfig:
                 problems.append(f"{name} must be an integer >= 1, not {getattr(self, name)!r}")
         if not (_is_int(self.num_classes) and self.num_classes >= 0):
             problems.append(f"num_classes must be an integer >= 0, not {self.num_classes!r}")
+        if self.stem_width is not None and not (_is_int(self.stem_width) and self.stem_width >= 1):
+            problems.append(f"stem_width must be None or an integer >= 1, not {self.stem_width!r}")
         if self.representation_size is not None and not (_is_int(self.representation_size)
                                                          and self.representation_size >= 1):
             problems.append(f"representation_size must be None or an integer >= 1, not {self.representation_size!r}")

@@ -93,8 +93,10 @@ class ConvStem(nn.Module):
 
     For a patch size p = 2**k: one 3x3 stride-1 conv at full resolution, then k stages of
     (3x3 stride-2, 3x3 stride-1), each conv + BatchNorm + GELU; a 1x1 conv projects to D.
-    Widths double each stage and end at D/2: stage j of k has D / 2**(k + 1 - j) channels
-    (at least 8), so p=4, D=384 runs 48 -> 96 -> 192 -> 384. For a 48x48 gray face, p=4:
+    Widths double each stage. By default they end at D/2: stage j of k has D / 2**(k + 1 - j)
+    channels (at least 8), so p=4, D=384 runs 48 -> 96 -> 192 -> 384; ``stem_width=w`` sets the
+    first instead (w * 2**j), to give the stem more of the compute than the tokens' width would.
+    For a 48x48 gray face, p=4, D=384:
 
         (B, 1, 48, 48) -> conv s1 (B, 48, 48, 48) -> conv s2 (B, 96, 24, 24) -> conv s1 (B, 96, 24, 24)
                        -> conv s2 (B, 192, 12, 12) -> conv s1 (B, 192, 12, 12) -> 1x1 (B, 384, 12, 12)
@@ -108,7 +110,10 @@ class ConvStem(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         k = config.patch_size.bit_length() - 1  # p = 2**k stages of stride 2
-        width = lambda j: max(config.dim // 2 ** (k + 1 - j), 8)  # noqa: E731 - stage j's channels, D/2 at j = k
+        if config.stem_width:
+            width = lambda j: config.stem_width * 2 ** j  # noqa: E731 - stage j's channels
+        else:
+            width = lambda j: max(config.dim // 2 ** (k + 1 - j), 8)  # noqa: E731 - stage j's channels, D/2 at j = k
         layers = [ConvBNGELU(config.in_chans, width(0), stride=1)]
         for j in range(1, k + 1):
             layers += [ConvBNGELU(width(j - 1), width(j), stride=2), ConvBNGELU(width(j), width(j), stride=1)]
@@ -129,7 +134,7 @@ class ConvStem(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.convs(x)  # (B, D/2, H/p, W/p)
+        x = self.convs(x)  # (B, C, H/p, W/p), C = D/2 or stem_width * p/2
         x = self.proj(x)  # (B, D, H/p, W/p)
         return rearrange(x, "b d h w -> b (h w) d")  # (B, N, D), row-major as PatchEmbed
 

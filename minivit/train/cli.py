@@ -37,7 +37,7 @@ from .profiles import SIZE_FIELDS, epilog, profile_fields
 from .rundir import read_run_config
 
 # Flags that become ViTConfig overrides (with their valid values).
-MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "stem", "in_chans")
+MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "stem", "stem_width", "in_chans")
 
 
 def add_data_options(p) -> None:
@@ -75,6 +75,8 @@ def add_model_options(p) -> None:
     a("--mlp-dim", type=integer(at_least=1), help="override the model's MLP width")
     a("--stem", choices=STEMS, help="patch: one patchify convolution (Google's ViT); conv: a stack of "
       "3x3 convolutions down to the token grid (Xiao et al. 2021)")
+    a("--stem-width", type=integer(at_least=1), help="conv stem only: channels of its full-resolution layer, doubled "
+      "by each stride-2 stage (default: the stages widen to dim / 2)")
     a("--in-chans", type=integer(at_least=min(IN_CHANS), at_most=max(IN_CHANS)), choices=IN_CHANS,
       help="input channels: 1 for grayscale faces, 3 for RGB (2 is neither)")
     a("--image-size", "--img-size", type=r["image_size"],

@@ -44,7 +44,7 @@ PROFILES = {
                     tta=True, compile="auto"),
 }
 # The ViTConfig fields a profile sizes its model by: a model named by the user keeps its own.
-SIZE_FIELDS = ("patch_size", "dim", "depth", "heads", "mlp_dim")
+SIZE_FIELDS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "stem_width")
 
 
 def profile_for(data: str, weights: str = "none") -> str:

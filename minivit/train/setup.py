@@ -23,6 +23,7 @@ from ..common.errors import ConfigError
 from ..data.augment import AugmentConfig, augment_config
 from ..data.provenance import trained_on
 from ..model.config import ViTConfig, config_from_name
+from ..model.speed import channels_last
 from ..model.vit import ViT
 from .config import TrainConfig
 from .data import TrainData, given_data, load_data
@@ -167,6 +168,8 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> 
     train_set = splits.train
     data = TrainData(train_set, cfg, device, world)
     model = build_model(cfg, len(train_set.classes), planned, resumed=resume is not None).to(device).train()
+    if device.type == "cpu" and model.config.stem == "conv":
+        channels_last(model)  # oneDNN's convolutions run NHWC: measured faster on the CPU (minivit/model/speed.py)
     if model.config.in_chans != aug.channels:  # a pretrained checkpoint decided its own channels
         aug = dataclasses.replace(aug, channels=model.config.in_chans)
     optimizer = build_optimizer(model, cfg, device)
