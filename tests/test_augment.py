@@ -275,3 +275,36 @@ def test_rgb_becomes_luminance_for_one_channel_models():
     torch.testing.assert_close(eval_transform(gray, imagenet), (gray.float() / 255 - m) / s, atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="channels"):
         eval_transform(gray, AugmentConfig(16, channels=2))
+
+
+@given(st.integers(1, 6), st.integers(8, 40), st.integers(8, 40), st.integers(0, 2**31 - 1))
+@FAST
+def test_random_erase_replaces_one_box_per_erased_image(b, h, w, seed):
+    """p = 1: every image gets one axis-aligned box of noise, 2-33% of its area (rounding aside), the rest untouched."""
+    x = torch.full((b, 1, h, w), 2.0)  # outside noise's [0, 1): erased pixels are exactly the changed ones
+    out = augment.random_erase(x, 1.0, torch.Generator().manual_seed(seed))
+    for img in out[:, 0]:
+        changed = img != 2.0
+        rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+        assert len(rows) and len(cols)
+        box_h, box_w = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+        assert int(changed.sum()) == box_h * box_w  # one solid rectangle
+        assert bool((img[changed] >= 0).all() and (img[changed] < 1).all())
+        # the area rule, allowing for the rounding of each side to whole pixels and the clamp to the image
+        assert box_h * box_w <= math.ceil(math.sqrt(h * w * augment.ERASE_AREA[1] * augment.ERASE_ASPECT[1]) + 1) * w
+
+
+def test_random_erase_probability_and_stream():
+    x = torch.zeros(4000, 1, 12, 12)
+    out = augment.random_erase(x, 0.3, torch.Generator().manual_seed(0))
+    share = (out != 0).flatten(1).any(1).float().mean().item()
+    assert abs(share - 0.3) < 0.03  # the share of erased images is p
+    assert torch.equal(augment.random_erase(x, 0.0, torch.Generator().manual_seed(0)), x)
+    # erase=0 draws nothing: train_transform with it off is the transform it was before the option existed
+    imgs = _images(8, 1, 48, 48)
+    a = train_transform(imgs, AugmentConfig(48, channels=1), torch.Generator().manual_seed(3))
+    b = train_transform(imgs, AugmentConfig(48, channels=1, erase=0.0), torch.Generator().manual_seed(3))
+    c = train_transform(imgs, AugmentConfig(48, channels=1, erase=1.0), torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ConfigError, match=r"erase=1.5 \(must be a probability in \[0, 1\]\)"):
+        AugmentConfig(48, erase=1.5)

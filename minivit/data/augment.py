@@ -53,6 +53,7 @@ class AugmentConfig:
     rotate_deg: float = 10.0                    # rotation uniform in [-rotate_deg, rotate_deg]
     brightness: float = 0.2                     # multiply by a factor in [1 - b, 1 + b]
     contrast: float = 0.2                       # scale deviations from the image mean by [1 - c, 1 + c]
+    erase: float = 0.0                          # probability of random erasing: a box of noise over part of the face
 
     def __post_init__(self):
         """Each setting's range, in one line naming every bad one (a TrainConfig.augment dict can hold anything)."""
@@ -66,6 +67,7 @@ class AugmentConfig:
             "rotate_deg": (is_number(self.rotate_deg) and self.rotate_deg >= 0, "a number of degrees >= 0"),
             "brightness": (is_number(self.brightness) and 0 <= self.brightness < 1, "a number in [0, 1)"),
             "contrast": (is_number(self.contrast) and 0 <= self.contrast < 1, "a number in [0, 1)"),
+            "erase": (is_number(self.erase) and 0 <= self.erase <= 1, "a probability in [0, 1]"),
         }
         problems = [f"{name}={getattr(self, name)!r} (must be {want})" for name, (ok, want) in checks.items() if not ok]
         if problems:
@@ -198,7 +200,7 @@ def crop_flip_rotate_theta(batch: int, height: int, width: int, aug: AugmentConf
 def train_transform(images: torch.Tensor, aug: AugmentConfig,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Random resized crop + flip + rotation + resize (one grid_sample), brightness/contrast jitter,
-    channel conversion, normalisation: uint8 (B, 1|3, h, w) -> float32 (B, aug.channels, S, S), same device.
+    random erasing (``aug.erase``), channel conversion, normalisation: uint8 (B, 1|3, h, w) -> float32 (B, aug.channels, S, S), same device.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> x = train_transform(torch.randint(0, 256, (4, 1, 48, 48), dtype=torch.uint8), AugmentConfig(32), g)
@@ -233,7 +235,42 @@ def train_transform(images: torch.Tensor, aug: AugmentConfig,
             m = gray.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
             x = (x - m) * (1 + aug.contrast * (2 * u[:, 1] - 1)) + m
         x = x.clamp(0, 1)
+    if aug.erase:  # drawn only when on: runs without it keep their random stream
+        x = random_erase(x, aug.erase, generator)
     return _finish(x, aug)
+
+
+# Random erasing's box, as torchvision's RandomErasing: 2-33% of the image, aspect h/w in [0.3, 3.3].
+ERASE_AREA = (0.02, 1 / 3)
+ERASE_ASPECT = (0.3, 3.3)
+
+
+def random_erase(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020): with probability ``p`` per image, a random box (ERASE_AREA of
+    the image, aspect ERASE_ASPECT) is replaced by uniform noise. The model cannot rely on any one part of
+    the face (an eye, the mouth): what occlusion by a hand or glasses does in the wild.
+    (B, C, S, S) in [0, 1] -> the same shape, every box drawn at once on x's device.
+
+    >>> x = random_erase(torch.zeros(4, 1, 16, 16), 1.0, torch.Generator().manual_seed(0))
+    >>> [round(float((img != 0).float().mean()), 2) > 0 for img in x]  # every image got a box
+    [True, True, True, True]
+    """
+    B, C, H, W = x.shape
+    u = torch.rand(B, 5, generator=generator, device=x.device)
+    area = H * W * (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u[:, 0])  # (B,) pixels
+    log_lo, log_hi = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])  # (B,) h / w
+    h = torch.sqrt(area * aspect).round().clamp(1, H)  # (B,)
+    w = torch.sqrt(area / aspect).round().clamp(1, W)
+    top = (u[:, 2] * (H - h + 1)).floor()  # (B,) the box stays inside the image
+    left = (u[:, 3] * (W - w + 1)).floor()
+    rows = torch.arange(H, device=x.device).view(1, H, 1)
+    cols = torch.arange(W, device=x.device).view(1, 1, W)
+    inside = ((rows >= top.view(B, 1, 1)) & (rows < (top + h).view(B, 1, 1))
+              & (cols >= left.view(B, 1, 1)) & (cols < (left + w).view(B, 1, 1)))  # (B, H, W)
+    box = (inside & (u[:, 4] < p).view(B, 1, 1)).unsqueeze(1)  # (B, 1, H, W), only images drawn to be erased
+    noise = torch.rand(x.shape, generator=generator, device=x.device)  # (B, C, H, W) in [0, 1)
+    return torch.where(box, noise, x)  # (B, C, H, W)
 
 
 def one_hot(targets: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
