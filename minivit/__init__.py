@@ -13,7 +13,6 @@ evaluate, train, inference; the modules directly in minivit/ are the commands pe
 ``minivit/__main__.py`` is the ``minivit`` command's table of them).
 """
 
-from .common import moved
 from .common.errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError, OutputError
 from .common.version import __version__
 from .model.config import ViTConfig, config_from_name
@@ -34,8 +33,6 @@ __all__ = [
     "OutputError",
     "Predictor",
 ]
-
-moved.install()  # old module paths (minivit.augment, minivit.checkpoints.io, ...) keep importing: common/moved.py
 
 
 def __getattr__(name: str):

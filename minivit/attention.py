@@ -17,7 +17,6 @@ from pathlib import Path
 
 from .common.cli import ArgumentParser, command_prog, fail, integer, output_file_problem, run
 from .common.errors import ConfigError
-from .common.moved import serve_moved_names
 from .evaluate.plots import attention_overlay_png
 from .inference import faces
 from .inference.attention_maps import attention_maps
@@ -78,8 +77,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     print(attention_overlay_png(view, maps, out_path, title=title))
     return 0
 
-
-__getattr__ = serve_moved_names(__name__)  # minivit.attention.attention_maps & co: in minivit.inference (moved.py)
 
 if __name__ == "__main__":
     sys.exit(run(main))

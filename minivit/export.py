@@ -18,7 +18,6 @@ import torch
 
 from .common.cli import ArgumentParser, command_prog, fail, integer, number, output_file_problem, run
 from .common.files import atomic_write
-from .common.moved import serve_moved_names
 from .inference.onnx_export import (DEFAULT_OPSET, INSTALL_HINT, TOLERANCE, VerificationFailed, add_metadata,
                                     export_onnx, real_input, verify)
 from .inference.predictor import load_model
@@ -85,8 +84,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     print(f"wrote {out} (opset {args.opset}, verified with ONNX Runtime within {args.tolerance:g})")
     return 0
 
-
-__getattr__ = serve_moved_names(__name__)  # minivit.export.export_onnx & co: in minivit.inference.onnx_export
 
 if __name__ == "__main__":
     sys.exit(run(main))

@@ -14,7 +14,6 @@ import sys
 
 from .checkpoints.hub import DEFAULT_WEIGHTS_DIR, WEIGHTS_DIR_ENV, load_manifest, resolve
 from .common.cli import ArgumentParser, command_prog, run
-from .common.moved import serve_moved_names
 
 
 def build_parser(prog: str | None = None) -> ArgumentParser:
@@ -37,8 +36,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(resolve(args.name, weights_dir=args.weights_dir))
     return 0
 
-
-__getattr__ = serve_moved_names(__name__)  # minivit.hub.resolve & co: the library half moved (see moved.py)
 
 if __name__ == "__main__":
     sys.exit(run(main))

@@ -41,7 +41,6 @@ from PIL import Image, ImageDraw, ImageFont
 from .common.cli import ArgumentParser, command_prog, fail, integer, number, output_file_problem, run
 from .common.device import DEVICES
 from .common.files import atomic_write
-from .common.moved import serve_moved_names
 from .data.folders import IMAGE_SUFFIXES
 from .data.provenance import kind_note
 from .inference import faces, video
@@ -303,7 +302,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"annotated: {annotate(image, result, args.annotate)}", file=sys.stderr)
     return 2 if any(r.get("error") for r in records) else 0
 
-__getattr__ = serve_moved_names(__name__)  # minivit.predict.Predictor & co: now in minivit.inference (moved.py)
 
 if __name__ == "__main__":
     sys.exit(run(main))

@@ -11,7 +11,6 @@ import sys
 
 from .common.cli import ArgumentParser, command_prog, integer, number, run
 from .common.errors import ConfigError
-from .common.moved import serve_moved_names
 from .inference.predictor import DETECTED, Predictor
 from .inference.web import INSTALL_HINT, MAX_UPLOAD_BYTES, SERVE_MAX_PIXELS, create_app
 from .predict import add_image_options
@@ -57,8 +56,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.port else "info")
     return 0
 
-
-__getattr__ = serve_moved_names(__name__)  # minivit.serve.create_app & co: in minivit.inference.web (moved.py)
 
 if __name__ == "__main__":
     sys.exit(run(main))

@@ -255,12 +255,12 @@ def test_attention_report_maps_are_the_rollout_of_each_image(tmp_path, monkeypat
 
 # ----------------------------------------------------------------------------- the evaluation command
 
-def fake_run(folder, model, samples=64, img_size=16, seed=3):
+def fake_run(folder, model, samples=64, image_size=16, seed=3):
     """A run folder as minivit.train writes it: best.safetensors and config.json (train section)."""
     folder.mkdir(parents=True)
     save_checkpoint(model, folder / "best.safetensors", extra={"epoch": 1})
     (folder / "config.json").write_text(json.dumps(
-        {"train": {"data": "synthetic", "synthetic_samples": samples, "img_size": img_size, "seed": seed}}))
+        {"train": {"data": "synthetic", "synthetic_samples": samples, "image_size": image_size, "seed": seed}}))
     return folder
 
 

@@ -69,8 +69,7 @@ def set_rng_state(state: dict) -> None:
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
-        saved = state["cuda"][0] if isinstance(state["cuda"], list) else state["cuda"]  # list: older files
-        torch.cuda.set_rng_state(_unb64(saved))
+        torch.cuda.set_rng_state(_unb64(state["cuda"]))
 
 
 def save_resume(path, model, optimizer, scaler, ema, state: dict) -> None:

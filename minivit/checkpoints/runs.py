@@ -47,8 +47,6 @@ REPORT_FILES = ("history.json", "history.csv", "metrics.json", "curves.png", "co
                 "attention_maps.png")
 RUN_FILES = (CONFIG, *REPORT_FILES)  # plus *.safetensors: what a run writes, and what --overwrite removes
 TENSORBOARD = "tensorboard"  # the folder of a run's event files (--tensorboard); --overwrite removes them too
-# config.json "train" fields that were renamed: a run folder saved before the rename still reads
-OLD_TRAIN_FIELDS = {"img_size": "image_size"}
 
 
 def is_run_folder(folder) -> bool:
@@ -97,18 +95,8 @@ def resume_folder(resume) -> Path:
     return p if p.is_dir() or p.suffix != ".safetensors" else p.parent
 
 
-def current_train_fields(fields: dict) -> dict:
-    """A config.json "train" section with the fields renamed since (OLD_TRAIN_FIELDS) under their new names."""
-    fields = dict(fields)
-    for old, new in OLD_TRAIN_FIELDS.items():
-        if old in fields:
-            fields.setdefault(new, fields.pop(old))
-    return fields
-
-
 def read_config(folder) -> dict:
-    """A run folder's config.json, its "train" section under today's field names; one line naming the
-    file when it is missing, unreadable or not a run's."""
+    """A run folder's config.json; one line naming the file when it is missing, unreadable or not a run's."""
     path = Path(folder) / CONFIG
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -118,7 +106,7 @@ def read_config(folder) -> dict:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
         raise ConfigError(f"{path}: has no \"train\" section (not a minivit run's config.json)")
-    return dict(saved, train=current_train_fields(saved["train"]))
+    return saved
 
 
 def split_rule_of(saved: dict) -> dict | None:
@@ -137,5 +125,5 @@ def saved_split_rule(folder) -> dict | None:
 
 
 __all__ = ["CONFIG", "BEST", "LAST", "RESUME", "REPORT_FILES", "RUN_FILES", "TENSORBOARD", "is_run_folder", "holds_run",
-           "run_weights", "locate_checkpoint", "resume_folder", "read_config", "current_train_fields",
+           "run_weights", "locate_checkpoint", "resume_folder", "read_config",
            "split_rule_of", "saved_split_rule"]

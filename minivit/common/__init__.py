@@ -4,6 +4,5 @@
     cli.py      option checking up front (number, integer), one-line errors and exit code 2 (run)
     files.py    writing files atomically (atomic_write, write_json), folders, sha256
     device.py   which device, which precision (pick_device, resolve_precision)
-    moved.py    old module paths (minivit.augment, minivit.checkpoints.io, ...) served from their new homes
     version.py  minivit's version (minivit.__version__, minivit --version)
 """

@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..common.errors import ConfigError, DataError
-from .formats import detect_format, list_split, load_dataset
+from .formats import list_split, load_dataset
 from .imageset import ImageSet
 from .labels import MissingSplit
 from .synthetic import synthetic_split, synthetic_test_set
@@ -192,31 +191,6 @@ def load_splits(data: str, val_split: str = "auto", val_fraction: float = DEFAUL
                                                    digest=digest))
 
 
-def legacy_rule(data: str) -> dict:
-    """The split rule of a run folder from before validation splits were carved (its config.json records
-    none): such a run validated on the dataset's val split, and where there was none on its test split
-    (Kaggle's FER2013 folders, RAF-DB) -- which is what resuming or evaluating it must say."""
-    fmt = None
-    if data != "synthetic":
-        try:
-            fmt = detect_format(data)
-        except DataError:  # gone since: the reader names it when it is read
-            pass
-    selected_on_test = fmt == "rafdb" or (fmt == "folders" and not _has_split_folder(data, "val"))
-    return {"val_split": "test" if selected_on_test else "auto", "val": "test" if selected_on_test else "dataset",
-            "val_fraction": None, "seed": None, "val_hash": None, "legacy": True}
-
-
-def _has_split_folder(root: str, split: str) -> bool:
-    from .folders import find_split_dir
-
-    try:
-        find_split_dir(root, split)
-        return True
-    except MissingSplit:
-        return False
-
-
 def load_run_split(data: str, split: str, rule: dict, *, synthetic: dict | None = None, **read) -> ImageSet:
     """One split of a run's own data exactly as the run had it: "val" is the carved validation split
     rebuilt from the recorded fraction and seed (its ids hash checked against the recorded one: a training
@@ -300,11 +274,6 @@ def absent_classes(splits: dict) -> list[str]:
     return warnings
 
 
-def data_name(data: str) -> str:
-    """How reports name a dataset: "synthetic faces", or the path's last part (fer2013, fer2013.csv)."""
-    return "synthetic faces" if data == "synthetic" else Path(str(data)).name or str(data)
-
-
 __all__ = ["VAL_SPLITS", "DEFAULT_VAL_FRACTION", "CARVE_SEED", "OPTIMISTIC", "DataSplits", "split_rule",
-           "carve_count", "carve_validation", "held_out", "listed_val_hash", "ids_hash", "load_splits", "load_run_split", "legacy_rule",
-           "selection_role", "source_name", "split_label", "split_title", "absent_classes", "synthetic_set", "data_name"]
+           "carve_count", "carve_validation", "held_out", "listed_val_hash", "ids_hash", "load_splits", "load_run_split",
+           "selection_role", "source_name", "split_label", "split_title", "absent_classes", "synthetic_set"]

@@ -33,8 +33,8 @@ REPORT_FILES = ("metrics.json", "confusion_matrix.png", "attention_maps.png")  #
 
 @dataclass
 class RunData:
-    """What a run folder says about its data: the dataset, how it was read, and its split rule (the one
-    its config.json recorded; for runs from before that record, minivit.data.splits.legacy_rule)."""
+    """What a run folder says about its data: the dataset, how it was read, and the split rule its
+    config.json recorded."""
 
     folder: Path
     train: dict  # config.json "train"
@@ -42,11 +42,8 @@ class RunData:
 
     @classmethod
     def read(cls, folder: Path) -> "RunData":
-        from ..data.splits import legacy_rule
-
         saved = read_config(folder)
-        data = str(saved["train"].get("data", "synthetic"))
-        return cls(folder, saved["train"], split_rule_of(saved) or legacy_rule(data))
+        return cls(folder, saved["train"], split_rule_of(saved) or {})
 
     @property
     def data(self) -> str:

@@ -12,9 +12,3 @@ and ViT.from_pretrained (vit.py) needs minivit.checkpoints: if importing minivit
 an __init__ that loaded vit.py, the two would import each other. So the model is reached as
 ``minivit.ViT`` (or ``from minivit.model.vit import ViT``), the config as ``minivit.ViTConfig``.
 """
-
-from ..common.moved import refuse_moved_names
-
-# `from minivit.model import ViT` (minivit/model.py was a module before this package) is an error naming
-# minivit.model.vit: the table is minivit/common/moved.py's NOT_SERVED, and nothing is imported to say so.
-__getattr__ = refuse_moved_names(__name__)

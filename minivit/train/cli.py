@@ -28,7 +28,6 @@ from pathlib import Path
 from ..checkpoints.runs import CONFIG, RESUME, resume_folder
 from ..common.cli import ArgumentParser, command_prog, integer
 from ..common.errors import ConfigError, MinivitError
-from ..common.moved import serve_moved_names
 from ..model.config import IN_CHANS, STEMS
 from .config import CHOICES, RANGES, TrainConfig
 from .distributed import cleanup_distributed, world_from_env
@@ -255,5 +254,3 @@ def main(argv=None, prog: str | None = None) -> int:
         print(done_line(result), flush=True)
     return 0
 
-
-__getattr__ = serve_moved_names(__name__)  # minivit.train.cli.PROFILES: now minivit.train.profiles (moved.py)

@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..checkpoints.runs import current_train_fields
 from ..common.cli import integer, number
 from ..common.device import DEVICES, PRECISIONS
 from ..common.errors import ConfigError
@@ -102,16 +101,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "TrainConfig") -> "TrainConfig":
-        """A TrainConfig from a dict (a config.json's "train", the fields of older runs under their
-        current names: img_size is image_size); unknown fields are an error naming ``where``."""
-        d = current_train_fields(d)
+        """A TrainConfig from a dict (a run's config.json "train", a --config file); unknown fields are an
+        error naming ``where``."""
+        d = dict(d)
         unknown = sorted(set(d) - cls.field_names())
         if unknown:
             raise ConfigError(f"{where}: unknown TrainConfig fields: {', '.join(unknown)}")
         if "betas" in d and isinstance(d["betas"], (list, tuple)):
             d["betas"] = tuple(d["betas"])
-        if isinstance(d.get("compile"), bool):  # config.json of runs before "auto" existed
-            d["compile"] = "yes" if d["compile"] else "no"
         return cls(**d)
 
     def to_dict(self) -> dict:

@@ -35,7 +35,7 @@ import types
 import typing
 from pathlib import Path
 
-from ..checkpoints.runs import CONFIG, current_train_fields
+from ..checkpoints.runs import CONFIG
 from ..common.errors import ConfigError
 from .config import CHOICES, RANGES, TrainConfig
 
@@ -58,9 +58,9 @@ def read_config_file(name) -> dict:
     if "train" in saved:  # a run's config.json (TrainConfig has no field named "train")
         if not isinstance(saved["train"], dict):
             raise ConfigError(f"{path}: \"train\" must be a mapping of TrainConfig fields, not {saved['train']!r}")
-        fields = {k: v for k, v in current_train_fields(saved["train"]).items() if k not in RUN_RECORD_KEYS}
+        fields = {k: v for k, v in saved["train"].items() if k not in RUN_RECORD_KEYS}
     else:
-        fields = current_train_fields(saved)
+        fields = dict(saved)
         for key in ("resume", "overwrite"):
             if fields.get(key):
                 raise ConfigError(f"{path}: {key}: set on the command line only (--{key}), not in a config file")

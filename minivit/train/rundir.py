@@ -15,12 +15,7 @@ from pathlib import Path
 from ..checkpoints.runs import CONFIG, RUN_FILES, TENSORBOARD, holds_run, read_config, resume_folder
 from ..common.errors import ConfigError
 from ..common.files import TEMP_GLOB, ensure_folder
-from ..common.moved import serve_moved_names
-from ..data.splits import legacy_rule
 
-# TrainConfig fields added after the first release: a run folder saved before them may lack them.
-ADDED_LATER = ("mix_prob", "overwrite", "on_bad_image", "log_every", "val_split", "val_fraction", "tensorboard",
-               "cache", "cache_dir", "prefetch")
 __all__ = ["check_out_dir", "check_resume_options", "default_out", "prepare_out_dir", "clean_temp_files",
            "read_run_config"]
 
@@ -114,12 +109,9 @@ def read_run_config(folder) -> dict:
     if not path.is_file():
         raise ConfigError(f"--resume {folder}: no {CONFIG} there (not a minivit run folder)")
     fields = read_config(folder)["train"]
-    missing = sorted(TrainConfig.field_names() - set(fields) - set(ADDED_LATER))
+    missing = sorted(TrainConfig.field_names() - set(fields))
     if missing:
         raise ConfigError(f"{path}: missing TrainConfig fields: {', '.join(missing)}")
-    if "val_split" not in fields and isinstance(fields.get("data"), str):
-        # a run from before validation splits were carved: it continues on the split it selected on
-        fields["val_split"] = legacy_rule(fields["data"])["val_split"]
     try:
         TrainConfig.from_dict(fields, where=str(path)).validate()
     except (ConfigError, TypeError) as e:
@@ -127,5 +119,3 @@ def read_run_config(folder) -> dict:
         raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     return fields
 
-
-__getattr__ = serve_moved_names(__name__)  # rundir.saved_split_rule & co: in minivit.checkpoints.runs

@@ -218,6 +218,5 @@ def restore_run(run: Run, tensors: dict, state: dict) -> None:
                           f"({state.get('steps_per_epoch')} -> {run.data.steps_per_epoch} steps per epoch)")
     restore(tensors, state, run.model, run.optimizer, run.scaler, run.ema, where=find_resume(run.cfg.resume))
     run.state.update({k: state[k] for k in run.state})
-    run.state["sums"] = run.state["sums"][:2]  # [loss sum, correct]; older files also held the count
     if run.rank:  # only rank 0's RNG was saved; other ranks get a fresh stream per resume point
         torch.manual_seed(run.cfg.seed + run.rank + 1_000_003 * run.step)
