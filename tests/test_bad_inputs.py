@@ -261,9 +261,9 @@ def truncated_safetensors(tmp, fx):
 
 @case("checkpoint", "convert")
 def truncated_npz(tmp, fx):
-    from minivit.checkpoints import save_npz
+    from minivit.checkpoints import export
     full = tmp / "full.npz"
-    save_npz(tiny_model(7), full)
+    export(tiny_model(7), full, "vit_jax")
     p = tmp / "cut.npz"
     p.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     full.unlink()
@@ -337,8 +337,8 @@ def convert_output_exists(tmp, fx):
 
 @case("checkpoint", "convert")
 def convert_default_output_exists(tmp, fx):
-    from minivit.checkpoints import save_npz
-    save_npz(tiny_model(7), tmp / "vit.npz")
+    from minivit.checkpoints import export
+    export(tiny_model(7), tmp / "vit.npz", "vit_jax")
     (tmp / "vit.safetensors").write_bytes(b"an older conversion, kept")
     return [tmp / "vit.npz"], ["vit.safetensors", "--overwrite"]
 
@@ -672,9 +672,9 @@ def eval_missing_dataset(tmp, fx):
 # added cases: bad config values in checkpoints, changed options on --resume, out-of-range seeds
 
 def _hf_folder_with(tmp, **changes) -> Path:
-    from minivit.checkpoints import save_folder
+    from minivit.checkpoints import export
     folder = tmp / "hf_model"
-    save_folder(tiny_model(7, gelu="exact"), folder, "transformers")
+    export(tiny_model(7, gelu="exact"), folder, "transformers")
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, **changes}))
     return folder
@@ -700,8 +700,8 @@ def minivit_metadata_out_of_range(tmp, fx):
 
 @case("checkpoint", "convert")
 def scan_stacked_npz_0d(tmp, fx):
-    from minivit.checkpoints import save_npz
-    save_npz(tiny_model(7, classifier="gap"), tmp / "good.npz", layout="big_vision")
+    from minivit.checkpoints import export
+    export(tiny_model(7, classifier="gap"), tmp / "good.npz", "big_vision")
     with np.load(tmp / "good.npz") as z:
         arrays = {k: z[k] for k in z.files}
     (tmp / "good.npz").unlink()

@@ -34,14 +34,12 @@ Example (ViT.from_pretrained is load_state plus building the model; this package
 from .configs import CONFIG_KEY, timm_config, transformers_config
 from .holds import SETTINGS, Holds, Refusal, Setting
 from .layouts import LAYOUTS, Layout, Rule, from_minivit, holds_markdown, layout_names, table_markdown, to_minivit
-from .loading import Checkpoint, LoadReport, build_state, convert_transformers_state_dict, load_state, read_checkpoint
-from .writing import (EXTRA_KEY, export, export_refusals, export_tensors, read_extra, save_checkpoint, save_folder,
-                      save_npz)
+from .loading import Checkpoint, LoadReport, build_state, load_state, read_checkpoint
+from .writing import EXTRA_KEY, export, export_refusals, read_extra, save_checkpoint
 
 __all__ = [
     "LAYOUTS", "Layout", "Rule", "from_minivit", "to_minivit", "layout_names", "table_markdown",
     "SETTINGS", "Setting", "Holds", "Refusal", "holds_markdown",
-    "CONFIG_KEY", "EXTRA_KEY", "Checkpoint", "LoadReport", "build_state", "convert_transformers_state_dict",
-    "export", "export_refusals", "export_tensors", "load_state", "read_checkpoint", "read_extra", "save_checkpoint", "save_folder",
-    "save_npz", "timm_config", "transformers_config",
+    "CONFIG_KEY", "EXTRA_KEY", "Checkpoint", "LoadReport", "build_state", "export", "export_refusals", "load_state",
+    "read_checkpoint", "read_extra", "save_checkpoint", "timm_config", "transformers_config",
 ]

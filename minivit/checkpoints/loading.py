@@ -277,15 +277,3 @@ def load_state(source, *, num_classes: int | None = None, image_size=None, stric
                                      keep_representation=keep_representation, **overrides)
     log.info("%s", report)
     return config, state, report
-
-
-def convert_transformers_state_dict(state_dict: dict, config) -> tuple[ViTConfig, dict]:
-    """A transformers ViT state dict + its config -> (ViTConfig, minivit state dict); for parity tests.
-
-    Works with on-disk names and with transformers 5's in-memory names, with or without the
-    ``vit.`` prefix; ``config`` is a transformers ViTConfig or its dict.
-    """
-    hf = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    tensors = {k: v.detach() for k, v in state_dict.items()}
-    vit_config, state, _ = build_state(_checkpoint("<state_dict>", tensors, "folder", hf, "<transformers state dict>"))
-    return vit_config, state
