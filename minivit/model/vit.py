@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
-from ..common.errors import ConfigError
+from ..common.errors import CheckpointError, ConfigError
 from .config import ViTConfig, config_from_name
 from .pos_embed import resample_pos_embed
 
@@ -452,9 +452,12 @@ class ViT(nn.Module):
         ``source``: a Google ``.npz`` (vit_jax, AugReg, big_vision), minivit's ``.safetensors``
         (``save_checkpoint``'s, a run's ``best.safetensors``, the model part of a
         ``resume.safetensors``), a transformers/timm folder, a name from weights/manifest.json
-        (``"ViT-B_16"``) or a Hugging Face repo id. ``num_classes`` gives a new zero-initialised
-        head; ``image_size`` resamples the position embeddings once (minivit.model.pos_embed's rule).
-        What was loaded is in ``model.load_report``. See docs/checkpoints.md.
+        (``"ViT-B_16"``) or a Hugging Face repo id. The checkpoint layer reads the file as it is
+        (minivit.checkpoints.load_state); the model is built from it, and then adapted by its own
+        methods, as timm does: ``num_classes`` other than the file's is ``reset_head`` (a zero head;
+        the representation layer dropped unless ``keep_representation``), ``image_size`` is
+        ``resize_image`` (the position embeddings resampled once). What was loaded, dropped and
+        created is in ``model.load_report``. See docs/checkpoints.md.
 
         Example:
             >>> import os, tempfile, torch
@@ -466,24 +469,41 @@ class ViT(nn.Module):
             >>> torch.equal(ViT.from_pretrained(path)(x), m.eval()(x))
             True
         """
-        from ..checkpoints import load_state  # the checkpoint layer maps tensors and never imports the model
-        from ..common.errors import CheckpointError
+        # the one import that runs up a chapter: the checkpoint layer reads files, and imports only the
+        # model's config (tests/test_layering.py)
+        from ..checkpoints import load_state
 
-        config, state, report = load_state(source, num_classes=num_classes, image_size=image_size, strict=strict,
-                                        keep_representation=keep_representation, **overrides)
+        config, state, report = load_state(source, strict=strict, **overrides)
         model = cls(config)
-        target = model.state_dict()
-        for k, t in state.items():  # as nanoGPT: every name and every shape must fit before anything is copied
-            if k not in target or t.shape != target[k].shape:
-                need = f"needs {tuple(target[k].shape)}" if k in target else "has no such tensor"
-                raise CheckpointError(f"{report.source}: {k} has shape {tuple(t.shape)} in the checkpoint but the "
-                                      f"config {need}")
-        with torch.no_grad():
-            for k, t in state.items():
-                target[k].copy_(t)  # copy_ casts float16/float64 checkpoints to the model's dtype
+        model.copy_checkpoint(state, report.source)
+        if num_classes is not None and num_classes != config.num_classes:
+            model.reset_head(num_classes, keep_representation)
+            report.head_replaced(config, model.config)
+        if image_size is not None:
+            before = model.config
+            try:
+                model.resize_image(image_size)
+            except ConfigError:
+                raise CheckpointError(f"{report.source}: image_size={image_size} is not a multiple of the "
+                                      f"checkpoint's patch size {config.patch_size} (or below it)") from None
+            report.resampled(before, model.config)
         model.eval()
         model.load_report = report
+        report.log()
         return model
+
+    @torch.no_grad()
+    def copy_checkpoint(self, state: dict, source: str) -> None:
+        """Copy a checkpoint's tensors into this model. As nanoGPT: every name and every shape must fit
+        before anything is copied (a CheckpointError naming ``source`` otherwise); copy_ casts float16 /
+        float64 files to the model's dtype."""
+        target = self.state_dict()
+        for k, t in state.items():
+            if k not in target or t.shape != target[k].shape:
+                need = f"needs {tuple(target[k].shape)}" if k in target else "has no such tensor"
+                raise CheckpointError(f"{source}: {k} has shape {tuple(t.shape)} in the checkpoint but the config {need}")
+        for k, t in state.items():
+            target[k].copy_(t)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
