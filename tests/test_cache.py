@@ -6,6 +6,7 @@ and compares against the in-memory path, load_image_folder(resize_mixed_to=...),
 
 import json
 import logging
+import mmap
 import os
 import signal
 import subprocess
@@ -195,7 +196,7 @@ def test_a_map_the_kernel_refuses_is_one_line(folder, cache_dir, monkeypatch):
     def refused(*args, **kwargs):
         raise OSError(12, "Cannot allocate memory")
 
-    monkeypatch.setattr(cache.mmap, "mmap", refused)
+    monkeypatch.setattr(mmap, "mmap", refused)
     with pytest.raises(DataError) as e:
         open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False)
     message = str(e.value)
@@ -419,20 +420,27 @@ def test_a_damaged_cache_is_rebuilt_never_read(folder, cache_dir, monkeypatch, c
     assert cache_folders(cache_dir) == [built] and not list(cache_dir.glob(".stale-*"))
 
 
-def test_sampled_check_covers_the_ends_and_full_check_every_block(folder, cache_dir, monkeypatch):
-    monkeypatch.setattr(cache, "BLOCK_BYTES", 1024)  # 35 images x 1728 bytes: 60 blocks, 10 checked per open
+def test_every_open_checks_the_end_blocks_and_a_full_check_every_block(folder, cache_dir, monkeypatch, caplog):
+    """A cache checksummed in 1 KiB blocks (35 images x 1728 bytes: 60 blocks, 10 checked per open): a byte
+    flipped in the first or the last block is found by every open, one in a middle block by verify="full";
+    each time the cache is rebuilt from the files, never read as it is."""
+    monkeypatch.setattr(cache, "BLOCK_BYTES", 1024)  # what the cache is built with; its header records it
+    expected = load_image_folder(folder, "train", resize_mixed_to=SIZE, progress=False)
     open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False)
     (built,) = cache_folders(cache_dir)
-    images, size = built / "images.u8", (built / "images.u8").stat().st_size
     header = json.loads((built / "header.json").read_text())
-    assert len(header["block_crc32"]) == -(-size // 1024) == 60
-    assert cache._bad_block(images, header["block_crc32"], "full") is None
-    for offset in (0, size - 1):  # the first and last blocks are in every sample
-        flip(images, offset)
-        assert cache._bad_block(images, header["block_crc32"], "sample") == offset // 1024
-        flip(images, offset)
-    flip(images, 30 * 1024 + 5)
-    assert cache._bad_block(images, header["block_crc32"], "full") == 30
+    size = (built / "images.u8").stat().st_size
+    assert header["block_bytes"] == 1024 and len(header["block_crc32"]) == -(-size // 1024) == 60
+    for offset, verify in ((0, "sample"), (size - 1, "sample"), (30 * 1024 + 5, "full")):
+        flip(built / "images.u8", offset)
+        decodes = Decodes(monkeypatch)
+        with caplog.at_level(logging.WARNING, logger="minivit.data"):
+            s = open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False, verify=verify)
+        block = offset // 1024
+        assert f"images.u8 bytes {block * 1024}..{(block + 1) * 1024} do not match" in caplog.text, caplog.text
+        assert decodes.count == 35
+        assert_same_as_memory(s, expected)
+        caplog.clear()
 
 
 # ---- bad input ----
