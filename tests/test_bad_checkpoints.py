@@ -207,7 +207,7 @@ def test_scan_stacked_0d_array_is_a_one_line_error(tmp_path):
 
 
 def test_convert_bad_config_exits_2_with_one_line(tmp_path, capsys):
-    from minivit.convert import main
+    from minivit.commands.convert import main
 
     folder = _folder_with_config(tmp_path, "transformers", lambda c: c.update(hidden_size="big"))
     assert main([str(folder), "-o", str(tmp_path / "out.safetensors")]) == 2

@@ -50,43 +50,43 @@ TINY = dict(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32, g
 # -- the commands, called as `python -m` calls them -------------------------------------------------
 
 def _train(argv):
-    from minivit.train.cli import main
+    from minivit.commands.train import main
     return main(argv)
 
 
 def _evaluate(argv):
-    from minivit.evaluate import main
+    from minivit.commands.evaluate import main
     return main(argv)
 
 
 def _convert(argv):
-    from minivit.convert import main
+    from minivit.commands.convert import main
     return main(argv)
 
 
 def _predict(argv):
-    from minivit.predict import main
+    from minivit.commands.predict import main
     return main(argv)
 
 
 def _attention(argv):
-    from minivit.attention import main
+    from minivit.commands.attention import main
     return main(argv)
 
 
 def _export(argv):
-    from minivit.export import main
+    from minivit.commands.export import main
     return main(argv)
 
 
 def _hub(argv):
-    from minivit.hub import main
+    from minivit.commands.hub import main
     return main(argv)
 
 
 def _serve_parse(argv):
     # parsing only: serve's main would start a web server once the options are accepted
-    from minivit.serve import build_parser
+    from minivit.commands.serve import build_parser
     build_parser().parse_args(argv)
     return 0
 
@@ -997,10 +997,10 @@ def _documented(parser) -> dict[str, Callable]:
 
 
 def _parsers():
-    from minivit import convert, evaluate, predict, serve
-    from minivit.train import cli as train_cli
-    import minivit.attention as attention
-    import minivit.export as export
+    from minivit.commands import convert, evaluate, predict, serve
+    from minivit.commands import train as train_cli
+    import minivit.commands.attention as attention
+    import minivit.commands.export as export
 
     def train_parser():
         p = cli.ArgumentParser(prog="python -m minivit.train")
@@ -1071,7 +1071,7 @@ def test_option_fuzz(cli_name, capsys):
     (its bounds, its choices), independently of the parser: an accepted value must be exactly the
     number the text says and inside the range; a refused one must really be unreadable or outside it.
     """
-    from minivit.convert import parse_image_size
+    from minivit.commands.convert import parse_image_size
 
     make_parser, required = _parsers()[cli_name]
     actions = {o: make_parser()._option_string_actions[o] for o in _documented(make_parser())

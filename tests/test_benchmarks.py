@@ -150,7 +150,7 @@ def test_profile_step_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
 
 def test_device_choices_are_minivit_devices(capsys):
     from minivit.common.device import DEVICES
-    from minivit.evaluate import build_parser
+    from minivit.commands.evaluate import build_parser
 
     for parse in (throughput.parse_args, build_parser().parse_args):
         with pytest.raises(SystemExit) as e:

@@ -25,7 +25,7 @@ from minivit.checkpoints import LAYOUTS, SETTINGS, export, export_refusals, hold
 from minivit.checkpoints import timm_config, transformers_config
 from minivit.checkpoints.configs import FREE_FIELDS
 from minivit.checkpoints.holds import cell
-from minivit.convert import main
+from minivit.commands.convert import main
 from minivit.common.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]

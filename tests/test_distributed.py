@@ -34,7 +34,7 @@ def init_and_watch(*args, **kwargs):
 
 
 dist.init_process_group = init_and_watch
-from minivit.train.cli import main
+from minivit.commands.train import main
 
 code = main(sys.argv[1:])
 tasks = "/proc/self/task"

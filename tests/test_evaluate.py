@@ -16,8 +16,9 @@ from minivit.data.augment import AugmentConfig, eval_transform
 from minivit.checkpoints import save_checkpoint
 from minivit.common.cli import run
 from minivit.data import synthetic_faces, synthetic_split
+from minivit.commands.evaluate import main
 from minivit.evaluate import (attention_report, classification_metrics, confusion_matrix, dominant_class_warning,
-                              evaluate, format_table, main, predict, select_examples, write_report)
+                              evaluate, format_table, predict, select_examples, write_report)
 from minivit.evaluate.plots import curves_png
 
 REPO = Path(__file__).resolve().parents[1]

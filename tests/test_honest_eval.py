@@ -49,13 +49,13 @@ def cli(module, argv, capsys):
 
 
 def train_cli(argv, capsys):
-    import minivit.train.cli as train_module
+    import minivit.commands.train as train_module
 
     return cli(train_module, argv, capsys)
 
 
 def evaluate_cli(argv, capsys):
-    import minivit.evaluate as evaluate_module
+    import minivit.commands.evaluate as evaluate_module
 
     return cli(evaluate_module, argv, capsys)
 
@@ -66,7 +66,7 @@ def folder_run(tmp_path_factory):
     import contextlib
     import io
 
-    import minivit.train.cli as train_module
+    import minivit.commands.train as train_module
 
     base = tmp_path_factory.mktemp("honest")
     data = face_folder(base / "faces")
@@ -270,7 +270,7 @@ def test_evaluate_falls_back_to_val_only_where_there_is_no_test_split_and_says_s
 
 
 def test_predict_says_when_photos_differ_in_kind(tmp_path, capsys):
-    from minivit.predict import main
+    from minivit.commands.predict import main
 
     photo = tmp_path / "photo.png"
     Image.new("RGB", (16, 16), (200, 120, 90)).save(photo)
@@ -287,7 +287,7 @@ def test_predict_says_when_photos_differ_in_kind(tmp_path, capsys):
 
 
 def test_resume_keeps_the_runs_split_options(folder_run):
-    from minivit.train.cli import build_config, parse_args
+    from minivit.commands.train import build_config, parse_args
 
     _, run_dir, _, _ = folder_run
     cfg, _ = build_config(parse_args(["--resume", str(run_dir), "--val-split", "test", "--val-fraction", "0.5"]))

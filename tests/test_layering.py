@@ -2,9 +2,10 @@
 
 The chapters of minivit/ import each other bottom up only:
 
-    common -> model -> checkpoints -> data -> evaluate -> train / inference -> commands
+    common -> model -> checkpoints -> data -> evaluate -> train / inference -> commands -> entries
 
-(the commands are the modules directly in minivit/; minivit/__init__.py, the public API, sits above them).
+(the entries are what ``python -m`` runs: the modules directly in minivit/ and the __main__.py of a chapter;
+minivit/__init__.py, the public API, sits above them).
 One import runs up, and it is named here (UP): ViT.from_pretrained (model/vit.py) calls the checkpoint
 layer, which reads files and takes nothing from the model chapter but its config (model/config.py).
 
@@ -144,19 +145,20 @@ LAYERS = [
     ("data",),
     ("evaluate",),
     ("train", "inference"),
-    ("commands",),  # predict.py, attention.py, serve.py, export.py, convert.py, hub.py
+    ("commands",),  # minivit/commands/: each command's parser and main
+    ("entries",),  # python -m minivit.<command>: minivit/<command>.py, the chapters' __main__.py, minivit/__main__.py
     ("minivit",),  # __init__.py: the public API
 ]
 RANK = {chapter: i for i, layer in enumerate(LAYERS) for chapter in layer}
 
 
 def chapter(module: str, package: Path = PACKAGE) -> str:
-    """The chapter of a module: its top-level package, "commands" or "minivit"."""
+    """The chapter of a module: its top-level package, "entries" or "minivit"."""
     parts = module.split(".")[1:]
     if not parts:
         return "minivit"
-    if len(parts) == 1 and not (package / parts[0]).is_dir():
-        return "commands"
+    if parts[-1] == "__main__" or (len(parts) == 1 and not (package / parts[0]).is_dir()):
+        return "entries"
     return parts[0]
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 import minivit
 from minivit.checkpoints import save_checkpoint
 from minivit.common.cli import run
-from minivit.predict import main
+from minivit.commands.predict import main
 
 cv2 = pytest.importorskip("cv2", reason="videos are read with OpenCV (the 'faces' extra)")
 skimage_data = pytest.importorskip("skimage.data", reason="the test clip is made from scikit-image's astronaut photo")
@@ -181,7 +181,7 @@ def test_csv_table_default_plot_and_every(clip, checkpoint, tmp_path, monkeypatc
 
 def test_progress_bar_on_long_clips_and_no_progress_silences_it(clip, checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(video, "PROGRESS_MIN_FRAMES", 10)  # our 30-frame clip counts as long
+    monkeypatch.setattr(video.predict, "PROGRESS_MIN_FRAMES", 10)  # our 30-frame clip counts as long
     assert main([str(clip), "--checkpoint", str(checkpoint), "--no-plot", "--every", "5"]) == 0
     err = capsys.readouterr().err
     assert "video: 100%" in err and f"{FRAMES}/{FRAMES}" in err

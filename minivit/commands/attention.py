@@ -15,14 +15,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common.cli import ArgumentParser, command_prog, fail, integer, output_file_problem, run
-from .common.errors import ConfigError
-from .evaluate.plots import attention_overlay_png
-from .inference import faces
-from .inference.attention_maps import attention_maps
-from .inference.images import read_image, to_image_tensor
-from .inference.predictor import FACE_SIZED, NO_FACE, OFF, UNAVAILABLE, Predictor
-from .predict import add_image_options
+from ..common.cli import ArgumentParser, command_prog, fail, integer, output_file_problem
+from ..common.errors import ConfigError
+from ..evaluate.plots import attention_overlay_png
+from ..inference import faces
+from ..inference.attention_maps import attention_maps
+from ..inference.images import read_image, to_image_tensor
+from ..inference.predictor import (FACE_SIZED, NO_FACE, OFF, UNAVAILABLE, Predictor, add_image_options,
+                                   predictor_options)
 
 
 def pick_region(face: int | None, detection: str, regions: list, image: str):
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if problem:
         return fail(problem)
     image = to_image_tensor(read_image(args.image, max_pixels=args.max_pixels), args.image)  # (C, H, W)
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, grayscale=args.grayscale,
-                                          detect_faces=False if args.no_detect else "auto", max_pixels=args.max_pixels)
+    predictor = Predictor.from_checkpoint(args.checkpoint, **predictor_options(args))
     if predictor.detection == UNAVAILABLE:
         print(f"note: {faces.unavailable_reason()}; classifying whole images", file=sys.stderr)  # as predict says
     _, detection, regions = predictor.regions(image)
@@ -76,7 +75,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     title = f"{Path(args.image).name}, {where}: {predictor.classes[k]} {probs[k]:.2f}"
     print(attention_overlay_png(view, maps, out_path, title=title))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))

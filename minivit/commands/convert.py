@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-from .checkpoints import LAYOUTS, Refusal, export, export_refusals, layout_names
-from .checkpoints.holds import refusal_message
-from .checkpoints.loading import resolve_source
-from .common import cli
-from .common.errors import CheckpointError, ConfigError, MinivitError
-from .common.files import hash_file
-from .model.vit import ViT
+from ..checkpoints import LAYOUTS, Refusal, export, export_refusals, layout_names
+from ..checkpoints.holds import refusal_message
+from ..checkpoints.loading import resolve_source
+from ..common import cli
+from ..common.errors import CheckpointError, ConfigError, MinivitError
+from ..common.files import hash_file
+from ..model.vit import ViT
 
 CHECKPOINT_SUFFIXES = (".npz", ".safetensors", ".bin")
 LOSSY_HINT = "pass --allow-lossy to write it anyway and measure the difference"
@@ -222,7 +221,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def console_main() -> int:
     """The ``minivit-convert`` console script: ``main`` with one-line errors and exit code 2."""
     return cli.run(main)
-
-
-if __name__ == "__main__":
-    sys.exit(console_main())

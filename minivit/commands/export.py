@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from .common.cli import ArgumentParser, command_prog, fail, integer, number, output_file_problem, run
-from .common.files import atomic_write
-from .inference.onnx_export import (DEFAULT_OPSET, INSTALL_HINT, TOLERANCE, VerificationFailed, add_metadata,
+from ..common.cli import ArgumentParser, command_prog, fail, integer, number, output_file_problem
+from ..common.files import atomic_write
+from ..inference.onnx_export import (DEFAULT_OPSET, INSTALL_HINT, TOLERANCE, VerificationFailed, add_metadata,
                                     export_onnx, real_input, verify)
-from .inference.predictor import load_model
+from ..inference.predictor import load_model
 
 
 def build_parser(prog: str | None = None) -> ArgumentParser:
@@ -83,7 +83,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 1
     print(f"wrote {out} (opset {args.opset}, verified with ONNX Runtime within {args.tolerance:g})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))

@@ -10,10 +10,8 @@ minivit/checkpoints/hub.py.
 
 from __future__ import annotations
 
-import sys
-
-from .checkpoints.hub import DEFAULT_WEIGHTS_DIR, WEIGHTS_DIR_ENV, load_manifest, resolve
-from .common.cli import ArgumentParser, command_prog, run
+from ..checkpoints.hub import DEFAULT_WEIGHTS_DIR, WEIGHTS_DIR_ENV, load_manifest, resolve
+from ..common.cli import ArgumentParser, command_prog
 
 
 def build_parser(prog: str | None = None) -> ArgumentParser:
@@ -35,7 +33,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     else:
         print(resolve(args.name, weights_dir=args.weights_dir))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))

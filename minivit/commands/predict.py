@@ -1,12 +1,13 @@
-"""``python -m minivit.predict``: the facial expression of every face in photos, folders, globs or a video.
+"""``minivit predict``: the facial expression of every face in photos, folders, globs or a video.
 
-    python -m minivit.predict photo.jpg faces/ "shots/*.png" --checkpoint runs/fer     # a table
-    python -m minivit.predict photo.jpg --checkpoint runs/fer --json --top-k 3         # or --csv
-    python -m minivit.predict group.jpg --checkpoint runs/fer --annotate labelled.png  # boxes drawn
-    python -m minivit.predict clip.mp4 --checkpoint runs/fer --fps 5 --annotate out.mp4  # a video
+    minivit predict photo.jpg faces/ "shots/*.png" --checkpoint runs/fer     # a table
+    minivit predict photo.jpg --checkpoint runs/fer --json --top-k 3         # or --csv
+    minivit predict group.jpg --checkpoint runs/fer --annotate labelled.png  # boxes drawn
+    minivit predict clip.mp4 --checkpoint runs/fer --fps 5 --annotate out.mp4  # a video
 
-The model, its preprocessing and face detection are minivit.Predictor (minivit/inference/predictor.py):
-this module reads the command line, collects the files and prints the results. Where no face is
+The model, its preprocessing and face detection are minivit.Predictor (minivit/inference/predictor.py);
+the files a path names, inference/images.py (collect_inputs); the tables, inference/tables.py; the boxes
+drawn, inference/drawing.py; videos, inference/video/. This module is the command line. Where no face is
 found, detection is off (``--no-detect``) or OpenCV is not installed, the whole image is classified
 and the output says which; an image no larger than twice the model's input is a face crop already.
 
@@ -17,128 +18,27 @@ When no file gives a prediction, the table is not printed (nothing on stdout; th
 
 A path with a video suffix (minivit.inference.video.VIDEO_SUFFIXES: .mp4, .mov, .avi, ...) is read as
 a video, on its own: frames sampled by ``--every N`` or ``--fps F``, each face followed from frame to
-frame with an id (minivit/inference/video.py's rule), a timeline on stdout (table, --json or --csv),
+frame with an id (minivit/inference/video/'s rule), a timeline on stdout (table, --json or --csv),
 each face's class probabilities over time in a PNG (``--plot``, default ``<clip>_expressions.png``),
 and with ``--annotate out.mp4`` the frames with boxes and labels drawn.
 
 The photo-reading options (--device, --no-detect, --grayscale, --max-pixels) are shared with the
-attention and serve commands: add_image_options.
+attention and serve commands: minivit.inference.predictor.add_image_options.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import glob
-import io
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-
-from .common.cli import ArgumentParser, command_prog, fail, integer, number, output_file_problem, run
-from .common.device import DEVICES
-from .common.files import atomic_write
-from .data.folders import IMAGE_SUFFIXES
-from .data.provenance import kind_note
-from .inference import faces, video
-from .inference.images import MAX_PIXELS, PIL_MAX_PIXELS, UnreadableImage, read_image
-from .inference.predictor import UNAVAILABLE, ImageResult, Predictor
-
-
-def collect_inputs(paths: list[str]) -> list[tuple[str, str | None]]:
-    """Expand files, folders (recursively: files with an IMAGE_SUFFIXES suffix) and globs into
-    [(file, None)] in order, with [(path, error)] for a missing path, an empty folder or a glob
-    that matches nothing. Files named explicitly are read whatever their suffix."""
-    out = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-            out += [(str(f), None) for f in files] or [(p, f"folder has no images ({', '.join(IMAGE_SUFFIXES)})")]
-        elif path.exists():
-            out.append((p, None))
-        elif glob.has_magic(p):
-            files = sorted(f for f in glob.glob(p, recursive=True) if Path(f).is_file())
-            out += [(f, None) for f in files] or [(p, "no file matches this pattern")]
-        else:
-            out.append((p, "no such file or folder"))
-    return out
-
-
-def _box_text(box) -> str:
-    return "(" + ", ".join(map(str, box)) + ")"
-
-
-def format_rows(records: list[dict], top_k: int) -> str:
-    """The readable table: one line per face (or whole image)."""
-    rows = [("image", "region", "expression", f"top {top_k}")]
-    for r in records:
-        if r.get("error"):
-            continue
-        n = len(r["predictions"])
-        for i, p in enumerate(r["predictions"]):
-            where = (f"face {i + 1}/{n} at {_box_text(p['box'])}" if p["box"] else r["note"])
-            rows.append((r["source"], where, f"{p['label']} {p['probabilities'][p['label']]:.2f}",
-                         ", ".join(f"{t['label']} {t['probability']:.2f}" for t in p["top_k"])))
-    widths = [max(len(row[c]) for row in rows) for c in range(3)]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row[:3], widths)) + "  " + row[3] for row in rows)
-
-
-def format_csv(records: list[dict], top_k: int) -> str:
-    """CSV: one row per face (or whole image, or error) with the box, the label and the top k."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", "detection", "face", "x", "y", "w", "h", "label", "probability"]
-                    + [c for i in range(1, top_k + 1) for c in (f"top{i}", f"top{i}_probability")] + ["error"])
-    for r in records:
-        if r.get("error"):
-            writer.writerow([r["source"], "", "", "", "", "", "", "", ""] + [""] * 2 * top_k + [r["error"]])
-            continue
-        for i, p in enumerate(r["predictions"]):
-            box = p["box"] or [""] * 4
-            tops = [v for t in p["top_k"] for v in (t["label"], f"{t['probability']:.6f}")]
-            tops += [""] * (2 * top_k - len(tops))
-            writer.writerow([r["source"], r["detection"], i + 1 if p["box"] else "", *box, p["label"],
-                             f"{p['probabilities'][p['label']]:.6f}", *tops, ""])
-    return buf.getvalue().rstrip("\n")
-
-
-def annotate(image: np.ndarray, result: ImageResult, path) -> str:
-    """Draw each face's box and 'label probability' (or a caption for a whole-image prediction)
-    on the image and write a PNG atomically. Returns the path."""
-    im = Image.fromarray(image).convert("RGB")
-    draw = ImageDraw.Draw(im)
-    size = max(12, round(min(im.size) / 30))
-    font = ImageFont.load_default(size=size)
-    for p in result.predictions:
-        text = f"{p.label} {p.probabilities[p.label]:.2f}"
-        x, y, w, h = p.box or (0, 0, im.width, im.height)
-        if p.box:
-            draw.rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 40, 40), width=max(2, size // 6))
-        else:
-            text = f"{text} ({result.note})"
-        left, top, right, bottom = draw.textbbox((x, y), text, font=font)
-        ty = y - (bottom - top) - 6 if p.box and y >= bottom - top + 6 else y  # above the box where it fits
-        draw.rectangle([x, ty, x + right - left + 6, ty + bottom - top + 6], fill=(255, 40, 40))
-        draw.text((x + 3, ty + 3 - (top - y)), text, fill=(255, 255, 255), font=font)
-    atomic_write(Path(path), lambda tmp: im.save(tmp, format="PNG"))
-    return str(path)
-
-
-def add_image_options(p, *, max_pixels: int = MAX_PIXELS, refused: str = "refused before decoding") -> None:
-    """The options every command that reads photos for a model shares (predict, attention, serve):
-    --device, --no-detect, --grayscale, --max-pixels, with one wording and one range each."""
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
-    p.add_argument("--no-detect", action="store_true", help="do not look for faces: classify each whole image")
-    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
-                   help="turn colour photos to grayscale first (default: as the model was trained: a minivit "
-                   "run on grayscale faces such as FER2013 stores that, and its photos are turned gray)")
-    p.add_argument("--max-pixels", type=integer(at_least=1, at_most=PIL_MAX_PIXELS), default=max_pixels,
-                   help=f"largest image, in pixels, read from the header: larger ones (decompression bombs) are "
-                        f"{refused} (1 to {PIL_MAX_PIXELS}; default {max_pixels})")
+from ..common.cli import ArgumentParser, command_prog, fail, integer, number, output_file_problem
+from ..data.provenance import kind_note
+from ..inference import faces, video
+from ..inference.drawing import save_annotated
+from ..inference.images import UnreadableImage, collect_inputs, read_image
+from ..inference.predictor import UNAVAILABLE, Predictor, add_image_options, predictor_options
+from ..inference.tables import records_csv, records_table, timeline_csv, timeline_table
 
 
 def build_parser(prog: str | None = None) -> ArgumentParser:
@@ -244,9 +144,8 @@ def _predict_video(args) -> int:
     except video.UnreadableVideo as e:
         return fail(str(e))
     with reader:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta,
-                                              detect_faces=False if args.no_detect else "auto",
-                                              grayscale=args.grayscale, batch_size=args.batch_size)
+        predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta, batch_size=args.batch_size,
+                                              **predictor_options(args))
         if predictor.detection == UNAVAILABLE:
             print(f"note: {faces.unavailable_reason()}; classifying whole frames", file=sys.stderr)
         note = kind_note(predictor.trained_on, {"synthetic": False, "channels": 3}, what="this video")
@@ -256,11 +155,11 @@ def _predict_video(args) -> int:
     if args.json:
         print(json.dumps(timeline.to_dict(), indent=2))
     elif args.csv:
-        print(timeline.to_csv())
+        print(timeline_csv(timeline))
     elif timeline.rows:
-        print(timeline.to_table(args.top_k))
+        print(timeline_table(timeline, args.top_k))
     if plot:
-        print(f"plot: {timeline.plot_png(plot)}", file=sys.stderr)
+        print(f"plot: {video.plot_png(timeline, plot)}", file=sys.stderr)
     if args.annotate:
         print(f"annotated: {args.annotate} ({timeline.frames} frames at {reader.sample_rate:g} fps)", file=sys.stderr)
     return 0
@@ -280,10 +179,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     inputs = collect_inputs(args.paths)
     if args.annotate and len(inputs) != 1:
         return fail(f"--annotate draws on one image, but the paths name {len(inputs)}")
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta,
-                                          detect_faces=False if args.no_detect else "auto",
-                                          grayscale=args.grayscale, batch_size=args.batch_size,
-                                          max_pixels=args.max_pixels)
+    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta, batch_size=args.batch_size,
+                                          **predictor_options(args))
     if predictor.detection == UNAVAILABLE:
         print(f"note: {faces.unavailable_reason()}; classifying whole images", file=sys.stderr)
     records, kept, channels = _predict_files(predictor, inputs, args)
@@ -295,13 +192,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
     elif args.csv:
-        print(format_csv(records, args.top_k))
+        print(records_csv(records, args.top_k))
     elif any(r.get("predictions") for r in records):  # every file failed: no lone table header on stdout
-        print(format_rows(records, args.top_k))
+        print(records_table(records, args.top_k))
     for image, result in kept.values():
-        print(f"annotated: {annotate(image, result, args.annotate)}", file=sys.stderr)
+        print(f"annotated: {save_annotated(image, result, args.annotate)}", file=sys.stderr)
     return 2 if any(r.get("error") for r in records) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))

@@ -9,11 +9,10 @@ this module reads the command line, loads the model and runs uvicorn.
 
 import sys
 
-from .common.cli import ArgumentParser, command_prog, integer, number, run
-from .common.errors import ConfigError
-from .inference.predictor import DETECTED, Predictor
-from .inference.web import INSTALL_HINT, MAX_UPLOAD_BYTES, SERVE_MAX_PIXELS, create_app
-from .predict import add_image_options
+from ..common.cli import ArgumentParser, command_prog, integer, number
+from ..common.errors import ConfigError
+from ..inference.predictor import DETECTED, Predictor, add_image_options, predictor_options
+from ..inference.web import INSTALL_HINT, MAX_UPLOAD_BYTES, SERVE_MAX_PIXELS, create_app
 
 
 def build_parser(prog: str | None = None) -> ArgumentParser:
@@ -43,9 +42,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         import uvicorn
     except ImportError as e:
         raise ConfigError(f"the web demo needs {e.name or 'fastapi and uvicorn'}: {INSTALL_HINT}") from None
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, tta=args.tta,
-                                          detect_faces=False if args.no_detect else "auto",
-                                          grayscale=args.grayscale)
+    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta, **predictor_options(args))
     app = create_app(predictor, max_upload_bytes=round(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
                      top_k=args.top_k)
     detection = "on" if predictor.detection == DETECTED else predictor.detection
@@ -55,7 +52,3 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     # port 0: the OS picks a free port when uvicorn binds, and uvicorn's info line says which
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.port else "info")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))

@@ -23,17 +23,15 @@ profile's defaults. Every run writes history.csv (one row per epoch); --tensorbo
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..checkpoints.runs import CONFIG, RESUME, resume_folder
+from ..checkpoints.run_folder import CONFIG, RunFolder
 from ..common.cli import ArgumentParser, command_prog, integer
 from ..common.errors import ConfigError, MinivitError
 from ..model.config import IN_CHANS, STEMS
-from .config import CHOICES, RANGES, TrainConfig
-from .distributed import cleanup_distributed, world_from_env
-from .config_file import read_config_file
-from .profiles import SIZE_FIELDS, epilog, profile_fields
-from .rundir import read_run_config
+from ..train.config import CHOICES, RANGES, TrainConfig
+from ..train.distributed import cleanup_distributed, world_from_env
+from ..train.config_file import read_config_file
+from ..train.profiles import SIZE_FIELDS, epilog, profile_fields
 
 # Flags that become ViTConfig overrides (with their valid values).
 MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "stem", "stem_width", "in_chans")
@@ -177,8 +175,9 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
         raise ConfigError(f"--{given[0].replace('_', '-')} does not apply with --{'resume' if args.resume else 'weights'}: "
                           f"that model keeps its own architecture")
     if args.resume:
-        fields, profile = read_run_config(resume_folder(args.resume)), "resumed"
-        fields["out"] = str(resume_folder(args.resume))
+        folder = RunFolder.of_resume(args.resume)
+        fields, profile = TrainConfig.from_run(folder).to_dict(), "resumed"
+        fields["out"] = str(folder.path)
         # --overwrite is a decision about one command, never inherited: the run that created this
         # folder may have replaced an older one, its resumption must not replace another
         fields["overwrite"] = False
@@ -229,7 +228,7 @@ def done_line(result: dict) -> str:
 
 def main(argv=None, prog: str | None = None) -> int:
     """The command: parse, build the config, train (or evaluate); errors are MinivitError (see minivit.common.cli.run)."""
-    from .loop import train
+    from ..train.loop import train
 
     args = parse_args(argv, prog)
     cfg, profile = build_config(args)
@@ -246,7 +245,7 @@ def main(argv=None, prog: str | None = None) -> int:
     if rank == 0 and result.get("interrupted"):
         # --stop-after simulates a crash: say where the run stands and how to continue it
         run_dir = result["run_dir"]
-        how = (f"continue with --resume {run_dir}" if (Path(run_dir) / RESUME).is_file() else
+        how = (f"continue with --resume {run_dir}" if RunFolder(run_dir).resume_file.is_file() else
                "no resume point was written yet (stopped before the first checkpoint): start the run again")
         print(f"stopped after {result['step']} steps (--stop-after) at {result.get('train_img_per_s') or 0:.0f} img/s; "
               f"{how}", flush=True)

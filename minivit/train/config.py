@@ -111,6 +111,20 @@ class TrainConfig:
             d["betas"] = tuple(d["betas"])
         return cls(**d)
 
+    @classmethod
+    def from_run(cls, run) -> "TrainConfig":
+        """The TrainConfig a run folder (minivit.checkpoints.RunFolder) was started with, checked: one line
+        naming its config.json otherwise."""
+        fields, where = run.train_fields, str(run.config_file)
+        missing = sorted(cls.field_names() - set(fields))
+        if missing:
+            raise ConfigError(f"{where}: missing TrainConfig fields: {', '.join(missing)}")
+        try:
+            return cls.from_dict(fields, where=where).validate()
+        except (ConfigError, TypeError) as e:
+            message = str(e).splitlines()[0]
+            raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -141,6 +155,23 @@ class TrainConfig:
 def flag(name: str) -> str:
     """The command-line spelling of a TrainConfig field: batch_size -> --batch-size."""
     return "--" + name.replace("_", "-")
+
+
+def check_resume_options(cfg: TrainConfig, saved: dict) -> None:
+    """Refuse optimiser options that differ from the resumed run's ``saved`` TrainConfig fields: the saved
+    optimiser state was built for them (another optimiser or layer decay does not load; a new weight decay,
+    momentum or betas would be silently replaced by the saved param groups), and the batch shapes the data
+    order."""
+    fixed = ["optimizer", "layer_decay", "weight_decay", "batch_size", "accum_steps"]
+    fixed.append("momentum" if saved.get("optimizer") == "sgd" else "betas")  # the one the optimiser uses
+    for name in fixed:
+        if name not in saved:
+            continue
+        was, now = saved[name], getattr(cfg, name)
+        if name == "betas":
+            was, now = list(was), list(now)
+        if was != now:
+            raise ConfigError(f"{flag(name)} cannot change on --resume (the run used {was})")
 
 
 # option -> allowed values; the CLI's choices= and validate()'s check, before anything is loaded

@@ -10,11 +10,14 @@ batches an uninterrupted run sees.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..common.errors import ConfigError
 from ..data.prefetch import Prefetcher, gather
@@ -25,6 +28,69 @@ from .distributed import local_leader_first, local_world_size, world_from_env
 # of a run see every image once per epoch. Unset in normal runs: then nothing is written.
 SAMPLE_LOG_ENV = "MINIVIT_SAMPLE_LOG"
 RESIDENT_CHUNK = 1024  # images per host-to-device copy when a mapped set is moved onto the GPU whole
+
+
+def run_splits(cfg, folder, main: bool, train_set=None, val_set=None, test_set=None):
+    """The run's DataSplits: the ImageSets passed to train() as given, else load_data. A resumed run must
+    hold out the images it held out before (its RunFolder checks the split): checked from the training
+    files' listing before anything is decoded where the listing tells, and on the split itself after."""
+    if train_set is not None:
+        splits = given_data(cfg, train_set, val_set, test_set)
+    else:
+        if cfg.resume:
+            check_listed_split(cfg, folder)  # before anything is decoded (or a decoded cache built)
+        with data_messages(cfg):  # building a decoded cache, and why: the run's own lines
+            splits = load_data(cfg, progress=cfg.progress and main)
+    if cfg.resume:
+        folder.check_split(splits.rule, f"--resume {cfg.resume}")  # also where the listing could not tell
+    return splits
+
+
+def check_listed_split(cfg, folder) -> None:
+    """RunFolder.check_split from the training files' listing alone (minivit.data.splits.listed_val_hash),
+    where it tells: every listed file is then read (--on-bad-image raise), so the ids carved are the listed ones."""
+    from ..data.splits import listed_val_hash
+
+    saved = folder.split_rule
+    if not saved or saved.get("val") != "carved" or cfg.on_bad_image != "raise":
+        return
+    digest = listed_val_hash(cfg.data, saved["val_fraction"], saved["seed"])
+    if digest is not None:
+        folder.check_split({"val_hash": digest}, f"--resume {cfg.resume}")
+
+
+@contextmanager
+def data_messages(cfg):
+    """While the data is read: the data chapter's log lines (minivit.data: why a new decoded cache is built,
+    the build itself, waiting for another process's build, skipped images) printed as the run's own lines,
+    by each machine's first process -- the one that builds (or falls back): "warning: ..." always, the
+    others with ``cfg.log``. The other processes' copies of them are dropped."""
+    rank, _, local_rank = world_from_env()
+    prefix = f"node {os.environ.get('GROUP_RANK', '?')}: " if rank != local_rank else ""  # torchrun's node rank
+    handler = _Forward(prefix if local_rank == 0 else None, cfg.log)
+    logger = logging.getLogger("minivit.data")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class _Forward(logging.Handler):
+    def __init__(self, prefix: str | None, info: bool):
+        super().__init__(logging.INFO)
+        self.prefix, self.info = prefix, info
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.prefix is None:
+            return
+        if record.levelno >= logging.WARNING:
+            tqdm.write(f"{self.prefix}warning: {record.getMessage()}", file=sys.stderr)
+        elif self.info:
+            tqdm.write(f"{self.prefix}{record.getMessage()}")
 
 
 def load_data(cfg, progress: bool = True):

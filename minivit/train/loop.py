@@ -20,7 +20,6 @@ from .data import step_generators
 from .distributed import all_reduce_sum, barrier, no_sync
 from .optim import lr_at, set_lr
 from .report import EpochProgress, close_board, epoch_timing, final_report, record_epoch, start_report, validate
-from .rundir import prepare_out_dir
 from .saving import save_epoch_weights, save_resume_point
 from .setup import Run, setup_run
 
@@ -37,7 +36,7 @@ def train(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> dict
     run = setup_run(cfg, train_set, val_set, test_set)
     try:
         if run.main:
-            prepare_out_dir(run.out, replace=cfg.overwrite and not cfg.resume)
+            run.folder.prepare(replace=cfg.overwrite and not cfg.resume)
             start_report(run)
         for epoch in range(run.state["epoch"], cfg.epochs):
             sums = train_one_epoch(run, epoch)

@@ -7,16 +7,13 @@ Only rank 0 reports. Everything printed goes through ``log`` (skipped with ``log
 from __future__ import annotations
 
 import csv
-import logging
-import os
 import sys
 import time
-from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoints.runs import BEST, CONFIG
+from ..checkpoints.run_folder import BEST
 from ..common.files import atomic_write, write_json
 from ..data.augment import AugmentConfig, eval_transform
 from ..data.provenance import class_count_list
@@ -25,8 +22,6 @@ from ..evaluate.plots import curves_png
 from ..evaluate.reports import attention_report, confusion_report_png, evaluate, write_report
 from ..model.vit import ViT
 from .board import READ_EVERY_STEPS, Board
-from .distributed import world_from_env
-from .rundir import clean_temp_files
 
 CURVES_EVERY_S = 60  # curves.png is redrawn at most this often during a run (and after the last epoch)
 TIMING_SKIP_STEPS = 3  # steps of each epoch left out of the throughput (warm-up, compilation, caches)
@@ -129,47 +124,13 @@ def _bytes(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
-@contextmanager
-def data_messages(cfg):
-    """While the data is read: the data chapter's log lines (minivit.data: why a new decoded cache is built,
-    the build itself, waiting for another process's build, skipped images) printed as the run's own lines,
-    by each machine's first process -- the one that builds (or falls back): "warning: ..." always, the
-    others with ``cfg.log``. The other processes' copies of them are dropped."""
-    rank, _, local_rank = world_from_env()
-    prefix = f"node {os.environ.get('GROUP_RANK', '?')}: " if rank != local_rank else ""  # torchrun's node rank
-    handler = _Forward(prefix if local_rank == 0 else None, cfg.log)
-    logger = logging.getLogger("minivit.data")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-class _Forward(logging.Handler):
-    def __init__(self, prefix: str | None, info: bool):
-        super().__init__(logging.INFO)
-        self.prefix, self.info = prefix, info
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.prefix is None:
-            return
-        if record.levelno >= logging.WARNING:
-            tqdm.write(f"{self.prefix}warning: {record.getMessage()}", file=sys.stderr)
-        elif self.info:
-            tqdm.write(f"{self.prefix}{record.getMessage()}")
-
-
 def start_report(run) -> None:
     """config.json, the header lines and the warnings about the data and the settings (rank 0)."""
     if not run.main:
         return
     cfg, data = run.cfg, run.data
-    write_json({"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
-                "world_size": run.world, "device": str(run.device), "data": data_section(run)}, run.out / CONFIG)
+    run.folder.write_config({"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
+                             "world_size": run.world, "device": str(run.device), "data": data_section(run)})
     if cfg.tensorboard:  # resumed: what the interrupted process logged after the resume point is purged
         run.board = Board(run.out, purge_step=run.step + 1 if cfg.resume else None)
     log(run, f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set)} train / "
@@ -303,13 +264,13 @@ def record_epoch(run, row: dict) -> None:
     """history.json, history.csv, the TensorBoard epoch scalars, curves.png (at most once a minute) and the
     epoch's line (rank 0)."""
     run.state["history"].append(row)
-    write_json(run.state["history"], run.out / "history.json")
-    write_history_csv(run.state["history"], run.out / "history.csv")
+    write_json(run.state["history"], run.folder / "history.json")
+    write_history_csv(run.state["history"], run.folder / "history.csv")
     if run.board is not None:
         run.board.epoch(row, HISTORY_COLUMNS)
     # a matplotlib figure costs ~0.3 s, a tenth of a FER epoch on a GPU: redraw once a minute, and at the end
     if row["epoch"] == run.cfg.epochs or time.time() - run.curves_drawn_at >= CURVES_EVERY_S:
-        curves_png(run.state["history"], run.out / "curves.png", subtitle=f"train: {source_name(run.train_set)}, "
+        curves_png(run.state["history"], run.folder / "curves.png", subtitle=f"train: {source_name(run.train_set)}, "
                    f"{len(run.train_set):,} images; {split_label('val', run.val_set, run.split_rule)}")
         run.curves_drawn_at = time.time()
     ema_part = f" ema {row['val_ema_acc']:.3f}" if "val_ema_acc" in row else ""
@@ -336,20 +297,20 @@ def final_report(run) -> dict:
                   best_epoch=state["best_epoch"], seconds=round(time.time() - run.t_start, 1), precision=run.precision,
                   train_img_per_s=round(run.timed_images / run.timed_seconds, 1) if run.timed_seconds else None,
                   warnings=[])
-    if run.main and not run.interrupted and (run.out / BEST).exists():
-        best = ViT.from_pretrained(str(run.out / BEST)).to(run.device)
+    if run.main and not run.interrupted and (run.folder.best).exists():
+        best = ViT.from_pretrained(str(run.folder.best)).to(run.device)
         val = score_best(run, best, "val", run.val_set)
         test = score_best(run, best, "test", run.test_set) if run.test_set is not None else None
         if test is not None:
-            confusion_report_png(test, run.out / "test_confusion_matrix.png", test["split_label"])
+            confusion_report_png(test, run.folder / "test_confusion_matrix.png", test["split_label"])
         write_report(val, run.out, label=val["split_label"], extra=dict(
             checkpoint=BEST, best_epoch=state["best_epoch"], split_rule=run.split_rule,
             trained_on=run.trained_on, test=test, history=state["history"], train_img_per_s=result["train_img_per_s"]))
-        attention_report(best, run.val_set, validation_transform(best), run.out / "attention_maps.png",
+        attention_report(best, run.val_set, validation_transform(best), run.folder / "attention_maps.png",
                          autocast_dtype=run.amp_dtype, title=f"Attention maps: best.safetensors (epoch "
                          f"{state['best_epoch']}) on {split_title('val', run.val_set, run.split_rule)}")
         if run.board is not None:
-            run.board.images([run.out / name for name in REPORT_PNGS], run.step)
+            run.board.images([run.folder / name for name in REPORT_PNGS], run.step)
         result["warnings"] = [w for w in (val["warning"], test and test["warning"] and f"test split: {test['warning']}")
                               if w]
         result.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], val_weighted_f1=val["weighted_f1"],
@@ -368,7 +329,7 @@ def final_report(run) -> dict:
             warn(run, w)
     if run.main:
         close_board(run)
-        clean_temp_files(run.out)
+        run.folder.clean_temp_files()
     return result
 
 

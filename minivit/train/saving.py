@@ -8,7 +8,7 @@ needed to continue bit-exactly (minivit.checkpoints.resume). All writes are atom
 from __future__ import annotations
 
 from ..checkpoints.resume import save_resume
-from ..checkpoints.runs import BEST, LAST, RESUME
+from ..checkpoints.run_folder import RESUME
 from ..checkpoints.writing import save_checkpoint
 from .distributed import all_reduce_sum
 
@@ -25,7 +25,7 @@ def save_resume_point(run, epoch_next: int, sums=None) -> None:
     state = dict(run.state, epoch=epoch_next, steps_per_epoch=run.data.steps_per_epoch)
     if total is not None:
         state["sums"] = total.tolist()
-    save_resume(run.out / RESUME, run.model, run.optimizer, run.scaler, run.ema, state)
+    save_resume(run.folder / RESUME, run.model, run.optimizer, run.scaler, run.ema, state)
 
 
 def save_epoch_weights(run, epoch: int, score: float, scored_model, metric: str) -> None:
@@ -38,5 +38,5 @@ def save_epoch_weights(run, epoch: int, score: float, scored_model, metric: str)
              "trained_on": run.trained_on}
     if state["best"] is None or score > state["best"]:
         state["best"], state["best_epoch"] = score, epoch
-        save_checkpoint(scored_model, run.out / BEST, extra={"epoch": epoch, f"val_{metric}": score, **about})
-    save_checkpoint(run.ema.module if run.ema else run.model, run.out / LAST, extra={"epoch": epoch, **about})
+        save_checkpoint(scored_model, run.folder.best, extra={"epoch": epoch, f"val_{metric}": score, **about})
+    save_checkpoint(run.ema.module if run.ema else run.model, run.folder.last, extra={"epoch": epoch, **about})

@@ -1,0 +1,6 @@
+"""``python -m minivit.attention``: the attention command, minivit/commands/attention.py (the rule: minivit/commands/__init__.py)."""
+
+if __name__ == "__main__":
+    from minivit.commands import run_command
+
+    raise SystemExit(run_command("attention"))
