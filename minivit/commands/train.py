@@ -27,6 +27,7 @@ import argparse
 from ..checkpoints.run_folder import CONFIG, RunFolder
 from ..common.cli import ArgumentParser, command_prog, integer
 from ..common.errors import ConfigError, MinivitError
+from ..data.synthetic import SYNTHETIC
 from ..model.config import IN_CHANS, STEMS
 from ..train.config import CHOICES, RANGES, TrainConfig
 from ..train.distributed import cleanup_distributed, world_from_env
@@ -168,7 +169,7 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     if args.config and args.resume:
         raise ConfigError(f"--config does not apply with --resume: a resumed run continues with its own {CONFIG}")
     from_file = read_config_file(args.config) if args.config else {}
-    data = args.data if args.data is not None else from_file.get("data", "synthetic")
+    data = args.data if args.data is not None else from_file.get("data", SYNTHETIC)
     weights = args.weights if args.weights is not None else from_file.get("weights", "none")
     given = [name for name in ("model", *MODEL_FLAGS) if getattr(args, name) is not None]
     if given and (args.resume or weights != "none"):  # would be silently ignored: say so instead
@@ -206,10 +207,7 @@ def evaluate_only(args: argparse.Namespace, cfg: TrainConfig) -> int:
     checkpoint = args.resume or cfg.weights
     if not checkpoint or checkpoint == "none":
         raise MinivitError("--eval-only needs --resume RUN_DIR or --weights FILE")
-    if args.resume:  # None: the run's own data
-        data = None if args.data in (None, "synthetic") else args.data
-    else:
-        data = cfg.data
+    data = args.data if args.resume else cfg.data  # with --resume, None: the run's own data
     evaluate_checkpoint(checkpoint, data, out=args.out, tta=bool(cfg.tta), device=cfg.device, progress=cfg.progress,
                         on_error=cfg.on_bad_image, overwrite=bool(cfg.overwrite), batch_size=cfg.eval_batch_size,
                         ferplus_images=cfg.ferplus_images, label_mode=cfg.label_mode)

@@ -40,7 +40,7 @@ from ..common.errors import ConfigError, DataError
 from .formats import list_split, load_dataset
 from .imageset import ImageSet
 from .labels import MissingSplit
-from .synthetic import synthetic_split, synthetic_test_set
+from .synthetic import SYNTHETIC
 
 VAL_SPLITS = ("auto", "carve", "test")  # the choices of --val-split
 DEFAULT_VAL_FRACTION = 0.1
@@ -144,22 +144,6 @@ def listed_val_hash(data: str, fraction: float, seed: int = CARVE_SEED) -> str |
     return ids_hash(ids[i] for i in held.nonzero().flatten().tolist())
 
 
-def synthetic_set(split: str, samples: int, image_size: int, seed: int) -> ImageSet:
-    """One split of a synthetic run, as the run drew it (train and val: synthetic_split; test: synthetic_test_set)."""
-    if split == "test":
-        return synthetic_test_set(samples, image_size=image_size, seed=seed)
-    train, val = synthetic_split(samples, image_size=image_size, seed=seed)
-    return train if split == "train" else val
-
-
-def _reader(data: str, synthetic: dict | None, read: dict):
-    if data == "synthetic":
-        if synthetic is None:
-            raise ConfigError("data 'synthetic' needs its samples, image size and seed (synthetic=dict(...))")
-        return lambda split: synthetic_set(split, **synthetic)
-    return lambda split: load_dataset(data, split, **read)
-
-
 def _optional(load, split: str) -> ImageSet | None:
     try:
         return load(split)
@@ -168,15 +152,15 @@ def _optional(load, split: str) -> ImageSet | None:
 
 
 def load_splits(data: str, val_split: str = "auto", val_fraction: float = DEFAULT_VAL_FRACTION, *,
-                synthetic: dict | None = None, seed: int = CARVE_SEED, **read) -> DataSplits:
+                seed: int = CARVE_SEED, **read) -> DataSplits:
     """The train, val and test sets of a run on ``data`` (a dataset path or "synthetic"), by the rule above.
 
-    ``synthetic``: dict(samples=, image_size=, seed=) for "synthetic"; ``read``: load_dataset's options
-    (resize_mixed_to, on_error, progress, label_mode, ferplus_images).
+    ``read``: load_dataset's options (resize_mixed_to, on_error, progress, label_mode, ferplus_images, cache,
+    and for "synthetic" synthetic=dict(samples=, image_size=, seed=)).
     """
     if val_split not in VAL_SPLITS:
         raise ConfigError(f"--val-split must be one of {', '.join(VAL_SPLITS)}, not {val_split!r}")
-    load = _reader(data, synthetic, read)
+    load = lambda s: load_dataset(data, s, **read)  # noqa: E731
     train = load("train")
     own_val = _optional(load, "val") if val_split == "auto" else None
     test = _optional(load, "test")
@@ -191,12 +175,12 @@ def load_splits(data: str, val_split: str = "auto", val_fraction: float = DEFAUL
                                                    digest=digest))
 
 
-def load_run_split(data: str, split: str, rule: dict, *, synthetic: dict | None = None, **read) -> ImageSet:
+def load_run_split(data: str, split: str, rule: dict, **read) -> ImageSet:
     """One split of a run's own data exactly as the run had it: "val" is the carved validation split
     rebuilt from the recorded fraction and seed (its ids hash checked against the recorded one: a training
     folder changed since the run is a DataError) or the test split for a --val-split test run; "train"
     is the training split without the carved images."""
-    load = _reader(data, synthetic, read)
+    load = lambda s: load_dataset(data, s, **read)  # noqa: E731
     if rule.get("val") == "carved" and split in ("train", "val"):
         kept, val, digest = carve_validation(load("train"), rule["val_fraction"], rule["seed"])
         if rule.get("val_hash") and digest != rule["val_hash"]:
@@ -223,7 +207,7 @@ def selection_role(split: str, rule: dict | None) -> str | None:
 
 def source_name(image_set: ImageSet) -> str:
     """Where a set's images come from, as reports say it: "synthetic faces" for minivit's drawn ones."""
-    return "synthetic faces" if image_set.source == "synthetic" else image_set.source or "images given in Python"
+    return "synthetic faces" if image_set.source == SYNTHETIC else image_set.source or "images given in Python"
 
 
 def split_label(split: str, image_set: ImageSet, rule: dict | None = None) -> str:
@@ -254,7 +238,7 @@ def split_title(split: str, image_set: ImageSet, rule: dict | None = None) -> st
     ...                             source="synthetic"))
     'the val split (700 synthetic faces)'
     """
-    what = "synthetic faces" if image_set.source == "synthetic" else "images"
+    what = "synthetic faces" if image_set.source == SYNTHETIC else "images"
     role = {"optimistic": f", {OPTIMISTIC}", "selected": ", used for selection",
             "unseen": ", never used for selection"}.get(selection_role(split, rule), "")
     return f"the {split} split ({len(image_set):,} {what}{role})"
@@ -276,4 +260,4 @@ def absent_classes(splits: dict) -> list[str]:
 
 __all__ = ["VAL_SPLITS", "DEFAULT_VAL_FRACTION", "CARVE_SEED", "OPTIMISTIC", "DataSplits", "split_rule",
            "carve_count", "carve_validation", "held_out", "listed_val_hash", "ids_hash", "load_splits", "load_run_split",
-           "selection_role", "source_name", "split_label", "split_title", "absent_classes", "synthetic_set"]
+           "selection_role", "source_name", "split_label", "split_title", "absent_classes"]

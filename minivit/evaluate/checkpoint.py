@@ -30,32 +30,29 @@ REPORT_FILES = ("metrics.json", "confusion_matrix.png", "attention_maps.png")  #
 
 
 def synthetic_of(run: RunFolder) -> dict:
-    """How to draw a synthetic run's faces again: its samples, image size and seed (config.json "train")."""
+    """How the run drew synthetic faces, should its data be "synthetic": its samples, image size and seed."""
     fields = run.train_fields
     missing = [k for k in ("synthetic_samples", "image_size", "seed") if k not in fields]
     if missing:
-        raise ConfigError(f"{run.config_file}: no train {', '.join(missing)}: cannot re-draw the run's synthetic faces")
+        raise ConfigError(f"{run.config_file}: no train {', '.join(missing)}: cannot read the run's data again")
     return dict(samples=fields["synthetic_samples"], image_size=fields["image_size"], seed=fields["seed"])
 
 
 def load_eval_data(data: str, split: str, run: RunFolder | None, model, *, fallback: bool = False, **read):
-    """(the ImageSet to evaluate on, the split it is). The run's own data is split as the run split it
+    """(the ImageSet to evaluate on, the split it is). The run's own data is read and split as the run had it
     (minivit.data.splits.load_run_split): "val" is its carved validation split, rebuilt and checked
-    against the recorded hash, and "synthetic" re-draws its synthetic faces. Other data: that dataset's
-    split (load_dataset). Folders of mixed image sizes are resized to the model's input size; ``read``:
-    load_dataset's on_error, progress, label_mode, ferplus_images. ``fallback``: a dataset without
+    against the recorded hash, and synthetic faces are drawn again from its seed. Other data: that
+    dataset's split (load_dataset). Folders of mixed image sizes are resized to the model's input size;
+    ``read``: load_dataset's on_error, progress, label_mode, ferplus_images. ``fallback``: a dataset without
     ``split`` is evaluated on its val split instead (the report names the split it used)."""
     from ..data import MissingSplit, load_dataset, load_run_split
 
     read = dict(read, resize_mixed_to=model.config.image_size)
-    if data == "synthetic" and (run is None or not run.trained_on(data)):
-        raise ConfigError("--data synthetic re-draws a run's own synthetic faces: --checkpoint must be a run folder "
-                          "(or a file inside one) of a synthetic run; give --data a dataset path otherwise")
+    own = run is not None and run.trained_on(data)
 
     def load(s: str):
-        if run is not None and run.trained_on(data):
-            return load_run_split(data, s, run.split_rule or {}, synthetic=synthetic_of(run) if data == "synthetic"
-                                  else None, **read)
+        if own:
+            return load_run_split(data, s, run.split_rule or {}, synthetic=synthetic_of(run), **read)
         return load_dataset(data, s, **read)
 
     try:
@@ -96,7 +93,7 @@ def check_report_folder(out: Path, overwrite: bool) -> None:
 
 def report_folder(out, run_dir: Path | None, source: str, data: str, split: str, tta: bool) -> Path:
     """--out, or ``<run>/eval-<data>-<split>[-tta]`` (``runs/eval-...-<checkpoint>`` outside a run)."""
-    name = "synthetic" if data == "synthetic" else Path(data).name
+    name = Path(data).name
     report = f"eval-{name}-{split}{'-tta' if tta else ''}"
     return Path(out) if out else run_dir / report if run_dir else Path("runs") / f"{report}-{Path(source).stem}"
 

@@ -24,6 +24,7 @@ from ..common.device import DEVICES, PRECISIONS
 from ..common.errors import ConfigError
 from ..data.ferplus import LABEL_MODES
 from ..data.splits import VAL_SPLITS
+from ..data.synthetic import SYNTHETIC
 from .board import tensorboard_missing
 
 
@@ -33,7 +34,7 @@ class TrainConfig:
     a ~90k-parameter ViT at 32x32 (patch 4: an 8x8 grid) on minivit's synthetic faces."""
 
     # data
-    data: str = "synthetic"  # a dataset path (see minivit.data.load_dataset) or "synthetic"
+    data: str = SYNTHETIC  # a dataset path (see minivit.data.load_dataset) or "synthetic"
     ferplus_images: str | None = None  # FER+ labels: pixels from the original fer2013.csv or a folder of its fer*.png images
     label_mode: str = "majority"  # FER+ only: "majority" or "soft" (vote distribution as target)
     synthetic_samples: int = 2800  # size of the synthetic training set; its val set is a quarter of it

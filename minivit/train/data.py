@@ -101,13 +101,11 @@ def load_data(cfg, progress: bool = True):
     Image folders of mixed sizes are resized on decode to the training size; unreadable images
     stop the run naming the file, or are skipped and counted with ``on_bad_image="skip"``. Image folders
     and RAF-DB are decoded once into the cache (cache_plan) and memory-mapped; under torchrun each
-    machine's first process builds it while the others wait, then they map the same file.
+    machine's first process builds it while the others wait, then they map the same file. Synthetic
+    faces are drawn at the training size from ``cfg.synthetic_samples`` and ``cfg.seed``.
     """
     from ..data import load_splits
 
-    if cfg.data == "synthetic":
-        synthetic = dict(samples=cfg.synthetic_samples, image_size=cfg.image_size, seed=cfg.seed)
-        return load_splits("synthetic", cfg.val_split, cfg.val_fraction, synthetic=synthetic)
     plan = cache_plan(cfg)
     if plan is not None:  # a build's bar shows on the process that builds: each machine's first
         progress = cfg.progress and world_from_env()[2] == 0
@@ -115,7 +113,8 @@ def load_data(cfg, progress: bool = True):
     def load():
         return load_splits(cfg.data, cfg.val_split, cfg.val_fraction, label_mode=cfg.label_mode,
                            ferplus_images=cfg.ferplus_images, resize_mixed_to=cfg.image_size,
-                           on_error=cfg.on_bad_image, progress=progress, cache=plan)
+                           on_error=cfg.on_bad_image, progress=progress, cache=plan,
+                           synthetic=dict(samples=cfg.synthetic_samples, image_size=cfg.image_size, seed=cfg.seed))
 
     return load() if plan is None else local_leader_first(load)
 

@@ -107,17 +107,14 @@ def storage_lines(run) -> list[str]:
 
 def memory_reason(run) -> str:
     """Why a run's images were decoded into memory rather than mapped from the decoded cache."""
-    from ..data.formats import detect_format
+    from ..data.formats import FORMATS, detect_format
 
-    cfg = run.cfg
-    if run.split_rule["val"] == "given" or cfg.data == "synthetic":
-        return "given in Python" if run.split_rule["val"] == "given" else "synthetic faces, drawn at every start"
-    if not cfg.cache:
-        return "--no-cache"
-    kind = detect_format(cfg.data)
-    if kind in ("fer2013_csv", "ferplus"):
-        return "pixels in the CSV" if kind == "fer2013_csv" else "FER+ faces, 48x48"
-    return "the cache folder could not be written"
+    if run.split_rule["val"] == "given":
+        return "given in Python"
+    source = FORMATS[detect_format(run.cfg.data)]
+    if source.in_memory:  # a source the cache never holds
+        return source.in_memory
+    return "the cache folder could not be written" if run.cfg.cache else "--no-cache"
 
 
 def _bytes(n: int) -> str:
