@@ -404,7 +404,8 @@ class ViT(nn.Module):
         """Images (B, C, H, W) -> logits (B, num_classes), or the pooled features without a head.
         Batches only: one (C, H, W) image is a ConfigError (pass ``x[None]``).
 
-        ``return_out=True`` returns ``(logits, out)``, big_vision's dict of intermediates:
+        ``return_out=True`` returns ``(logits, out)``, big_vision's dict of intermediates (collected only
+        then: a plain call keeps no block's output beyond the next block):
         ``out["tokens"]`` the (B, T, D) tokens after each block, ``out["encoded"]`` after the
         final norm (before it with ``norm_after_pool``), ``out["pooled"]`` (B, D) the pooled vector
         (normed with ``norm_after_pool``), ``out["pre_logits"]`` what the head reads.
@@ -421,8 +422,9 @@ class ViT(nn.Module):
                 x, probs = checkpoint(block, x, attention, use_reentrant=False)  # (B, T, D), (B, h, T, T) or None
             else:
                 x, probs = block(x, attention)  # (B, T, D), (B, h, T, T) or None
-            out["tokens"].append(x)
-            maps.append(probs)
+            if return_out or attention:  # kept only when asked for: under no_grad each block's output is freed
+                out["tokens"].append(x)
+                maps.append(probs)
         x = out["encoded"] = x if config.norm_after_pool else self.norm(x)  # (B, T, D)
         if config.classifier == "token":
             x = x[:, 0]  # (B, D): the CLS token
