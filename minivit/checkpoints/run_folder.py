@@ -132,6 +132,10 @@ class RunFolder:
 
     # -- what it holds --------------------------------------------------------------------------
 
+    def is_at(self, path) -> bool:
+        """Whether ``path`` names this folder (a --out given with --resume must)."""
+        return Path(path).resolve() == self.path.resolve()
+
     @property
     def is_run_folder(self) -> bool:
         """Whether this is a training run's folder (the rule in the module docstring)."""
@@ -224,15 +228,6 @@ class RunFolder:
             raise CheckpointError(f"{self.named}: no {RESUME} there")
         return load_resume(self.resume_file)
 
-    def check_split(self, rule: dict, where: str) -> None:
-        """Refuse a split whose carved validation images are not the ones the run held out: a changed
-        training folder would move images between its train and its carved val split."""
-        saved = self.split_rule or {}
-        if saved.get("val_hash") and saved["val_hash"] != rule.get("val_hash"):
-            raise ConfigError(f"{where}: the validation split carved out of {self.data} is not the run's (held-out "
-                              f"images hash to {rule.get('val_hash')}, the run recorded {saved['val_hash']}): "
-                              f"the training images changed since the run; start a new run")
-
     def check_new_run(self, *, overwrite: bool) -> None:
         """Refuse, before anything is written, a new run here when this is a file, or holds a run (unless
         ``overwrite``): its results are never replaced without being asked."""
@@ -244,10 +239,25 @@ class RunFolder:
 
     # -- writing it -----------------------------------------------------------------------------
 
+    def save_weights(self, name: str, model, extra: dict) -> None:
+        """best.safetensors or last.safetensors (``name``): a minivit checkpoint ViT.from_pretrained reads,
+        with ``extra`` (epoch, score, classes, what it was trained on) in its metadata; written atomically."""
+        from .writing import save_checkpoint
+
+        if name not in (BEST, LAST):
+            raise ValueError(f"a run's weights are {BEST} or {LAST}, not {name!r}")
+        save_checkpoint(model, self.path / name, extra=extra)
+
+    def save_resume(self, model, optimizer, scaler, ema, state: dict) -> None:
+        """resume.safetensors: everything the run needs to continue bit-exactly (minivit.checkpoints.resume),
+        written atomically; always under its own name here, even when the run was resumed from another file."""
+        from .resume import save_resume
+
+        save_resume(self.path / RESUME, model, optimizer, scaler, ema, state)
+
     def prepare(self, *, replace: bool) -> None:
-        """Create the folder; with ``replace`` (--overwrite on a new run) remove the old run's files first.
-        Stale temp files of interrupted writes go either way."""
-        ensure_folder(self.path)  # a file in the way is one line naming it, not a traceback
+        """Make the folder ready for a run: with ``replace`` (--overwrite on a new run) the old run's files
+        removed, stale temp files of interrupted writes removed either way, the folder created."""
         if replace:
             # the old run's event files too: TensorBoard would draw both runs as one
             for path in [self.config_file, *(self.path / f for f in REPORT_FILES), *self.path.glob("*.safetensors"),
@@ -255,6 +265,7 @@ class RunFolder:
                 if path.is_file():
                     path.unlink()
         self.clean_temp_files()
+        ensure_folder(self.path)  # a file in the way is one line naming it, not a traceback
 
     def clean_temp_files(self) -> int:
         """Remove the temp files that interrupted atomic writes left here; returns how many."""

@@ -152,15 +152,23 @@ def _optional(load, split: str) -> ImageSet | None:
 
 
 def load_splits(data: str, val_split: str = "auto", val_fraction: float = DEFAULT_VAL_FRACTION, *,
-                seed: int = CARVE_SEED, **read) -> DataSplits:
+                seed: int = CARVE_SEED, recorded: dict | None = None, resumed: str = "", **read) -> DataSplits:
     """The train, val and test sets of a run on ``data`` (a dataset path or "synthetic"), by the rule above.
 
     ``read``: load_dataset's options (resize_mixed_to, on_error, progress, label_mode, ferplus_images, cache,
-    and for "synthetic" synthetic=dict(samples=, image_size=, seed=)).
+    and for "synthetic" synthetic=dict(samples=, image_size=, seed=)). ``recorded``: the rule a run recorded,
+    when it is resumed (``resumed``: how the user named it): a carve must hold out what it held out
+    (check_carve), checked from the files' listing before anything is decoded where the listing tells, and
+    on the carve itself.
     """
     if val_split not in VAL_SPLITS:
         raise ConfigError(f"--val-split must be one of {', '.join(VAL_SPLITS)}, not {val_split!r}")
     load = lambda s: load_dataset(data, s, **read)  # noqa: E731
+    if recorded and recorded.get("val") == "carved" and read.get("on_error", "raise") == "raise":
+        # every listed file is then read, so the ids carved are the listed ones; None: the listing cannot tell
+        listed = listed_val_hash(data, recorded["val_fraction"], recorded["seed"])
+        if listed is not None:
+            check_carve(data, recorded, listed, resumed)
     train = load("train")
     own_val = _optional(load, "val") if val_split == "auto" else None
     test = _optional(load, "test")
@@ -171,8 +179,23 @@ def load_splits(data: str, val_split: str = "auto", val_fraction: float = DEFAUL
     if own_val is not None:
         return DataSplits(train, own_val, test, split_rule(val_split, "dataset", own_val, test))
     train, val, digest = carve_validation(train, val_fraction, seed)
+    if recorded:
+        check_carve(data, recorded, digest, resumed)
     return DataSplits(train, val, test, split_rule(val_split, "carved", val, test, fraction=val_fraction, seed=seed,
                                                    digest=digest))
+
+
+def check_carve(data: str, recorded: dict, digest: str | None, resumed: str = "") -> None:
+    """The one check that images carved out of ``data`` (their ids hash to ``digest``; None: nothing was
+    carved) are the ones a run held out (``recorded``: its split rule): a DataError otherwise, saying what
+    to do, for a run being resumed (``resumed``: how it was named) or evaluated."""
+    if not recorded.get("val_hash") or digest == recorded["val_hash"]:
+        return
+    then = f"start a new run: --resume {resumed} cannot continue this one" if resumed else (
+        "evaluate on --split test instead")
+    raise DataError(f"{data}: the run's validation split, carved out of its train split, cannot be rebuilt: the "
+                    f"held-out images hash to {digest}, the run recorded {recorded['val_hash']} (the training images "
+                    f"changed since the run); {then}")
 
 
 def load_run_split(data: str, split: str, rule: dict, **read) -> ImageSet:
@@ -183,10 +206,7 @@ def load_run_split(data: str, split: str, rule: dict, **read) -> ImageSet:
     load = lambda s: load_dataset(data, s, **read)  # noqa: E731
     if rule.get("val") == "carved" and split in ("train", "val"):
         kept, val, digest = carve_validation(load("train"), rule["val_fraction"], rule["seed"])
-        if rule.get("val_hash") and digest != rule["val_hash"]:
-            raise DataError(f"{data}: the run's validation split, carved out of its train split, cannot be rebuilt: "
-                            f"the held-out images hash to {digest}, the run recorded {rule['val_hash']} (the training "
-                            f"images changed since the run); evaluate on --split test instead")
+        check_carve(data, rule, digest)
         return val if split == "val" else kept
     if split == "val" and rule.get("val") == "test":
         return load("test")
@@ -259,5 +279,5 @@ def absent_classes(splits: dict) -> list[str]:
 
 
 __all__ = ["VAL_SPLITS", "DEFAULT_VAL_FRACTION", "CARVE_SEED", "OPTIMISTIC", "DataSplits", "split_rule",
-           "carve_count", "carve_validation", "held_out", "listed_val_hash", "ids_hash", "load_splits", "load_run_split",
+           "carve_count", "carve_validation", "held_out", "listed_val_hash", "ids_hash", "load_splits", "load_run_split", "check_carve",
            "selection_role", "source_name", "split_label", "split_title", "absent_classes"]

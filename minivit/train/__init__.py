@@ -2,14 +2,14 @@
 
 Where each concern lives (read them in this order; docs/training.md explains each piece):
 
-    loop.py         train(): set up the run, then per epoch train_one_epoch + end_of_epoch; the step
+    loop.py         train(): set up the run, then per epoch train_one_epoch + end_of_epoch; the step; the
+                    weights and resume point it saves (through the run's RunFolder)
     config.py       TrainConfig: every knob, its valid range, validate()
     setup.py        the Run: its folder (minivit.checkpoints.RunFolder: never overwrite a run, timestamped
                     names, the resume point), processes, device, data, model, optimiser, EMA
     data.py         the run's splits (minivit.data.splits), the in-memory uint8 set, index order, batches
     optim.py        weight-decay rule, layer-wise LR decay, warmup + cosine schedule, EMA
     distributed.py  DDP: joining torchrun's process group, no_sync, all-reduce, barrier
-    saving.py       best/last weights each epoch and the resume point (minivit.checkpoints.resume)
     report.py       the header, progress, per-epoch lines, history/curves, warnings, the final report (val, test)
     profiles.py     the named presets (synthetic / finetune / scratch) that Python and the command line share
     cli.py          the command line: every option, each checked by config.py's tables

@@ -32,31 +32,17 @@ RESIDENT_CHUNK = 1024  # images per host-to-device copy when a mapped set is mov
 
 def run_splits(cfg, folder, main: bool, train_set=None, val_set=None, test_set=None):
     """The run's DataSplits: the ImageSets passed to train() as given, else load_data. A resumed run must
-    hold out the images it held out before (its RunFolder checks the split): checked from the training
-    files' listing before anything is decoded where the listing tells, and on the split itself after."""
-    if train_set is not None:
-        splits = given_data(cfg, train_set, val_set, test_set)
-    else:
-        if cfg.resume:
-            check_listed_split(cfg, folder)  # before anything is decoded (or a decoded cache built)
+    hold out the images it held out before (the split rule its RunFolder recorded: check_carve)."""
+    from ..data.splits import check_carve
+
+    recorded = folder.split_rule if cfg.resume else None
+    if train_set is None:
         with data_messages(cfg):  # building a decoded cache, and why: the run's own lines
-            splits = load_data(cfg, progress=cfg.progress and main)
-    if cfg.resume:
-        folder.check_split(splits.rule, f"--resume {cfg.resume}")  # also where the listing could not tell
+            return load_data(cfg, progress=cfg.progress and main, recorded=recorded)
+    splits = given_data(cfg, train_set, val_set, test_set)
+    if recorded:
+        check_carve(cfg.data, recorded, splits.rule.get("val_hash"), cfg.resume)
     return splits
-
-
-def check_listed_split(cfg, folder) -> None:
-    """RunFolder.check_split from the training files' listing alone (minivit.data.splits.listed_val_hash),
-    where it tells: every listed file is then read (--on-bad-image raise), so the ids carved are the listed ones."""
-    from ..data.splits import listed_val_hash
-
-    saved = folder.split_rule
-    if not saved or saved.get("val") != "carved" or cfg.on_bad_image != "raise":
-        return
-    digest = listed_val_hash(cfg.data, saved["val_fraction"], saved["seed"])
-    if digest is not None:
-        folder.check_split({"val_hash": digest}, f"--resume {cfg.resume}")
 
 
 @contextmanager
@@ -93,10 +79,11 @@ class _Forward(logging.Handler):
             tqdm.write(f"{self.prefix}{record.getMessage()}")
 
 
-def load_data(cfg, progress: bool = True):
+def load_data(cfg, progress: bool = True, recorded: dict | None = None):
     """The run's DataSplits for cfg.data (minivit.data.splits.load_splits): train (with a carved validation
     split taken out of it), val (selects best.safetensors), test (scored once at the end, or None) and the
-    rule that chose them, by ``cfg.val_split`` and ``cfg.val_fraction``.
+    rule that chose them, by ``cfg.val_split`` and ``cfg.val_fraction``; ``recorded``: the rule of the run
+    being resumed, whose carve must be the same (minivit.data.splits.check_carve).
 
     Image folders of mixed sizes are resized on decode to the training size; unreadable images
     stop the run naming the file, or are skipped and counted with ``on_bad_image="skip"``. Image folders
@@ -113,7 +100,8 @@ def load_data(cfg, progress: bool = True):
     def load():
         return load_splits(cfg.data, cfg.val_split, cfg.val_fraction, label_mode=cfg.label_mode,
                            ferplus_images=cfg.ferplus_images, resize_mixed_to=cfg.image_size,
-                           on_error=cfg.on_bad_image, progress=progress, cache=plan,
+                           on_error=cfg.on_bad_image, progress=progress, cache=plan, recorded=recorded,
+                           resumed=cfg.resume or "",
                            synthetic=dict(samples=cfg.synthetic_samples, image_size=cfg.image_size, seed=cfg.seed))
 
     return load() if plan is None else local_leader_first(load)

@@ -29,6 +29,7 @@ from .config import TrainConfig, check_resume_options
 from .data import TrainData, run_splits
 from .distributed import broadcast_string, setup_distributed, wrap_ddp
 from .optim import EMA, build_optimizer
+from .report import Clock
 
 
 @dataclass
@@ -63,9 +64,7 @@ class Run:
     interrupted: bool = False
     t_start: float = field(default_factory=time.time)
     curves_drawn_at: float = 0.0  # when curves.png was last drawn (time.time())
-    timed_images: int = 0  # steady-state throughput: images and seconds of training steps, validation excluded
-    timed_seconds: float = 0.0
-    epoch_timing: dict = field(default_factory=dict)  # this epoch's start, training seconds and images: history.csv
+    clock: Clock = field(default_factory=Clock)  # training time: this epoch's (history.csv) and the steady state's
     board: object = None  # the TensorBoard writer (minivit/train/board.py): rank 0, with --tensorboard
 
     @property
@@ -144,7 +143,7 @@ def open_run_folder(cfg: TrainConfig) -> tuple[RunFolder | None, tuple | None]:
         return folder, None
     folder = RunFolder.of_resume(cfg.resume)
     resume = folder.load_resume()  # its one-line error now, not after the dataset has been decoded
-    if cfg.out is not None and Path(cfg.out).resolve() != folder.path.resolve():
+    if cfg.out is not None and not folder.is_at(cfg.out):
         raise ConfigError(f"--out {cfg.out}: a resumed run continues in its own folder {folder.path}; "
                           "--out and --overwrite do not apply with --resume")
     if folder.config_file.is_file():  # a resume file outside its run folder: restore() still refuses a misfit
@@ -168,8 +167,8 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> 
     cfg.validate()
     folder, resume = open_run_folder(cfg)
     rank, world, device = setup_distributed(cfg.device)
-    seed_everything(cfg.seed + rank)  # ranks differ so their dropout masks differ
     precision, amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
+    seed_everything(cfg.seed + rank)  # ranks differ so their dropout masks differ
     planned = plan_model(cfg, resume[0] if resume else None)
     # the channels pick the normalisation: the planned model's; a checkpoint's are known once it is read
     aug = augment_config(cfg.image_size, planned.in_chans if planned else 3, cfg.augment)
