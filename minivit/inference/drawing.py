@@ -9,8 +9,8 @@ minivit always has: an annotated video needs OpenCV only to encode its frames.
 Example:
     >>> import numpy as np
     >>> out = draw_labels(np.zeros((60, 80), np.uint8), [((10, 20, 30, 30), "happy 0.91", FACE_COLORS[0])])
-    >>> out.shape, out.dtype, tuple(out[35, 10])   # an RGB copy; the box's left edge in its colour
-    ((60, 80, 3), dtype('uint8'), (31, 119, 180))
+    >>> out.shape, out.dtype, out[35, 10].tolist()   # an RGB copy; the box's left edge in its colour
+    ((60, 80, 3), dtype('uint8'), [31, 119, 180])
 """
 
 from __future__ import annotations
