@@ -16,8 +16,7 @@ evaluate, train, inference; the modules directly in minivit/ are the commands pe
 from .common.errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError, OutputError
 from .common.version import __version__
 from .model.config import ViTConfig, config_from_name
-from .model.pos_embed import resample_pos_embed
-from .model.vit import ViT, create_model
+from .model.vit import ViT, create_model, resample_pos_embed
 
 __all__ = [
     "ViT",

@@ -422,8 +422,8 @@ def test_extra_must_be_json(tmp_path):
 
 
 def test_checkpoint_layer_does_not_import_the_model():
-    """The checkpoint layer reads the model's config and its position-embedding rule (minivit/model/config.py,
-    pos_embed.py), never the model (minivit/model/vit.py, or the model package that could re-export it)."""
+    """The checkpoint layer reads the model's config (minivit/model/config.py), never the model
+    (minivit/model/vit.py, or the model package that re-exports it)."""
     import ast
 
     for path in (REPO / "minivit" / "checkpoints").glob("*.py"):

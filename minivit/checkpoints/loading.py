@@ -74,7 +74,7 @@ class LoadReport:
         log.info("%s", self)
 
     def resampled(self, before: ViTConfig, after: ViTConfig) -> None:
-        """Record ViT.resize_image: the position embeddings resampled to another grid (minivit.model.pos_embed)."""
+        """Record ViT.resize_image: the position embeddings resampled to another grid (resample_pos_embed)."""
         if after.grid != before.grid:
             self.notes.append(f"pos_embed resampled {before.grid} -> {after.grid} grid (bicubic, antialiased, float32)")
         self.config = after

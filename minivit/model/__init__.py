@@ -2,8 +2,8 @@
 
     config.py      ViTConfig (every field that decides the parameters and the function), SIZES, and the
                    names people write a ViT by ("B/16", "ViT-B_16", timm's, transformers')
-    pos_embed.py   the one rule for resampling position embeddings to another grid
-    vit.py         the model itself: patches -> tokens -> blocks -> pooled vector -> head; ViT.from_pretrained,
+    vit.py         the model itself: patches -> tokens -> blocks -> pooled vector -> head; the one rule for
+                   resampling position embeddings to another grid (resample_pos_embed); ViT.from_pretrained,
                    reset_head and resize_image (the model owns its shape)
     speed.py       opt-in speed paths (a bf16 inference copy, attention kernels, torch.compile), each
                    checked against the plain model
@@ -18,7 +18,6 @@ Example:
 """
 
 from .config import ViTConfig, config_from_name
-from .pos_embed import resample_pos_embed
-from .vit import ViT, create_model
+from .vit import ViT, create_model, resample_pos_embed
 
 __all__ = ["ViT", "ViTConfig", "create_model", "config_from_name", "resample_pos_embed"]
