@@ -341,9 +341,15 @@ REPORT_PNGS = ("curves.png", "confusion_matrix.png", "test_confusion_matrix.png"
 BUDGET = 150 * 1024
 
 
-def test_report_pictures_of_a_small_run_are_small(logged_run):
-    sizes = {name: (logged_run / name).stat().st_size for name in REPORT_PNGS}
-    assert all(size < BUDGET for size in sizes.values()), sizes
+def test_report_pictures_of_a_small_run_are_small_and_show_something(logged_run):
+    """Under the budget, and pictures: a blank or flat PNG would be small too. Each has ink on at least 2%
+    of its pixels (darker than the light background) in many grey levels (text, lines, heat maps)."""
+    for name in REPORT_PNGS:
+        size = (logged_run / name).stat().st_size
+        with Image.open(logged_run / name) as im:
+            gray = np.asarray(im.convert("L"))
+        ink, levels = (gray < 200).mean(), len(np.unique(gray))
+        assert size < BUDGET and min(gray.shape) > 300 and ink > 0.02 and levels > 64, (name, size, ink, levels)
 
 
 def test_attention_grid_of_sixteen_photos_is_small_and_shows_the_input(tmp_path):
