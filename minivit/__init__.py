@@ -7,10 +7,9 @@ Example:
     torch.Size([1, 7])
 
 The package reads in chapters (docs/index.md has the map): common, model, checkpoints, data,
-evaluate, train, inference; the modules directly in minivit/ are the commands people type
-(``minivit predict``, ``attention``, ``serve``, ``export``, ``convert``, ``hub``, each also
-``python -m minivit.<command>``; ``minivit train`` and ``minivit evaluate`` are chapters of their own;
-``minivit/__main__.py`` is the ``minivit`` command's table of them).
+evaluate, train, inference; then the commands people type, minivit/commands/ (``minivit train``,
+``evaluate``, ``predict``, ``attention``, ``serve``, ``export``, ``convert``, ``hub``, each also
+``python -m minivit.<command>`` through a two-line entry; the rule is minivit/commands/__init__.py).
 """
 
 from .common.errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError, OutputError
