@@ -43,7 +43,7 @@ from minivit.common.device import DEVICES, pick_device  # noqa: E402
 from minivit.common.cli import ArgumentParser, integer, number, run  # noqa: E402
 from minivit.train import TrainConfig, load_data, train  # noqa: E402
 from minivit.train.profiles import PROFILES  # noqa: E402
-from minivit.checkpoints.runs import holds_run  # noqa: E402
+from minivit.checkpoints import RunFolder  # noqa: E402
 from minivit.data.splits import split_label  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fer2013"
@@ -212,7 +212,7 @@ def parse_args(argv=None):
     args.out = Path(args.out or "runs/fer_recipe")
     if (args.out / "results.json").exists() and not args.overwrite:
         p.error(f"argument --out: {args.out} already holds results.json (pass --overwrite to replace it)")
-    taken = [args.out / "runs" / n for n in names if holds_run(args.out / "runs" / n)]
+    taken = [args.out / "runs" / n for n in names if RunFolder(args.out / "runs" / n).state != "empty"]
     if taken and not args.overwrite:  # refused now, not after the variants before it have trained
         p.error(f"argument --out: {taken[0]} already holds a run (pass --overwrite to replace "
                 f"{'it' if len(taken) == 1 else f'these {len(taken)} runs'})")

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from minivit.common.cli import run  # noqa: E402
-from minivit.evaluate import main  # noqa: E402
+from minivit.commands.evaluate import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run(lambda argv: main(argv, prog="evaluate_fer.py")))

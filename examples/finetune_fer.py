@@ -1,6 +1,6 @@
 """Fine-tune (or train from scratch) a ViT for facial expression recognition.
 
-This is ``python -m minivit.train``, minivit's training command (minivit/train/cli.py), run as a
+This is ``python -m minivit.train``, minivit's training command (minivit/commands/train.py), run as a
 script from a checkout. With no arguments it trains the embedded default: a short from-scratch run
 on SYNTHETIC faces (drawn by minivit.data.synthetic_faces, not real data) that writes the full
 report into runs/synthetic-<timestamp>/ in a few minutes on 2 CPU cores.
@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from minivit.common.cli import run  # noqa: E402
-from minivit.train.cli import main  # noqa: E402
+from minivit.commands.train import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run(main))

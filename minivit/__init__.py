@@ -7,18 +7,15 @@ Example:
     torch.Size([1, 7])
 
 The package reads in chapters (docs/index.md has the map): common, model, checkpoints, data,
-evaluate, train, inference; the modules directly in minivit/ are the commands people type
-(``minivit predict``, ``attention``, ``serve``, ``export``, ``convert``, ``hub``, each also
-``python -m minivit.<command>``; ``minivit train`` and ``minivit evaluate`` are chapters of their own;
-``minivit/__main__.py`` is the ``minivit`` command's table of them).
+evaluate, train, inference; then the commands people type, minivit/commands/ (``minivit train``,
+``evaluate``, ``predict``, ``attention``, ``serve``, ``export``, ``convert``, ``hub``, each also
+``python -m minivit.<command>`` through a two-line entry; the rule is minivit/commands/__init__.py).
 """
 
-from .common import moved
 from .common.errors import CheckpointError, ConfigError, DataError, DownloadError, MinivitError, OutputError
 from .common.version import __version__
 from .model.config import ViTConfig, config_from_name
-from .model.pos_embed import resample_pos_embed
-from .model.vit import ViT, create_model
+from .model.vit import ViT, create_model, resample_pos_embed
 
 __all__ = [
     "ViT",
@@ -34,8 +31,6 @@ __all__ = [
     "OutputError",
     "Predictor",
 ]
-
-moved.install()  # old module paths (minivit.augment, minivit.checkpoints.io, ...) keep importing: common/moved.py
 
 
 def __getattr__(name: str):

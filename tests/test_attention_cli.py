@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import minivit
-from minivit.attention import main
+from minivit.commands.attention import main
 from minivit.checkpoints import save_checkpoint
 
 

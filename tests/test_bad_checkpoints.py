@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minivit import ViT, ViTConfig
-from minivit.checkpoints import save_checkpoint, save_npz
+from minivit.checkpoints import export, save_checkpoint
 from minivit.common.errors import CheckpointError, MinivitError
 
 
@@ -24,7 +24,7 @@ def tiny_model(**kw):
 def good_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("good")
     model = tiny_model(representation_size=8)
-    save_npz(model, d / "m.npz")
+    export(model, d / "m.npz", "vit_jax")
     save_checkpoint(model, d / "m.safetensors")
     return {"npz": (d / "m.npz").read_bytes(), "safetensors": (d / "m.safetensors").read_bytes()}
 
@@ -153,9 +153,7 @@ def test_one_flipped_byte_in_a_tensor_name(good_files, tmp_path, kind, name):
 
 
 def test_timm_unknown_architecture_without_sizes(tmp_path):
-    from minivit.checkpoints import save_folder
-
-    save_folder(tiny_model(gelu="exact"), tmp_path, "timm")
+    export(tiny_model(gelu="exact"), tmp_path, "timm")
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["architecture"] = "vit_base_patch16_clip_224"
     del cfg["model_args"]["num_heads"]
@@ -164,10 +162,8 @@ def test_timm_unknown_architecture_without_sizes(tmp_path):
 
 
 def _folder_with_config(tmp_path, to: str, change) -> "Path":
-    from minivit.checkpoints import save_folder
-
     folder = tmp_path / f"{to}_model"
-    save_folder(tiny_model(gelu="exact"), folder, to)
+    export(tiny_model(gelu="exact"), folder, to)
     cfg = json.loads((folder / "config.json").read_text())
     change(cfg)
     (folder / "config.json").write_text(json.dumps(cfg))
@@ -190,7 +186,7 @@ def test_bad_config_values_are_one_line_errors(tmp_path, to, change):
 
 def test_npz_without_block_norm_is_a_one_line_error(tmp_path):
     good = tmp_path / "good.npz"
-    save_npz(tiny_model(), good)
+    export(tiny_model(), good, "vit_jax")
     with np.load(good) as z:
         tensors = {k: z[k] for k in z.files if "LayerNorm_0/scale" not in k}
     p = tmp_path / "no_norm.npz"
@@ -200,7 +196,7 @@ def test_npz_without_block_norm_is_a_one_line_error(tmp_path):
 
 def test_scan_stacked_0d_array_is_a_one_line_error(tmp_path):
     good = tmp_path / "good.npz"
-    save_npz(tiny_model(classifier="gap"), good, layout="big_vision")
+    export(tiny_model(classifier="gap"), good, "big_vision")
     with np.load(good) as z:
         tensors = {k: z[k] for k in z.files}
     name = next(k for k in tensors if "encoderblock_0/" in k)
@@ -211,7 +207,7 @@ def test_scan_stacked_0d_array_is_a_one_line_error(tmp_path):
 
 
 def test_convert_bad_config_exits_2_with_one_line(tmp_path, capsys):
-    from minivit.convert import main
+    from minivit.commands.convert import main
 
     folder = _folder_with_config(tmp_path, "transformers", lambda c: c.update(hidden_size="big"))
     assert main([str(folder), "-o", str(tmp_path / "out.safetensors")]) == 2

@@ -50,43 +50,43 @@ TINY = dict(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32, g
 # -- the commands, called as `python -m` calls them -------------------------------------------------
 
 def _train(argv):
-    from minivit.train.cli import main
+    from minivit.commands.train import main
     return main(argv)
 
 
 def _evaluate(argv):
-    from minivit.evaluate import main
+    from minivit.commands.evaluate import main
     return main(argv)
 
 
 def _convert(argv):
-    from minivit.convert import main
+    from minivit.commands.convert import main
     return main(argv)
 
 
 def _predict(argv):
-    from minivit.predict import main
+    from minivit.commands.predict import main
     return main(argv)
 
 
 def _attention(argv):
-    from minivit.attention import main
+    from minivit.commands.attention import main
     return main(argv)
 
 
 def _export(argv):
-    from minivit.export import main
+    from minivit.commands.export import main
     return main(argv)
 
 
 def _hub(argv):
-    from minivit.hub import main
+    from minivit.commands.hub import main
     return main(argv)
 
 
 def _serve_parse(argv):
     # parsing only: serve's main would start a web server once the options are accepted
-    from minivit.serve import build_parser
+    from minivit.commands.serve import build_parser
     build_parser().parse_args(argv)
     return 0
 
@@ -261,9 +261,9 @@ def truncated_safetensors(tmp, fx):
 
 @case("checkpoint", "convert")
 def truncated_npz(tmp, fx):
-    from minivit.checkpoints import save_npz
+    from minivit.checkpoints import export
     full = tmp / "full.npz"
-    save_npz(tiny_model(7), full)
+    export(tiny_model(7), full, "vit_jax")
     p = tmp / "cut.npz"
     p.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     full.unlink()
@@ -337,8 +337,8 @@ def convert_output_exists(tmp, fx):
 
 @case("checkpoint", "convert")
 def convert_default_output_exists(tmp, fx):
-    from minivit.checkpoints import save_npz
-    save_npz(tiny_model(7), tmp / "vit.npz")
+    from minivit.checkpoints import export
+    export(tiny_model(7), tmp / "vit.npz", "vit_jax")
     (tmp / "vit.safetensors").write_bytes(b"an older conversion, kept")
     return [tmp / "vit.npz"], ["vit.safetensors", "--overwrite"]
 
@@ -672,9 +672,9 @@ def eval_missing_dataset(tmp, fx):
 # added cases: bad config values in checkpoints, changed options on --resume, out-of-range seeds
 
 def _hf_folder_with(tmp, **changes) -> Path:
-    from minivit.checkpoints import save_folder
+    from minivit.checkpoints import export
     folder = tmp / "hf_model"
-    save_folder(tiny_model(7, gelu="exact"), folder, "transformers")
+    export(tiny_model(7, gelu="exact"), folder, "transformers")
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, **changes}))
     return folder
@@ -700,8 +700,8 @@ def minivit_metadata_out_of_range(tmp, fx):
 
 @case("checkpoint", "convert")
 def scan_stacked_npz_0d(tmp, fx):
-    from minivit.checkpoints import save_npz
-    save_npz(tiny_model(7, classifier="gap"), tmp / "good.npz", layout="big_vision")
+    from minivit.checkpoints import export
+    export(tiny_model(7, classifier="gap"), tmp / "good.npz", "big_vision")
     with np.load(tmp / "good.npz") as z:
         arrays = {k: z[k] for k in z.files}
     (tmp / "good.npz").unlink()
@@ -997,10 +997,10 @@ def _documented(parser) -> dict[str, Callable]:
 
 
 def _parsers():
-    from minivit import convert, evaluate, predict, serve
-    from minivit.train import cli as train_cli
-    import minivit.attention as attention
-    import minivit.export as export
+    from minivit.commands import convert, evaluate, predict, serve
+    from minivit.commands import train as train_cli
+    import minivit.commands.attention as attention
+    import minivit.commands.export as export
 
     def train_parser():
         p = cli.ArgumentParser(prog="python -m minivit.train")
@@ -1071,7 +1071,7 @@ def test_option_fuzz(cli_name, capsys):
     (its bounds, its choices), independently of the parser: an accepted value must be exactly the
     number the text says and inside the range; a refused one must really be unreadable or outside it.
     """
-    from minivit.convert import parse_image_size
+    from minivit.commands.convert import parse_image_size
 
     make_parser, required = _parsers()[cli_name]
     actions = {o: make_parser()._option_string_actions[o] for o in _documented(make_parser())

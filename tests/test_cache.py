@@ -6,6 +6,7 @@ and compares against the in-memory path, load_image_folder(resize_mixed_to=...),
 
 import json
 import logging
+import mmap
 import os
 import signal
 import subprocess
@@ -195,7 +196,7 @@ def test_a_map_the_kernel_refuses_is_one_line(folder, cache_dir, monkeypatch):
     def refused(*args, **kwargs):
         raise OSError(12, "Cannot allocate memory")
 
-    monkeypatch.setattr(cache.mmap, "mmap", refused)
+    monkeypatch.setattr(mmap, "mmap", refused)
     with pytest.raises(DataError) as e:
         open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False)
     message = str(e.value)
@@ -419,20 +420,27 @@ def test_a_damaged_cache_is_rebuilt_never_read(folder, cache_dir, monkeypatch, c
     assert cache_folders(cache_dir) == [built] and not list(cache_dir.glob(".stale-*"))
 
 
-def test_sampled_check_covers_the_ends_and_full_check_every_block(folder, cache_dir, monkeypatch):
-    monkeypatch.setattr(cache, "BLOCK_BYTES", 1024)  # 35 images x 1728 bytes: 60 blocks, 10 checked per open
+def test_every_open_checks_the_end_blocks_and_a_full_check_every_block(folder, cache_dir, monkeypatch, caplog):
+    """A cache checksummed in 1 KiB blocks (35 images x 1728 bytes: 60 blocks, 10 checked per open): a byte
+    flipped in the first or the last block is found by every open, one in a middle block by verify="full";
+    each time the cache is rebuilt from the files, never read as it is."""
+    monkeypatch.setattr(cache, "BLOCK_BYTES", 1024)  # what the cache is built with; its header records it
+    expected = load_image_folder(folder, "train", resize_mixed_to=SIZE, progress=False)
     open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False)
     (built,) = cache_folders(cache_dir)
-    images, size = built / "images.u8", (built / "images.u8").stat().st_size
     header = json.loads((built / "header.json").read_text())
-    assert len(header["block_crc32"]) == -(-size // 1024) == 60
-    assert cache._bad_block(images, header["block_crc32"], "full") is None
-    for offset in (0, size - 1):  # the first and last blocks are in every sample
-        flip(images, offset)
-        assert cache._bad_block(images, header["block_crc32"], "sample") == offset // 1024
-        flip(images, offset)
-    flip(images, 30 * 1024 + 5)
-    assert cache._bad_block(images, header["block_crc32"], "full") == 30
+    size = (built / "images.u8").stat().st_size
+    assert header["block_bytes"] == 1024 and len(header["block_crc32"]) == -(-size // 1024) == 60
+    for offset, verify in ((0, "sample"), (size - 1, "sample"), (30 * 1024 + 5, "full")):
+        flip(built / "images.u8", offset)
+        decodes = Decodes(monkeypatch)
+        with caplog.at_level(logging.WARNING, logger="minivit.data"):
+            s = open_cache(listing(folder), SIZE, cache_dir=cache_dir, progress=False, verify=verify)
+        block = offset // 1024
+        assert f"images.u8 bytes {block * 1024}..{(block + 1) * 1024} do not match" in caplog.text, caplog.text
+        assert decodes.count == 35
+        assert_same_as_memory(s, expected)
+        caplog.clear()
 
 
 # ---- bad input ----
@@ -592,7 +600,7 @@ def test_prefetch_depth_must_be_positive():
 
 # ---- the benchmark script runs (its numbers are not checked: CPU timings mean nothing here) ----
 
-def test_data_scale_benchmark_writes_its_rows(tmp_path):
+def test_data_scale_benchmark_measures_the_same_images_every_way(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))
     import data_scale
 
@@ -601,21 +609,26 @@ def test_data_scale_benchmark_writes_its_rows(tmp_path):
                             str(tmp_path / "cache"), "--ram-max", "21", "--out", str(out), "--no-progress",
                             "--train-steps", "5", "--train-batch", "2", "--passes", "3"]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["run"] for r in rows] == ["first start (build)", "second start (map)", "RAM decode", "gather map vs RAM",
-                                        "train from the map", "train from RAM", "loop map vs RAM",
-                                        *[f"2 DDP from {w} ({r})" for w in ("the map", "RAM") for r in ("rank 0", "rank 1", "both")]]
-    assert all(r["images"] == 21 and r["shape"] == [3, 16, 16] and r["private_mb"] > 0 for r in rows[:4])
-    # the training rows train on the 14 images left when a val image per class is carved out: 5 steps of 2
-    # (under DDP, the epoch's 14 / 2 processes / 2 = 3 steps), the first 3 left out of the timing
-    assert all(r["images"] == 14 and r["shape"] == [3, 16, 16] and r["pss_mb"] > 0 for r in rows[4:])
-    assert all(r["steps"] == 5 and r["loop_img_s"] > 0 for r in rows[4:6])
-    assert len(rows[6]["map_img_s"]) == len(rows[6]["ram_img_s"]) == 3 and min(rows[6]["map_img_s"]) > 0
-    assert all(r["steps"] == 3 for r in rows[7:] if "rank" in r["run"])
-    for both, ranks in ((rows[9], rows[7:9]), (rows[12], rows[10:12])):
-        assert both["private_mb"] == sum(r["private_mb"] for r in ranks) and both["pss_mb"] == sum(
-            r["pss_mb"] for r in ranks)
-    assert rows[1]["gather_img_s"] > 0 and rows[0]["cache_gb"] == 21 * 3 * 16 * 16 / 1e9
-    assert len(rows[3]["map_img_s"]) == len(rows[3]["ram_img_s"]) == 3
+    # each row measured a whole set at --size: every image (the cache's rows: build, map, RAM, gather), or the
+    # 14 left to train on when a val image per class is carved out (minivit.train's rows)
+    assert all(r["n"] == 21 and r["shape"] == [3, 16, 16] and r["images"] in (21, 14) for r in rows)
+    data, trains = [r for r in rows if r["images"] == 21], [r for r in rows if r["images"] == 14]
+    assert len(data) >= 4 and len(trains) >= 3 and all(r["private_mb"] > 0 for r in data)
+    assert sum("cache_gb" in r for r in data) == 1 and data[0]["cache_gb"] == 21 * 3 * 16 * 16 / 1e9  # the build
+    assert sum("gather_img_s" in r for r in data) == 1 and all(r["gather_img_s"] > 0 for r in data if "gather_img_s" in r)
+    compared = [r for r in rows if "map_img_s" in r]  # map vs RAM in one process: --passes of each, every one timed
+    assert len(compared) == 2 and all(len(r["map_img_s"]) == len(r["ram_img_s"]) == 3 and min(r["map_img_s"]) > 0
+                                      for r in compared)
+    # training: 5 steps of 2 in one process (2 DDP processes: the epoch's 14 / 2 / 2 = 3 steps)
+    assert all(r["pss_mb"] > 0 for r in trains)
+    single = [r for r in trains if "rank" not in r and "steps" in r]
+    assert single and all(r["steps"] == 5 and r["loop_img_s"] > 0 for r in single)
+    ranked = [r for r in trains if "rank" in r]
+    assert [r["rank"] for r in ranked] == [0, 1, "both"] * (len(ranked) // 3) and ranked
+    for i in range(0, len(ranked), 3):  # the "both" row is the machine's: the two ranks' memory added up
+        (a, b), both = ranked[i:i + 2], ranked[i + 2]
+        assert a["steps"] == b["steps"] == 3
+        assert both["private_mb"] == a["private_mb"] + b["private_mb"] and both["pss_mb"] == a["pss_mb"] + b["pss_mb"]
     files = sorted((tmp_path / "data" / "faces-21-seed0" / "train").rglob("*.jpg"))
     sizes = {Image.open(f).size for f in files}
     assert len(files) == 21 and len(sizes) > 1 and all(64 <= min(s) and max(s) <= 400 for s in sizes)

@@ -174,7 +174,7 @@ def setup_and_report(*args, **kwargs):
 
 
 cache.decode_file, loop.setup_run = counted, setup_and_report
-from minivit.train.cli import main
+from minivit.commands.train import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -17,18 +17,15 @@ from minivit import ViT, ViTConfig, resample_pos_embed
 from minivit.checkpoints import (
     CONFIG_KEY,
     LAYOUTS,
-    convert_transformers_state_dict,
     export,
-    export_tensors,
     from_minivit,
     read_extra,
     to_minivit,
     save_checkpoint,
-    save_folder,
-    save_npz,
     table_markdown,
 )
 from minivit.checkpoints.reading import read_safetensors
+from minivit.checkpoints.writing import write_npz
 from minivit.checkpoints.layouts import CONDITIONS
 from minivit.common.errors import CheckpointError
 
@@ -100,11 +97,15 @@ def test_transformers_model_without_pooler(tmp_path, transformers):
         assert max_diff(model(x), hf(pixel_values=x).last_hidden_state[:, 0]) < 5e-5
 
 
-def test_convert_transformers_state_dict_in_memory_names(transformers):
+def test_transformers_in_memory_names_load_from_a_folder(tmp_path, transformers):
+    """A folder holding transformers 5's in-memory state dict (model.state_dict() saved as is, no save_pretrained)."""
+    from safetensors.torch import save_file
+
     hf = randomize(transformers.ViTForImageClassification(hf_config(transformers)))
-    cfg, state = convert_transformers_state_dict(hf.state_dict(), hf.config)  # transformers 5 in-memory names
-    model = ViT(cfg).eval()
-    model.load_state_dict(state)
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, tmp_path / "model.safetensors")
+    hf.config.to_json_file(tmp_path / "config.json")
+    model = ViT.from_pretrained(tmp_path)
+    assert model.load_report.layout == "transformers_v5" and model.load_report.ok
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert max_diff(model(x), hf(pixel_values=x).logits) < 5e-5
@@ -115,7 +116,7 @@ def test_convert_transformers_state_dict_in_memory_names(transformers):
                                      ({"num_classes": 0, "representation_size": 32}, "ViTModel")])
 def test_export_to_transformers_loads_in_transformers(tmp_path, transformers, kw, cls):
     model = tiny(**kw)
-    save_folder(model, tmp_path, "transformers")
+    export(model, tmp_path, "transformers")
     hf = getattr(transformers, cls).from_pretrained(tmp_path, attn_implementation="eager").eval()
     x = torch.randn(2, 3, *model.config.image_hw)
     with torch.no_grad():
@@ -128,25 +129,25 @@ def test_export_to_transformers_loads_in_transformers(tmp_path, transformers, kw
 
 def test_export_refuses_what_the_target_cannot_hold(tmp_path):
     with pytest.raises(CheckpointError, match="representation"):
-        save_folder(tiny(representation_size=32), tmp_path / "a", "transformers")
+        export(tiny(representation_size=32), tmp_path / "a", "transformers")
     with pytest.raises(CheckpointError, match="pre_logits"):
-        save_folder(tiny(representation_size=32), tmp_path / "b", "timm")
+        export(tiny(representation_size=32), tmp_path / "b", "timm")
     with pytest.raises(CheckpointError, match="CLS"):
-        save_folder(tiny(classifier="gap"), tmp_path / "c", "transformers")
+        export(tiny(classifier="gap"), tmp_path / "c", "transformers")
 
 
 def test_timm_export_refuses_an_mlp_width_timm_cannot_size(tmp_path):
     """timm builds the MLP as int(embed_dim * mlp_ratio): 56 * (61 / 56) is 60.99... -> 60, not 61."""
     with pytest.raises(CheckpointError, match="mlp_dim=61"):
-        save_folder(tiny(dim=56, heads=4, mlp_dim=61), tmp_path / "t", "timm")
+        export(tiny(dim=56, heads=4, mlp_dim=61), tmp_path / "t", "timm")
     assert not (tmp_path / "t").exists()  # refused before anything is written
-    save_folder(tiny(dim=56, heads=4, mlp_dim=224), tmp_path / "ok", "timm")
+    export(tiny(dim=56, heads=4, mlp_dim=224), tmp_path / "ok", "timm")
     assert ViT.from_pretrained(tmp_path / "ok").config.mlp_dim == 224
 
 
 def test_timm_export_roundtrip_gap_fc_norm(tmp_path):
     model = tiny(classifier="gap", norm_after_pool=True)
-    save_folder(model, tmp_path, "timm")
+    export(model, tmp_path, "timm")
     names = set(read_safetensors(tmp_path / "model.safetensors")[0])
     assert "fc_norm.weight" in names and "norm.weight" not in names and "cls_token" not in names
     x = torch.randn(2, 3, 16, 16)
@@ -202,7 +203,7 @@ def test_npz_export_roundtrip_token(tmp_path, layout, prefix):
     model = tiny(gelu="tanh", representation_size=16)
     with torch.no_grad():
         model.pos_embed[:, 0] = 0  # big_vision's CLS token has no position embedding
-    save_npz(model, tmp_path / "m.npz", layout, prefix)
+    write_npz(from_minivit(model.state_dict(), LAYOUTS[layout], model.config, prefix), tmp_path / "m.npz")
     reloaded = ViT.from_pretrained(tmp_path / "m.npz")
     assert reloaded.load_report.layout == layout and reloaded.config == model.config
     assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in model.state_dict().items())
@@ -210,7 +211,7 @@ def test_npz_export_roundtrip_token(tmp_path, layout, prefix):
 
 def test_big_vision_export_refuses_cls_position(tmp_path):
     with pytest.raises(CheckpointError, match="CLS"):
-        save_npz(tiny(gelu="tanh"), tmp_path / "m.npz", "big_vision", "params/")
+        export(tiny(gelu="tanh"), tmp_path / "m.npz", "big_vision")
 
 
 def test_incomplete_map_head_is_a_clear_error(fixtures_dir, tmp_path):
@@ -421,8 +422,8 @@ def test_extra_must_be_json(tmp_path):
 
 
 def test_checkpoint_layer_does_not_import_the_model():
-    """The checkpoint layer reads the model's config and its position-embedding rule (minivit/model/config.py,
-    pos_embed.py), never the model (minivit/model/vit.py, or the model package that could re-export it)."""
+    """The checkpoint layer reads the model's config (minivit/model/config.py), never the model
+    (minivit/model/vit.py, or the model package that re-exports it)."""
     import ast
 
     for path in (REPO / "minivit" / "checkpoints").glob("*.py"):

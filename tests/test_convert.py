@@ -11,7 +11,7 @@ import torch
 
 from minivit import ViT, ViTConfig
 from minivit.checkpoints import save_checkpoint
-from minivit.convert import main
+from minivit.commands.convert import main
 
 REPO = Path(__file__).resolve().parents[1]
 

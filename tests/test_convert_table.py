@@ -22,10 +22,10 @@ import torch
 
 from minivit import ViT, ViTConfig
 from minivit.checkpoints import LAYOUTS, SETTINGS, export, export_refusals, holds_markdown, save_checkpoint
-from minivit.checkpoints import save_folder, save_npz, timm_config, transformers_config
+from minivit.checkpoints import timm_config, transformers_config
 from minivit.checkpoints.configs import FREE_FIELDS
 from minivit.checkpoints.holds import cell
-from minivit.convert import main
+from minivit.commands.convert import main
 from minivit.common.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,17 +170,17 @@ def test_every_refused_cell_in_the_converter(tmp_path, capsys, to, setting):
 
 def test_every_writer_follows_the_one_table(tmp_path):
     exact = build(gelu="exact", norm_eps=1e-12)
-    for write in (lambda: save_npz(exact, tmp_path / "a.npz"), lambda: export(exact, tmp_path / "b.npz", "big_vision")):
+    for write in (lambda: export(exact, tmp_path / "a.npz", "vit_jax"), lambda: export(exact, tmp_path / "b.npz", "big_vision")):
         with pytest.raises(CheckpointError, match=r"gelu='exact', norm_eps=1e-12 cannot be expressed"):
             write()
     with pytest.raises(CheckpointError, match="norm_eps=1e-12 cannot be expressed in the timm layout"):
-        save_folder(exact, tmp_path / "t", "timm")
+        export(exact, tmp_path / "t", "timm")
     with pytest.raises(CheckpointError, match="norm_eps=1e-12 cannot be expressed in the timm layout"):
         timm_config(exact.config)
     with pytest.raises(CheckpointError, match="classifier='gap' cannot be expressed in the transformers layout"):
         transformers_config(build(classifier="gap").config)
     assert not list(tmp_path.iterdir())
-    save_npz(exact, tmp_path / "a.npz", allow_lossy=True)
+    export(exact, tmp_path / "a.npz", "vit_jax", allow_lossy=True)
     assert ViT.from_pretrained(tmp_path / "a.npz").config.norm_eps == 1e-6
 
 

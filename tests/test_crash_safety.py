@@ -121,8 +121,7 @@ def temp_files(run: Path) -> list[Path]:
 def test_kill_during_checkpoint_writes_never_leaves_a_torn_file(finished_run, tmp_path, capsys):
     import shutil
 
-    from minivit.checkpoints.runs import locate_checkpoint
-    from minivit.checkpoints.runs import holds_run
+    from minivit.checkpoints import RunFolder
 
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
@@ -140,12 +139,12 @@ def test_kill_during_checkpoint_writes_never_leaves_a_torn_file(finished_run, tm
     assert leftovers, "the blocked write should have left its temp file"
     # a stale temp file is never what a reader opens: not a run file, not matched as a checkpoint
     assert not any(p.suffix == ".safetensors" for p in leftovers)
-    assert locate_checkpoint(run)[0] == str(run / "best.safetensors") and holds_run(run)
+    assert RunFolder.of_checkpoint(run)[0] == str(run / "best.safetensors") and RunFolder(run).state == "finished"
     assert (run / "config.json").read_bytes() == config_before
 
     # resuming the (finished) run cleans the leftovers up and still reads the complete files
     from minivit.common.cli import run as run_cli
-    from minivit.train.cli import main
+    from minivit.commands.train import main
 
     assert run_cli(main, ["--resume", str(run), "--no-progress", "--device", "cpu"]) == 0, capsys.readouterr().err
     assert temp_files(run) == []
@@ -154,12 +153,12 @@ def test_kill_during_checkpoint_writes_never_leaves_a_torn_file(finished_run, tm
 
 def test_clean_temp_files_removes_only_temp_files(tmp_path):
     from minivit.checkpoints.writing import write_safetensors
-    from minivit.train.rundir import clean_temp_files
+    from minivit.checkpoints import RunFolder
 
     write_safetensors({"w": torch.ones(3)}, tmp_path / "best.safetensors")
     (tmp_path / ".best.safetensors.abc123.tmp").write_bytes(b"half")
     (tmp_path / ".resume.safetensors.x.tmp").write_bytes(b"")
     (tmp_path / "notes.tmp").write_text("not ours: no leading dot")
-    assert clean_temp_files(tmp_path) == 2
+    assert RunFolder(tmp_path).clean_temp_files() == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors", "notes.tmp"]
     assert read_safetensors(tmp_path / "best.safetensors")[0]["w"].sum() == 3

@@ -635,9 +635,9 @@ def test_when_every_row_was_skipped_the_error_says_so(tmp_path):
 def test_one_list_of_image_suffixes_and_one_of_splits():
     import minivit.data.fer2013 as fer2013
     import minivit.data.formats as formats
-    import minivit.predict as predict
+    import minivit.inference.images as images
     from minivit.data.folders import IMAGE_SUFFIXES
     from minivit.data.labels import SPLITS
 
-    assert predict.IMAGE_SUFFIXES is IMAGE_SUFFIXES and ".pgm" in IMAGE_SUFFIXES and ".webp" in IMAGE_SUFFIXES
+    assert images.IMAGE_SUFFIXES is IMAGE_SUFFIXES and ".pgm" in IMAGE_SUFFIXES and ".webp" in IMAGE_SUFFIXES
     assert fer2013.SPLITS is SPLITS and formats.SPLITS is SPLITS

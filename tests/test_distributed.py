@@ -17,7 +17,7 @@ from processes import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Runs the training command (minivit.train.cli.main, what examples/finetune_fer.py runs) in a torchrun
+# Runs the training command (minivit.commands.train.main, what examples/finetune_fer.py runs) in a torchrun
 # worker, then reports whether the process group it joined still exists once main() has returned.
 WORKER = """
 import os, sys, weakref
@@ -34,7 +34,7 @@ def init_and_watch(*args, **kwargs):
 
 
 dist.init_process_group = init_and_watch
-from minivit.train.cli import main
+from minivit.commands.train import main
 
 code = main(sys.argv[1:])
 tasks = "/proc/self/task"

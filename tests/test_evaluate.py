@@ -16,8 +16,9 @@ from minivit.data.augment import AugmentConfig, eval_transform
 from minivit.checkpoints import save_checkpoint
 from minivit.common.cli import run
 from minivit.data import synthetic_faces, synthetic_split
+from minivit.commands.evaluate import main
 from minivit.evaluate import (attention_report, classification_metrics, confusion_matrix, dominant_class_warning,
-                              evaluate, format_table, main, predict, select_examples, write_report)
+                              evaluate, format_table, predict, select_examples, write_report)
 from minivit.evaluate.plots import curves_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -255,12 +256,12 @@ def test_attention_report_maps_are_the_rollout_of_each_image(tmp_path, monkeypat
 
 # ----------------------------------------------------------------------------- the evaluation command
 
-def fake_run(folder, model, samples=64, img_size=16, seed=3):
+def fake_run(folder, model, samples=64, image_size=16, seed=3):
     """A run folder as minivit.train writes it: best.safetensors and config.json (train section)."""
     folder.mkdir(parents=True)
     save_checkpoint(model, folder / "best.safetensors", extra={"epoch": 1})
     (folder / "config.json").write_text(json.dumps(
-        {"train": {"data": "synthetic", "synthetic_samples": samples, "img_size": img_size, "seed": seed}}))
+        {"train": {"data": "synthetic", "synthetic_samples": samples, "image_size": image_size, "seed": seed}}))
     return folder
 
 

@@ -9,7 +9,7 @@ import torch
 
 import minivit
 from minivit.checkpoints import save_checkpoint
-from minivit.export import DEFAULT_OPSET, main
+from minivit.commands.export import DEFAULT_OPSET, main
 
 ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the 'export' extra (onnx, onnxruntime)")
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'export' extra (onnx, onnxruntime)")

@@ -11,7 +11,7 @@ from minivit.inference import faces
 from minivit.checkpoints import save_checkpoint
 from minivit.common.errors import ConfigError
 from minivit.inference.predictor import DETECTED, NO_FACE, UNAVAILABLE, Predictor
-from minivit.predict import main
+from minivit.commands.predict import main
 
 pytest.importorskip("cv2", reason="face detection needs the 'faces' extra (opencv-python-headless<5)")
 skimage_data = pytest.importorskip("skimage.data", reason="the astronaut photo ships with scikit-image")

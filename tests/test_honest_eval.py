@@ -49,13 +49,13 @@ def cli(module, argv, capsys):
 
 
 def train_cli(argv, capsys):
-    import minivit.train.cli as train_module
+    import minivit.commands.train as train_module
 
     return cli(train_module, argv, capsys)
 
 
 def evaluate_cli(argv, capsys):
-    import minivit.evaluate as evaluate_module
+    import minivit.commands.evaluate as evaluate_module
 
     return cli(evaluate_module, argv, capsys)
 
@@ -66,7 +66,7 @@ def folder_run(tmp_path_factory):
     import contextlib
     import io
 
-    import minivit.train.cli as train_module
+    import minivit.commands.train as train_module
 
     base = tmp_path_factory.mktemp("honest")
     data = face_folder(base / "faces")
@@ -270,7 +270,7 @@ def test_evaluate_falls_back_to_val_only_where_there_is_no_test_split_and_says_s
 
 
 def test_predict_says_when_photos_differ_in_kind(tmp_path, capsys):
-    from minivit.predict import main
+    from minivit.commands.predict import main
 
     photo = tmp_path / "photo.png"
     Image.new("RGB", (16, 16), (200, 120, 90)).save(photo)
@@ -286,26 +286,8 @@ def test_predict_says_when_photos_differ_in_kind(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().err  # a gray photo for a model trained on real gray faces
 
 
-def test_old_run_folders_keep_the_split_they_selected_on(tmp_path, capsys):
-    """A run written before the carve has no rule in config.json: on a folder without val/ it selected on
-    test/, and resuming or evaluating it says so instead of silently carving another split."""
-    from minivit.train import TrainConfig
-    from minivit.train.rundir import read_run_config
-
-    data = face_folder(tmp_path / "faces")
-    old = {k: v for k, v in TrainConfig(data=str(data)).to_dict().items() if k not in ("val_split", "val_fraction")}
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"train": old}))
-    assert read_run_config(tmp_path / "run")["val_split"] == "test"
-    checkpoint(tmp_path / "run" / "best.safetensors", None)
-    code, out, err = evaluate_cli(["--checkpoint", tmp_path / "run", "--split", "val", "--no-progress"], capsys)
-    assert code == 0, err
-    report = json.loads((tmp_path / "run" / "eval-faces-val" / "metrics.json").read_text())
-    assert report["num_samples"] == 12 and report["split_label"].endswith(OPTIMISTIC)
-
-
 def test_resume_keeps_the_runs_split_options(folder_run):
-    from minivit.train.cli import build_config, parse_args
+    from minivit.commands.train import build_config, parse_args
 
     _, run_dir, _, _ = folder_run
     cfg, _ = build_config(parse_args(["--resume", str(run_dir), "--val-split", "test", "--val-fraction", "0.5"]))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from minivit import hub as hub_command
+from minivit.commands import hub as hub_command
 from minivit.checkpoints import hub
 from minivit.common import cli
 from minivit.common.errors import DownloadError

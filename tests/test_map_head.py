@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from minivit import ViT, ViTConfig
-from minivit.checkpoints import save_checkpoint, save_folder, save_npz, timm_config
+from minivit.checkpoints import LAYOUTS, export, from_minivit, save_checkpoint, timm_config
+from minivit.checkpoints.writing import write_npz
 from minivit.common.errors import CheckpointError, ConfigError
 
 P = "params/"
@@ -167,7 +168,7 @@ def test_map_npz_matches_independent_reference(map_npz):
 def test_big_vision_roundtrip_bit_exact(map_npz, tmp_path):
     path, arrays, x = map_npz
     model = ViT.from_pretrained(path)
-    save_npz(model, tmp_path / "back.npz", "big_vision", P)
+    write_npz(from_minivit(model.state_dict(), LAYOUTS["big_vision"], model.config, P), tmp_path / "back.npz")
     with np.load(tmp_path / "back.npz", allow_pickle=False) as z:
         back = {k: z[k] for k in z.files}
     assert set(back) == set(arrays)
@@ -184,7 +185,7 @@ def test_timm_and_minivit_roundtrips_and_refused_targets(tmp_path):
     np.savez(tmp_path / "m.npz", **arrays)
     model = ViT.from_pretrained(tmp_path / "m.npz")
     x = torch.rand(2, 3, 16, 16) * 2 - 1
-    save_folder(model, tmp_path / "timm", "timm")  # timm's global_pool="map": AttentionPoolLatent at attn_pool.*
+    export(model, tmp_path / "timm", "timm")  # timm's global_pool="map": AttentionPoolLatent at attn_pool.*
     tc = timm_config(model.config)
     assert tc["global_pool"] == "map" and tc["model_args"]["class_token"] is False
     save_checkpoint(model, tmp_path / "m.safetensors")
@@ -195,9 +196,9 @@ def test_timm_and_minivit_roundtrips_and_refused_targets(tmp_path):
         with torch.no_grad():
             assert torch.equal(back(x), model(x))
     with pytest.raises(CheckpointError, match="transformers"):
-        save_folder(model, tmp_path / "hf", "transformers")
+        export(model, tmp_path / "hf", "transformers")
     with pytest.raises(CheckpointError, match="vit_jax layout has no place for map_head"):
-        save_npz(model, tmp_path / "vj.npz", "vit_jax")
+        export(model, tmp_path / "vj.npz", "vit_jax")
 
 
 def test_fine_tuning_setup_keeps_the_map_head(tmp_path):

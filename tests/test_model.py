@@ -301,12 +301,53 @@ def test_compiles_with_no_graph_break():
     torch.compile(model, fullgraph=True, backend="eager")(x).sum().backward()
 
 
-def test_public_api():
-    assert minivit.ViT is ViT and minivit.ViTConfig is ViTConfig and minivit.create_model is create_model
-    assert minivit.config_from_name("Ti/16").dim == 192
-    assert minivit.resample_pos_embed is resample_pos_embed
-    assert issubclass(minivit.ConfigError, minivit.MinivitError)
-    assert isinstance(create_model("Ti/16", num_classes=7).head, torch.nn.Linear)
+def test_public_api_builds_loads_and_runs_a_model(tmp_path):
+    """What the README shows, through the public names only: a model by name, its out dict, saved and read
+    back (from minivit and from minivit.model alike), and the one-line error of a bad input."""
+    from minivit.checkpoints import save_checkpoint
+    from minivit.model import ViT as ModelViT
+
+    model = minivit.create_model("Ti/16", image_size=32, patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64,
+                                 num_classes=7).eval()
+    x = torch.randn(2, 3, 32, 32)
+    logits, out = model(x, attention=True)
+    assert logits.shape == (2, 7) and len(out["tokens"]) == len(out["attention"]) == 2
+    assert minivit.config_from_name("Ti/16").dim == 192 and isinstance(model.config, minivit.ViTConfig)
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    for load in (minivit.ViT.from_pretrained, ModelViT.from_pretrained):
+        assert torch.equal(load(tmp_path / "m.safetensors")(x), model(x))
+    with pytest.raises(minivit.ConfigError, match="for one image pass x"):
+        model(x[0])
+    pe = minivit.resample_pos_embed(model.pos_embed, (6, 6), model.config.grid, num_prefix=1)
+    assert pe.shape == (1, 37, 32) and torch.equal(pe[:, 0], model.pos_embed[:, 0])
+
+
+def test_a_plain_forward_keeps_no_block_output_alive():
+    """model(x) under no_grad frees each block's output once the next block has read it; the out dict
+    (return_out / attention) is what keeps them all, and only when asked for."""
+    import gc
+    import weakref
+
+    model = ViT(tiny(depth=4)).eval()
+    x = torch.randn(2, 3, 32, 32)
+
+    def alive_when_the_last_block_runs(**kw) -> int:
+        outputs, alive = [], []
+
+        def count(module, inputs):  # a pre-hook returning None leaves the inputs as they are
+            gc.collect()
+            alive.append(sum(r() is not None for r in outputs))
+
+        hooks = [b.register_forward_hook(lambda m, i, o: outputs.append(weakref.ref(o[0]))) for b in model.blocks]
+        hooks.append(model.blocks[-1].register_forward_pre_hook(count))
+        with torch.no_grad():
+            model(x, **kw)
+        for h in hooks:
+            h.remove()
+        return alive[0]
+
+    assert alive_when_the_last_block_runs() == 1  # only the output the last block is reading
+    assert alive_when_the_last_block_runs(return_out=True) == 3  # every block's, for out["tokens"]
 
 
 # --- the convolutional stem and the input channels ------------------------------------

@@ -10,8 +10,9 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="transformers is the oracle for these tests")
 
+import tempfile  # noqa: E402
+
 from minivit import ViT  # noqa: E402
-from minivit.checkpoints.loading import convert_transformers_state_dict  # noqa: E402
 
 
 def random_hf(cls, **config):
@@ -27,9 +28,11 @@ def random_hf(cls, **config):
 
 
 def to_minivit(hf) -> ViT:
-    cfg, state = convert_transformers_state_dict(hf.state_dict(), hf.config)
-    model = ViT(cfg)
-    model.load_state_dict(state, strict=True)  # every key, every shape
+    """The public path: save_pretrained, then ViT.from_pretrained (strict: every key, every shape)."""
+    with tempfile.TemporaryDirectory() as folder:
+        hf.save_pretrained(folder)
+        model = ViT.from_pretrained(folder)
+    assert model.load_report.ok and not model.load_report.new
     return model.eval()
 
 

@@ -18,7 +18,7 @@ from minivit.data.augment import AugmentConfig, eval_transform
 from minivit.checkpoints import save_checkpoint
 from minivit.common.errors import DataError
 from minivit.inference.predictor import NO_FACE, OFF, Predictor
-from minivit.predict import main
+from minivit.commands.predict import main
 
 TINY = dict(image_size=48, patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64, num_classes=7)
 

@@ -20,7 +20,7 @@ pytest.importorskip("multipart", reason="the web demo needs the 'serve' extra (p
 from fastapi.testclient import TestClient  # noqa: E402
 
 from minivit.inference.web import create_app  # noqa: E402
-from minivit.serve import build_parser  # noqa: E402
+from minivit.commands.serve import build_parser  # noqa: E402
 
 MAX_UPLOAD = 200_000
 
@@ -230,7 +230,7 @@ def test_cli_reports_a_missing_extra_before_loading_the_model_and_never_prints_p
     import sys
     import types
 
-    import minivit.serve as serve
+    import minivit.commands.serve as serve
 
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the extra were not installed
     assert minivit.common.cli.run(serve.main, ["--checkpoint", "no/such/model.safetensors"]) == 2

@@ -124,16 +124,6 @@ def test_compile_model_rejects_unknown_modes():
         speed.compile_model(tiny_model(), "fastest")
 
 
-def test_allow_tf32_sets_high_matmul_precision():
-    before = torch.get_float32_matmul_precision()
-    try:
-        torch.set_float32_matmul_precision("highest")
-        speed.allow_tf32()
-        assert torch.get_float32_matmul_precision() == "high"
-    finally:
-        torch.set_float32_matmul_precision(before)
-
-
 def test_channels_last_computes_the_same_logits_and_gradients_as_the_plain_model():
     torch.manual_seed(0)
     plain = ViT(ViTConfig(image_size=24, patch_size=4, in_chans=1, stem="conv", stem_width=8, dim=32, depth=2,

@@ -9,7 +9,7 @@ from PIL import Image
 from minivit.data import (LABELS, ImageSet, MissingSplit, carve_validation, kind_note, load_dataset, load_run_split,
                           load_splits)
 from minivit.data.provenance import data_kind, from_checkpoint_extra, trained_on
-from minivit.data.splits import (OPTIMISTIC, absent_classes, carve_count, ids_hash, legacy_rule, split_label,
+from minivit.data.splits import (OPTIMISTIC, absent_classes, carve_count, ids_hash, split_label,
                                  split_title)
 from minivit.common.errors import ConfigError, DataError
 
@@ -184,15 +184,6 @@ def test_load_run_split_rebuilds_the_carved_val_and_notices_a_changed_folder(tmp
         load_run_split(str(root), "val", run.rule)
     on_test = load_splits(root, "test")
     assert load_run_split(str(root), "val", on_test.rule).source == str(root / "test")
-
-
-def test_legacy_rule_of_runs_from_before_the_carve(tmp_path):
-    """A run folder without a recorded rule validated on test/ where the data had no val/: it says so."""
-    root = face_folder(tmp_path / "faces")
-    assert legacy_rule(str(root))["val"] == "test"
-    with_val = face_folder(tmp_path / "with_val", splits=(("train", 3), ("val", 2)))
-    assert legacy_rule(str(with_val))["val"] == "dataset"
-    assert legacy_rule("synthetic")["val"] == "dataset" and legacy_rule(str(tmp_path / "gone"))["val"] == "dataset"
 
 
 # ----------------------------------------------------------------------------- provenance

@@ -16,8 +16,8 @@ from minivit.common.cli import run
 from minivit.data import ImageSet
 from minivit.common.errors import ConfigError
 from minivit.train import TrainConfig, train
-from minivit.train.cli import build_config, main, parse_args
-from minivit.train.rundir import default_out
+from minivit.commands.train import build_config, main, parse_args
+from minivit.checkpoints import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--synthetic-samples", "64", "--img-size", "16", "--patch-size", "4", "--dim", "32", "--depth", "1",
@@ -75,11 +75,11 @@ def test_python_api_refuses_an_existing_run_too(tmp_path):
 
 
 def test_default_out_names_never_collide(tmp_path):
-    first = default_out("synthetic", root=str(tmp_path))
+    first = RunFolder.new("synthetic", root=str(tmp_path)).path
     first.mkdir()
-    second = default_out("synthetic", root=str(tmp_path))
+    second = RunFolder.new("synthetic", root=str(tmp_path)).path
     assert second != first and second.name.startswith(first.name) and not second.exists()
-    assert default_out("../shared/data/fer2013.csv", root=str(tmp_path)).name.startswith("fer2013-")
+    assert RunFolder.new("../shared/data/fer2013.csv", root=str(tmp_path)).path.name.startswith("fer2013-")
 
 
 BAD_OPTIONS = [
@@ -336,12 +336,12 @@ def test_resume_refuses_changed_optimiser_options(stopped_run, tmp_path, capsys,
     (dict(betas=(0.9, 0.999)), dict(betas=(0.9, 0.95)), "--betas cannot change on --resume"),
 ])
 def test_resume_refuses_changed_momentum_and_betas(tmp_path, saved, changed, message):
-    from minivit.train.rundir import check_resume_options
+    from minivit.train.config import check_resume_options
 
     write_config(tmp_path / "run", json.dumps({"train": TrainConfig(**saved).to_dict()}))
     with pytest.raises(ConfigError, match=message):
-        check_resume_options(TrainConfig(**changed, resume=str(tmp_path / "run")))
-    check_resume_options(TrainConfig(**saved, resume=str(tmp_path / "run")))  # unchanged: accepted
+        check_resume_options(TrainConfig(**changed), RunFolder(tmp_path / "run").train_fields)
+    check_resume_options(TrainConfig(**saved), RunFolder(tmp_path / "run").train_fields)  # unchanged: accepted
 
 
 def test_optimiser_state_that_does_not_fit_is_a_checkpoint_error(tmp_path):
@@ -399,7 +399,7 @@ def test_out_of_range_options_are_one_line(argv, named, capsys):
 
 
 def test_seed_range_in_the_python_api_and_numpy_seeding():
-    from minivit.convert import build_parser
+    from minivit.commands.convert import build_parser
     from minivit.train.setup import seed_everything
 
     with pytest.raises(ConfigError, match="--seed"):
@@ -414,11 +414,11 @@ def test_seed_range_in_the_python_api_and_numpy_seeding():
 @pytest.fixture
 def no_data(monkeypatch):
     """Decoding the dataset is an error: what is checked before it must fail first."""
-    import minivit.train.setup as setup
+    import minivit.train.data as data
 
     def refuse(*a, **kw):
         raise AssertionError("the dataset was loaded before the options were checked")
-    monkeypatch.setattr(setup, "load_data", refuse)
+    monkeypatch.setattr(data, "load_data", refuse)
 
 
 @pytest.mark.parametrize("kw, named", [
@@ -486,7 +486,7 @@ def test_python_and_the_command_share_one_table_of_profiles(argv, data, weights)
         assert TrainConfig().model_overrides == dict(patch_size=4, dim=64, depth=3, heads=4, mlp_dim=128)
     import argparse
 
-    from minivit.train import cli as train_cli
+    from minivit.commands import train as train_cli
 
     parser = argparse.ArgumentParser()
     train_cli.add_options(parser)

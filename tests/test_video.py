@@ -21,7 +21,7 @@ from PIL import Image
 import minivit
 from minivit.checkpoints import save_checkpoint
 from minivit.common.cli import run
-from minivit.predict import main
+from minivit.commands.predict import main
 
 cv2 = pytest.importorskip("cv2", reason="videos are read with OpenCV (the 'faces' extra)")
 skimage_data = pytest.importorskip("skimage.data", reason="the test clip is made from scikit-image's astronaut photo")
@@ -78,23 +78,49 @@ def which_face(row) -> str:
     return "A" if x + w / 2 < SIZE[0] / 2 else "B"
 
 
-def test_timeline_ids_times_plot_and_annotated_video(clip, checkpoint, tmp_path, capsys):
-    out, plot = tmp_path / "labelled.mp4", tmp_path / "faces.png"
-    assert main([str(clip), "--checkpoint", str(checkpoint), "--json", "--annotate", str(out), "--plot", str(plot),
-                 "--no-progress"]) == 0
-    captured = capsys.readouterr()
-    result = json.loads(captured.out)
+@pytest.fixture(scope="module")
+def predicted(clip, checkpoint, tmp_path_factory):
+    """One run of the command on the clip with --json --annotate --plot: (its JSON, stderr, the annotated
+    .mp4, the plot, and the Timeline the plot was drawn from)."""
+    import contextlib
+    import io
+
+    folder = tmp_path_factory.mktemp("predicted")
+    out, plot, drawn = folder / "labelled.mp4", folder / "faces.png", []
+    real_plot_png = video.plot_png
+
+    def plot_png(timeline, path):  # still draws it: only remembers what it drew
+        drawn.append(timeline)
+        return real_plot_png(timeline, path)
+
+    video.plot_png, stdout, stderr = plot_png, io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            assert main([str(clip), "--checkpoint", str(checkpoint), "--json", "--annotate", str(out), "--plot",
+                         str(plot), "--no-progress"]) == 0
+    finally:
+        video.plot_png = real_plot_png
+    return json.loads(stdout.getvalue()), stderr.getvalue(), out, plot, drawn[0]
+
+
+def test_every_frame_is_in_the_timeline_at_its_time(predicted):
+    result, *_ = predicted
     rows = result["timeline"]
     assert result["frames"] == FRAMES and result["video_fps"] == FPS and (result["width"], result["height"]) == SIZE
-
-    # times: frame index / the video's rate, for every frame
     assert sorted({r["frame"] for r in rows}) == list(range(FRAMES))
     assert all(r["time"] == pytest.approx(r["frame"] / FPS, abs=1e-6) for r in rows)
+    for r in rows:  # every class, summing to 1, the label the most probable
+        assert list(r["probabilities"]) == list(minivit.data.LABELS)
+        assert sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
 
-    # ids: A keeps id 1 while it moves and flips; B is 2, and 3 after its 1.4 s absence (more than MAX_GAP)
-    faces = [r for r in rows if r["box"]]
+
+def test_each_face_keeps_its_id_while_it_moves_and_gets_a_new_one_after_a_gap(predicted):
+    result, *_ = predicted
+    faces = [r for r in result["timeline"] if r["box"]]
     a = [r for r in faces if which_face(r) == "A"]
     b = [r for r in faces if which_face(r) == "B"]
+    # A keeps id 1 while it moves and flips; B is 2, and 3 after its 1.4 s absence (more than MAX_GAP)
     assert len(a) >= 20 and {r["face"] for r in a} == {1}, [(r["frame"], r["face"]) for r in a]
     assert len({r["frame"] for r in a}) == len(a)  # one box per face per frame
     assert a[-1]["box"][0] > a[0]["box"][0] + 40  # it moved, 3 pixels a frame
@@ -103,20 +129,39 @@ def test_timeline_ids_times_plot_and_annotated_video(clip, checkpoint, tmp_path,
     assert len(before) >= 8 and {r["face"] for r in before} == {2}
     assert len(after) >= 2 and {r["face"] for r in after} == {3}
     assert not [r for r in b if r["frame"] in B_GONE]
-    for r in rows:  # every class, summing to 1, the label the most probable
-        assert list(r["probabilities"]) == list(minivit.data.LABELS)
-        assert sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-5)
-        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
     summary = {f["face"]: f for f in result["faces"]}
     assert summary[1]["first"] == 0.0 and summary[3]["first"] >= B_GONE.stop / FPS - 1e-6
 
-    # the plot: a PNG, one panel per face (taller with more faces)
-    assert f"plot: {plot}" in captured.err
-    with Image.open(plot) as im:
-        assert im.format == "PNG" and im.height > 600
 
-    # the annotated video: every frame, its size and rate, face 1's box drawn in face 1's colour
-    assert f"annotated: {out}" in captured.err
+def test_the_plot_draws_each_faces_probabilities_over_time(predicted):
+    """One panel per face, each holding one line per class whose points are that face's probabilities at
+    its frames' times; the PNG written is that figure."""
+    result, err, _, plot, timeline = predicted
+    assert f"plot: {plot}" in err
+    fig = video.timeline_figure(timeline)
+    by_face = {}
+    for r in result["timeline"]:
+        by_face.setdefault(r["face"], []).append(r)
+    axes = [ax for ax in fig.axes if ax.get_lines()]
+    assert len(axes) == len(by_face) == 3  # faces 1, 2, 3 (no whole-frame rows: every frame had a face)
+    for ax, face in zip(axes, sorted(by_face)):
+        rows = by_face[face]
+        assert ax.get_title(loc="left").startswith(f"face {face}: {len(rows)} frames")
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert list(lines) == list(minivit.data.LABELS)
+        for c, line in lines.items():
+            x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+            drawn = ~np.isnan(y)  # NaNs break the line where the face was not seen
+            np.testing.assert_allclose(x[drawn], [r["time"] for r in rows], atol=1e-6)
+            np.testing.assert_allclose(y[drawn], [r["probabilities"][c] for r in rows], atol=1e-6)
+    width, height = (fig.get_size_inches() * 100).round().astype(int)  # the PNG is the figure at 100 dpi
+    with Image.open(plot) as im:
+        assert im.format == "PNG" and im.size == (width, height)
+
+
+def test_the_annotated_video_has_every_frame_with_each_face_boxed_in_its_colour(predicted):
+    result, err, out, _, _ = predicted
+    assert f"annotated: {out}" in err
     cap = cv2.VideoCapture(str(out))
     frames = []
     while True:
@@ -126,13 +171,13 @@ def test_timeline_ids_times_plot_and_annotated_video(clip, checkpoint, tmp_path,
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     assert len(frames) == FRAMES and frames[0].shape == (SIZE[1], SIZE[0], 3)
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(FPS)
-    first = a[0]
+    first = next(r for r in result["timeline"] if r["box"] and which_face(r) == "A")
     x, y, w, h = first["box"]
     left_edge = frames[first["frame"]][y + h // 4:y + 3 * h // 4, x].astype(float).mean(axis=0)  # along the box's side
     assert np.abs(left_edge - video.FACE_COLORS[0]).max() < 60, left_edge
     assert np.abs(clip_frames()[first["frame"]][y + h // 4:y + 3 * h // 4, x].astype(float).mean(axis=0)
                   - video.FACE_COLORS[0]).max() > 60  # the source frame does not have that colour there
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
 def test_every_and_fps_sample_the_right_frames(clip):
@@ -181,7 +226,7 @@ def test_csv_table_default_plot_and_every(clip, checkpoint, tmp_path, monkeypatc
 
 def test_progress_bar_on_long_clips_and_no_progress_silences_it(clip, checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(video, "PROGRESS_MIN_FRAMES", 10)  # our 30-frame clip counts as long
+    monkeypatch.setattr(video.predict, "PROGRESS_MIN_FRAMES", 10)  # our 30-frame clip counts as long
     assert main([str(clip), "--checkpoint", str(checkpoint), "--no-plot", "--every", "5"]) == 0
     err = capsys.readouterr().err
     assert "video: 100%" in err and f"{FRAMES}/{FRAMES}" in err

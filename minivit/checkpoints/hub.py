@@ -19,7 +19,7 @@ Example:
     >>> hub.manifest_entry("vit-b_16-224.npz")["config"]["image_size"]
     224
 
-Command line (minivit/hub.py): ``python -m minivit.hub list`` and ``python -m minivit.hub download NAME``.
+Command line (minivit/commands/hub.py): ``python -m minivit.hub list`` and ``python -m minivit.hub download NAME``.
 """
 
 from __future__ import annotations

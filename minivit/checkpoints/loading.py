@@ -1,4 +1,4 @@
-"""load_state: any supported checkpoint -> (ViTConfig, minivit state dict, a report of every tensor).
+"""load_state: any supported checkpoint -> (the file's ViTConfig, minivit state dict, a report of every tensor).
 
 The steps, each a small function below:
 
@@ -9,11 +9,13 @@ The steps, each a small function below:
     infer the config          the layout's own ``infer`` (configs.py): shapes, config.json or metadata
     apply overrides           contradicting what the file states -> CheckpointError
     map the tensors           the layout's table, forwards
-    adapt                     new head for another num_classes, pos_embed resampled for another image_size
     report                    every file tensor used or reported, every parameter loaded or reported
 
-``ViT.from_pretrained`` builds the model from the result and checks every shape: the checkpoint
-layer never imports the model. Writing goes the other way, in writing.py.
+What comes back is the file as it is. ``ViT.from_pretrained`` builds the model from it, checks every
+shape, and then adapts the model with its own methods (``reset_head`` for another number of classes,
+``resize_image`` for another input size), recording what they did in the report (``head_replaced``,
+``resampled``): the checkpoint layer never imports the model, and the model's shape has one owner.
+Writing goes the other way, in writing.py.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from pathlib import Path
 
 from ..common.errors import CheckpointError, ConfigError, MinivitError
 from ..model.config import ViTConfig
-from ..model.pos_embed import resample_pos_embed
 from . import reading
 from .configs import CONFIG_KEY
 from .layouts import LAYOUTS, Layout, layout_names, to_minivit
@@ -54,6 +55,29 @@ class LoadReport:
     @property
     def ok(self) -> bool:
         return not self.unused and not self.missing
+
+    def head_replaced(self, before: ViTConfig, after: ViTConfig) -> None:
+        """Record ViT.reset_head: the file's head (and its representation layer, if the new config has none)
+        dropped, a zero head for ``after.num_classes`` new."""
+        drop_rep = before.representation_size is not None and after.representation_size is None
+        for k in [k for k in self.loaded if k.startswith("head.") or (drop_rep and k.startswith("pre_logits."))]:
+            self.dropped[k] = (f"head for {before.num_classes} classes replaced by one for {after.num_classes}"
+                               if k.startswith("head.") else
+                               "representation layer dropped for fine-tuning (keep_representation=True keeps it)")
+            self.loaded.remove(k)
+        if after.num_classes:
+            self.new.update({"head.weight": "zero-initialised", "head.bias": "zero-initialised"})
+        self.config = after
+
+    def log(self) -> None:
+        """The report at INFO on the ``minivit.checkpoints`` logger (ViT.from_pretrained calls it, last)."""
+        log.info("%s", self)
+
+    def resampled(self, before: ViTConfig, after: ViTConfig) -> None:
+        """Record ViT.resize_image: the position embeddings resampled to another grid (resample_pos_embed)."""
+        if after.grid != before.grid:
+            self.notes.append(f"pos_embed resampled {before.grid} -> {after.grid} grid (bicubic, antialiased, float32)")
+        self.config = after
 
     def __str__(self) -> str:
         config = self.config
@@ -192,53 +216,14 @@ def _apply_overrides(ckpt: Checkpoint, overrides: dict, report_notes: list) -> V
         raise CheckpointError(f"{ckpt.path}: {str(e).splitlines()[0]}") from None
 
 
-def _replace_head(state: dict, report: LoadReport, config: ViTConfig, num_classes: int, keep_representation: bool) -> ViTConfig:
-    """Another number of classes, by the one rule of ViTConfig.with_new_head: the file's head (and its
-    representation layer, unless keep_representation) is left out of the state, so the model built from
-    the returned config starts them as ViT.reset_head does (a zero head)."""
-    new = config.with_new_head(num_classes, keep_representation)
-    drop_rep = config.representation_size is not None and new.representation_size is None
-    for k in [k for k in state if k.startswith("head.") or (drop_rep and k.startswith("pre_logits."))]:
-        report.dropped[k] = (f"head for {config.num_classes} classes replaced by one for {num_classes}" if k.startswith("head.")
-                             else "representation layer dropped for fine-tuning (keep_representation=True keeps it)")
-        del state[k]
-    if num_classes:
-        report.new.update({"head.weight": "zero-initialised", "head.bias": "zero-initialised"})
-    return new
-
-
-def _resample_to(state: dict, report: LoadReport, config: ViTConfig, image_size, where) -> ViTConfig:
-    """Another image size: resample the position embeddings once, here, by minivit.model.pos_embed's one rule."""
-    try:
-        new = config.replace(image_size=image_size)
-    except ConfigError:
-        raise CheckpointError(f"{where}: image_size={image_size} is not a multiple of the checkpoint's patch size "
-                              f"{config.patch_size} (or below it)") from None
-    if new.grid != config.grid and "pos_embed" in state:
-        expected = (1, config.num_tokens, config.dim)
-        if tuple(state["pos_embed"].shape) != expected:
-            raise CheckpointError(f"{where}: pos_embed has shape {tuple(state['pos_embed'].shape)} in the checkpoint "
-                                  f"but the config needs {expected}")
-        state["pos_embed"] = resample_pos_embed(state["pos_embed"], new.grid, config.grid, config.num_prefix_tokens)
-        report.notes.append(f"pos_embed resampled {config.grid} -> {new.grid} grid (bicubic, antialiased, float32)")
-    return new
-
-
-def build_state(ckpt: Checkpoint, *, num_classes=None, image_size=None, strict=True, keep_representation=False,
-                **overrides) -> tuple[ViTConfig, dict, LoadReport]:
-    """Map, check and adapt a checkpoint: (final config, minivit state dict, report)."""
+def build_state(ckpt: Checkpoint, *, strict=True, **overrides) -> tuple[ViTConfig, dict, LoadReport]:
+    """Map and check a checkpoint: (its config with ``overrides``, minivit state dict, report)."""
     notes: list[str] = []
-    file_config = _apply_overrides(ckpt, overrides, notes)
-    state, used, missing = to_minivit(ckpt.tensors, ckpt.layout, ckpt.prefix, file_config, where=ckpt.path)
-    report = LoadReport(str(ckpt.path), ckpt.layout.name, file_config, notes=notes, missing=missing)
+    config = _apply_overrides(ckpt, overrides, notes)
+    state, used, missing = to_minivit(ckpt.tensors, ckpt.layout, ckpt.prefix, config, where=ckpt.path)
+    report = LoadReport(str(ckpt.path), ckpt.layout.name, config, notes=notes, missing=missing)
     file_name = lambda name: ckpt.aliases.get(name, name)  # noqa: E731
     report.unused = sorted({file_name(k) for k in ckpt.tensors} - {file_name(k) for k in used})
-    config = file_config
-    if num_classes is not None and num_classes != config.num_classes:
-        config = _replace_head(state, report, config, num_classes, keep_representation)
-    if image_size is not None:
-        config = _resample_to(state, report, config, image_size, ckpt.path)
-    report.config = config
     report.loaded = sorted(state)
     if report.missing or report.unused:
         problem = "; ".join(filter(None, [
@@ -251,15 +236,13 @@ def build_state(ckpt: Checkpoint, *, num_classes=None, image_size=None, strict=T
     return config, state, report
 
 
-def load_state(source, *, num_classes: int | None = None, image_size=None, strict: bool = True,
-               keep_representation: bool = False, **overrides) -> tuple[ViTConfig, dict, LoadReport]:
-    """Read a checkpoint in any supported layout: (config, minivit state dict, LoadReport).
+def load_state(source, *, strict: bool = True, **overrides) -> tuple[ViTConfig, dict, LoadReport]:
+    """Read a checkpoint in any supported layout as it is: (its config, minivit state dict, LoadReport).
 
-    ``ViT.from_pretrained(source, ...)`` is this plus building the model; the arguments are the
-    same: ``num_classes`` other than the checkpoint's gives a new zero-initialised head (and no
-    representation layer unless ``keep_representation``); ``image_size`` other than the
-    checkpoint's resamples the position embeddings once; ``overrides`` are ViTConfig fields, and
-    contradicting the file is an error.
+    ``overrides`` are ViTConfig fields the file does not state (dropout rates; an .npz's gelu and
+    norm_eps); contradicting the file is an error. ``strict=False`` loads a file with tensors missing or
+    unused, listing them in the report. A new head or another input size is the model's business:
+    ``ViT.from_pretrained(source, num_classes=..., image_size=...)``.
 
     Example:
         >>> import os, tempfile
@@ -268,24 +251,8 @@ def load_state(source, *, num_classes: int | None = None, image_size=None, stric
         >>> m = ViT(ViTConfig(image_size=32, patch_size=8, dim=32, depth=1, heads=2, mlp_dim=64, num_classes=5))
         >>> path = os.path.join(tempfile.mkdtemp(), "tiny.safetensors")
         >>> save_checkpoint(m, path)
-        >>> config, state, report = load_state(path, num_classes=3)
-        >>> config.num_classes, sorted(report.new), "head.weight" in state
-        (3, ['head.bias', 'head.weight'], False)
+        >>> config, state, report = load_state(path, dropout=0.1)
+        >>> config.num_classes, config.dropout, state["head.weight"].shape, report.layout
+        (5, 0.1, torch.Size([5, 32]), 'minivit')
     """
-    ckpt = read_checkpoint(source)
-    config, state, report = build_state(ckpt, num_classes=num_classes, image_size=image_size, strict=strict,
-                                     keep_representation=keep_representation, **overrides)
-    log.info("%s", report)
-    return config, state, report
-
-
-def convert_transformers_state_dict(state_dict: dict, config) -> tuple[ViTConfig, dict]:
-    """A transformers ViT state dict + its config -> (ViTConfig, minivit state dict); for parity tests.
-
-    Works with on-disk names and with transformers 5's in-memory names, with or without the
-    ``vit.`` prefix; ``config`` is a transformers ViTConfig or its dict.
-    """
-    hf = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    tensors = {k: v.detach() for k, v in state_dict.items()}
-    vit_config, state, _ = build_state(_checkpoint("<state_dict>", tensors, "folder", hf, "<transformers state dict>"))
-    return vit_config, state
+    return build_state(read_checkpoint(source), strict=strict, **overrides)

@@ -153,7 +153,7 @@ def read_json(path: Path) -> dict:
 
 
 # The weight files of a transformers / timm model folder (save_pretrained, timm's save_for_hf): one of
-# these beside a config.json makes a folder a model folder (not a training run's folder: see runs.py).
+# these beside a config.json makes a folder a model folder (not a training run's folder: see run_folder.py).
 # minivit reads the first three; sharded pickles (pytorch_model.bin.index.json) it does not.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,11 +30,7 @@ import torch
 from ..common.errors import CheckpointError
 from ..model.config import ViTConfig
 from .configs import CONFIG_KEY
-from .runs import RESUME
 from .writing import write_safetensors
-
-RESUME_FILE = RESUME  # the name inside a run folder (runs.py: what a run folder holds)
-
 
 def _b64(t: torch.Tensor) -> str:
     return base64.b64encode(t.cpu().numpy().tobytes()).decode()
@@ -69,8 +64,7 @@ def set_rng_state(state: dict) -> None:
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
-        saved = state["cuda"][0] if isinstance(state["cuda"], list) else state["cuda"]  # list: older files
-        torch.cuda.set_rng_state(_unb64(saved))
+        torch.cuda.set_rng_state(_unb64(state["cuda"]))
 
 
 def save_resume(path, model, optimizer, scaler, ema, state: dict) -> None:
@@ -136,12 +130,3 @@ def restore(tensors: dict, state: dict, model, optimizer, scaler, ema, where="re
     if state.get("scaler") and scaler is not None and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-
-
-def find_resume(path) -> Path:
-    """The resume.safetensors of a run folder (or the file itself): what --resume names."""
-    p = Path(path)
-    p = p / RESUME_FILE if p.is_dir() else p
-    if not p.is_file():
-        raise CheckpointError(f"--resume {path}: no {RESUME_FILE} there")
-    return p

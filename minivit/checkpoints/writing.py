@@ -3,8 +3,7 @@
     save_checkpoint / read_extra   minivit's .safetensors: the weights, the ViTConfig in the metadata, and
                                    JSON ``extra`` (epoch, scores, class names) that read_extra returns
     export                         any writable layout (layouts.LAYOUTS), refusing what the layout cannot
-                                   hold by holds.py's table unless ``allow_lossy``; save_folder and save_npz
-                                   are export for one kind of layout
+                                   hold by holds.py's table unless ``allow_lossy``
     write_safetensors, write_npz   the tensor files themselves, written atomically (minivit.common.files)
 
 Example:
@@ -90,11 +89,6 @@ def read_extra(path) -> dict:
     return extra
 
 
-def export_tensors(model, layout: str, prefix: str = "") -> dict:
-    """The model's weights named and shaped as in another layout (the table read backwards)."""
-    return from_minivit(model.state_dict(), LAYOUTS[layout], model.config, prefix)
-
-
 def _writable(to: str) -> Layout:
     layout = LAYOUTS.get(to)
     if layout is None or not layout.writable:
@@ -161,16 +155,3 @@ def export(model, out, to: str, allow_lossy: bool = False) -> Path:
     write_safetensors(tensors, out / "model.safetensors")
     write_json(config_file, out / "config.json")
     return out / "model.safetensors"
-
-
-def save_folder(model, folder, to: str, allow_lossy: bool = False) -> Path:
-    """A transformers or timm model folder (config.json + model.safetensors) those libraries load."""
-    if to not in layout_names(kind="folder", writable=True):
-        raise CheckpointError(f"unknown folder layout {to!r} (expected one of {', '.join(layout_names('folder', True))})")
-    return export(model, folder, to, allow_lossy)
-
-
-def save_npz(model, path, layout: str = "vit_jax", prefix: str = "", allow_lossy: bool = False) -> None:
-    """A Google-layout .npz (vit_jax or big_vision names) of this model; refuses as ``export`` does."""
-    config, state = _holdable(model, LAYOUTS[layout], allow_lossy)
-    write_npz(from_minivit(state, LAYOUTS[layout], config, prefix), path)

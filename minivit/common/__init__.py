@@ -2,8 +2,8 @@
 
     errors.py   MinivitError and its kinds: every mistake a user can make, as one line
     cli.py      option checking up front (number, integer), one-line errors and exit code 2 (run)
-    files.py    writing files atomically (atomic_write, write_json), folders, sha256
+    files.py    writing files atomically, with fsync (atomic_file, atomic_write, write_json), folders, sha256
     device.py   which device, which precision (pick_device, resolve_precision)
-    moved.py    old module paths (minivit.augment, minivit.checkpoints.io, ...) served from their new homes
+    system.py   the OS's plumbing: memory left (cgroups), an ordered thread pool, file locks, private memory maps
     version.py  minivit's version (minivit.__version__, minivit --version)
 """

@@ -1,10 +1,11 @@
 """Writing files so that nothing is ever half-written, and naming what is in the way when it cannot be.
 
-Every file minivit writes -- checkpoints, JSON reports, PNGs, ONNX graphs, videos -- goes through
-``atomic_write``: the bytes go to a temp file beside the target, which then replaces it with
-``os.replace``. A reader never sees a half-written file, and a crash leaves the old one intact.
-An OSError (a file where a folder should be, no permission, a full disk) becomes a one-line
-OutputError naming the file.
+Every file minivit writes -- checkpoints, JSON reports, PNGs, ONNX graphs, videos, the decoded cache's
+index -- goes through ``atomic_file`` (or ``atomic_write``, the same for a function that writes a path):
+the bytes go to a temp file beside the target, are flushed to the disk (fsync), and the temp file then
+replaces the target with ``os.replace``. A reader never sees a half-written file, and a crash -- of the
+process or of the machine -- leaves the old one intact. An OSError (a file where a folder should be, no
+permission, a full disk) becomes a one-line OutputError naming the file.
 
 Example:
     >>> import json, os, tempfile
@@ -20,12 +21,13 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputError
 
 # The name atomic_write gives its temp files: .<name>.<random>.tmp beside the target. A run removes
-# the ones an interrupted write left behind (minivit.train.rundir.clean_temp_files).
+# the ones an interrupted write left behind (minivit.checkpoints.RunFolder.clean_temp_files).
 TEMP_GLOB = ".*.tmp"
 
 
@@ -76,23 +78,37 @@ def ensure_folder(folder, target=None) -> Path:
     return folder
 
 
-def atomic_write(path, write) -> None:
-    """Write through ``write(tmp_path)`` to a temp file beside ``path``, then os.replace: a reader
-    never sees a half-written file, and a crash leaves the old file intact. An OSError
-    (a file where the folder should be, no permission, disk full) is a one-line OutputError."""
+@contextmanager
+def atomic_file(path, *, keep_suffix: bool = False):
+    """Yield a temp path beside ``path`` to write; when the block ends it is fsynced and replaces ``path``,
+    when it raises it is removed (the old file, if any, intact). The temp file is ``.<name>.<random>.tmp``
+    (TEMP_GLOB), or with ``keep_suffix`` ``.<stem>.<random><suffix>`` for writers that pick their format by
+    the name (FFmpeg's .mp4). An OSError is a one-line OutputError naming ``path``.
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    >>> with atomic_file(path) as tmp:
+    ...     _ = open(tmp, "w").write("done")
+    >>> open(path).read(), sorted(os.listdir(os.path.dirname(path)))
+    ('done', ['notes.txt'])
+    """
     path = Path(path)
     ensure_folder(path.parent, path)
+    names = dict(prefix=f".{path.stem}.", suffix=path.suffix) if keep_suffix else dict(prefix=f".{path.name}.",
+                                                                                        suffix=".tmp")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, **names)
     except OSError as e:
         raise cannot_write(path, e) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     try:
-        write(tmp)
+        yield tmp
+        fsync(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+        fsync(path.parent)  # the rename itself reaches the disk
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -101,9 +117,24 @@ def atomic_write(path, write) -> None:
         raise
 
 
+def fsync(path) -> None:
+    """Flush a file's (or a folder's: its entries) written bytes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write) -> None:
+    """``write(tmp_path)`` inside ``atomic_file(path)``: a reader never sees a half-written file."""
+    with atomic_file(path) as tmp:
+        write(tmp)
+
+
 def write_json(d, path) -> None:
     """Atomically write JSON (configs, metrics, histories); paths and other objects as strings."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(d, indent=2, default=str) + "\n"))
 
 
-__all__ = ["atomic_write", "write_json", "ensure_folder", "file_in_the_way", "cannot_write", "hash_file", "TEMP_GLOB"]
+__all__ = ["atomic_file", "atomic_write", "fsync", "write_json", "ensure_folder", "file_in_the_way", "cannot_write", "hash_file", "TEMP_GLOB"]

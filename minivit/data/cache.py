@@ -63,23 +63,16 @@ Example (three PNGs of mixed sizes, cached at 32x32):
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import mmap
 import os
-import platform
 import random
 import shutil
 import socket
-import sys
 import tempfile
 import time
 import zlib
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -92,6 +85,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..common.errors import ConfigError, DataError, OutputError
+from ..common.files import atomic_write, fsync
+from ..common.system import available_memory, exclusive, map_private, ordered_map
 from .imageset import ImageSet, Problems, decode_file, decode_images, probe_file, resize_array
 from .labels import LABELS
 
@@ -103,7 +98,7 @@ SAMPLED_BLOCKS = 8  # random blocks checked at each open, besides the first and 
 CACHE_ENV = "MINIVIT_CACHE_DIR"
 RESIZE_RULE = ("decoded upright (EXIF), grayscale kept 1 channel unless a file is colour; one size for all "
                "keeps it, mixed sizes are each resized to the size with Pillow's antialiased bicubic filter")
-CHUNK = 32  # files per task handed to a decoding thread
+CHUNK = 32  # files per task handed to a decoding thread (minivit.common.system.ordered_map)
 
 
 class CacheDirError(OutputError):
@@ -189,8 +184,8 @@ def open_cache(source: CacheSource, size: int | tuple[int, int], *, channels: in
     header, problem = _check(folder, blob, verify)  # a whole cache is used even from a read-only folder
     if header is None:
         _writable(cache_dir)
-        with _exclusive(cache_dir / "locks" / f"{folder.name}.lock",
-                        f"waiting for another process building the decoded cache {folder}"):
+        with exclusive(cache_dir / "locks" / f"{folder.name}.lock",
+                       lambda: log.info("waiting for another process building the decoded cache %s", folder)):
             header, problem = _check(folder, blob, verify)  # built while this process waited
             if header is None:
                 manifest = json.loads(blob)
@@ -236,25 +231,6 @@ def decode_source(source: CacheSource, *, resize_mixed_to: int | tuple[int, int]
     ids = source.ids if source.ids is not None else _names(source)
     return ImageSet(images, source.targets[kept], tuple(source.classes), source=source.name,
                     skipped=source.skipped + problems.count, ids=tuple(ids[i] for i in kept))
-
-
-def available_memory() -> int:
-    """Bytes this process could still allocate: the kernel's MemAvailable, or less where a cgroup (a
-    container, a batch job's allocation) sets a lower limit."""
-    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    try:
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit != "max":
-            available = min(available, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return max(available, 0)
 
 
 def _check_options(size, channels, on_error, verify) -> tuple[tuple[int, int], int | None]:
@@ -344,9 +320,10 @@ def _check(folder: Path, blob: bytes, verify: str) -> tuple[dict | None, str]:
         actual = (folder / "images.u8").stat().st_size
         if actual != expected:
             return None, f"images.u8 is {actual} bytes, {expected} expected"
-        bad = _bad_block(folder / "images.u8", header["block_crc32"], verify)
+        block = header["block_bytes"]  # as it was checksummed
+        bad = _bad_block(folder / "images.u8", header["block_crc32"], block, verify)
         if bad is not None:
-            return None, f"images.u8 bytes {bad * BLOCK_BYTES}..{(bad + 1) * BLOCK_BYTES} do not match their checksum"
+            return None, f"images.u8 bytes {bad * block}..{(bad + 1) * block} do not match their checksum"
     except (OSError, ValueError, KeyError, TypeError) as e:
         return None, f"cannot read it ({type(e).__name__}: {e})"
     return header, ""
@@ -360,8 +337,8 @@ def _holds(path: Path, data: bytes, piece: int = 1 << 20) -> bool:
         return all(f.read(piece) == data[i:i + piece] for i in range(0, len(data), piece))
 
 
-def _bad_block(path: Path, sums: list[int], verify: str) -> int | None:
-    """The first checked block of ``path`` whose crc32 is not the recorded one, or None."""
+def _bad_block(path: Path, sums: list[int], block: int, verify: str) -> int | None:
+    """The first checked ``block``-byte block of ``path`` whose crc32 is not the recorded one, or None."""
     count = len(sums)
     if verify == "full" or count <= SAMPLED_BLOCKS + 2:
         blocks = range(count)
@@ -370,7 +347,7 @@ def _bad_block(path: Path, sums: list[int], verify: str) -> int | None:
     fd = os.open(path, os.O_RDONLY)
     try:
         for b in blocks:
-            if zlib.crc32(os.pread(fd, BLOCK_BYTES, b * BLOCK_BYTES)) != sums[b]:
+            if zlib.crc32(os.pread(fd, block, b * block)) != sums[b]:
                 return b
     finally:
         os.close(fd)
@@ -434,7 +411,7 @@ def _remember(cache_dir: Path, folder: Path, manifest: dict) -> None:
     from other files or by another version (only putting the old files back would make them valid again;
     a process that has one mapped keeps reading it, as an unlinked file stays readable)."""
     path = _index_path(cache_dir, manifest["name"])
-    with _exclusive(path.with_suffix(".lock"), "waiting for the cache index"):
+    with exclusive(path.with_suffix(".lock"), lambda: log.info("waiting for the cache index")):
         kept = []
         for key in _read_index(cache_dir, manifest["name"]):
             if key == folder.name or not (cache_dir / key).is_dir():
@@ -448,7 +425,8 @@ def _remember(cache_dir: Path, folder: Path, manifest: dict) -> None:
                 log.info("removed the outdated decoded cache %s", cache_dir / key)
             else:  # the same files at another size, channel count or label mode: still valid
                 kept.append(key)
-        _write_atomic(path, _canonical({"name": manifest["name"], "keys": [folder.name, *kept][:16]}))
+        index = _canonical({"name": manifest["name"], "keys": [folder.name, *kept][:16]})
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(index))
 
 
 def _remove(folder: Path, trash_name: str) -> None:
@@ -459,29 +437,6 @@ def _remove(folder: Path, trash_name: str) -> None:
     except OSError:
         return
     shutil.rmtree(trash, ignore_errors=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-@contextmanager
-def _exclusive(lock_path: Path, waiting: str):
-    """Hold an flock on lock_path (created if missing, never deleted: deleting it would let a waiter
-    and a newcomer lock different files). Logs ``waiting`` when another process holds it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info(waiting)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 # ---- building ----
@@ -520,9 +475,9 @@ def _build(source: CacheSource, manifest: dict, blob: bytes, folder: Path, on_er
         header["build_seconds"] = round(time.perf_counter() - started, 1)
         header["header_sha256"] = _sha(_canonical(header))
         _save_bytes(tmp / "header.json", _canonical(header))
-        _fsync_dir(tmp)
+        fsync(tmp)
         os.rename(tmp, folder)
-        _fsync_dir(cache_dir)
+        fsync(cache_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -547,7 +502,7 @@ def _read_headers(source: CacheSource, problems: Problems, progress: bool) -> tu
     Read before decoding so that images stream to disk at their final shape (see _decide).
     """
     readable, shapes = [], set()
-    probes = _in_order(probe_file, source.paths)
+    probes = ordered_map(probe_file, source.paths, chunk=CHUNK)
     bar = tqdm(probes, total=len(source.paths), desc=f"checking {Path(source.name).name}", unit="file",
                disable=not progress, leave=False, mininterval=0.5)
     for i, result in enumerate(bar):
@@ -589,7 +544,7 @@ def _write_images(path: Path, paths: list, channels: int, hw: tuple[int, int], p
     blocks as they pass. Memory stays bounded whatever N: only a few chunks are decoded ahead of the writer.
     Returns (positions in ``paths`` that decoded, block crc32s, {(channels, (h, w))} as decoded)."""
     sums, kept, shapes = _BlockSums(), [], set()
-    results = _in_order(lambda item: _decode_to(item[1], channels, hw), paths)
+    results = ordered_map(lambda item: _decode_to(item[1], channels, hw), paths, chunk=CHUNK)
     try:
         with open(path, "wb") as f, tqdm(total=len(paths), desc=f"caching {Path(name).name}", unit="img",
                                          disable=not progress, leave=False, mininterval=0.5) as bar:
@@ -633,31 +588,6 @@ class _BlockSums:
         return self.sums + ([self.crc] if self.filled else [])
 
 
-def _in_order(fn, items: Sequence):
-    """fn(item) for every item, computed by threads, yielded in order. At most two chunks per thread
-    are in flight, so a slow writer never lets decoded images pile up in memory. Threads, not processes:
-    Pillow releases the GIL while it decodes and resizes."""
-    workers = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    pool = ThreadPoolExecutor(workers)
-    starts = iter(range(0, len(items), CHUNK))
-    pending = deque()
-
-    def submit():
-        start = next(starts, None)
-        if start is not None:
-            pending.append(pool.submit(lambda part: [fn(x) for x in part], items[start:start + CHUNK]))
-
-    try:
-        for _ in range(2 * workers):
-            submit()
-        while pending:
-            part = pending.popleft().result()
-            submit()
-            yield from part
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on an error, don't decode the rest first
-
-
 def _decode_to(path, channels: int, hw: tuple[int, int]) -> tuple[np.ndarray, tuple] | str:
     """(uint8 (C, H, W) at the cache's shape, (channels, (h, w)) as decoded) or a problem message.
     decode_images' rule: resized first, then grayscale repeated to colour."""
@@ -674,56 +604,18 @@ def _decode_to(path, channels: int, hw: tuple[int, int]) -> tuple[np.ndarray, tu
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
+    """One file of a build (in its temporary folder, renamed into place whole): written and fsynced."""
     with open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
+    fsync(path)
 
 
 def _save_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    path.write_bytes(data)
+    fsync(path)
 
 
 # ---- mapping ----
-
-# MAP_NORESERVE (Python's mmap names it from 3.13 on): its Linux value on the architectures torch ships for
-_NORESERVE = getattr(mmap, "MAP_NORESERVE", {"x86_64": 0x4000, "aarch64": 0x4000, "ppc64le": 0x40}.get(
-    platform.machine(), 0) if sys.platform == "linux" else 0)
-
-
-def map_private(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
-    """A uint8 tensor of ``shape`` mapping the raw file ``path`` copy-on-write: pages are read on first touch
-    and belong to the page cache; a write changes this process's copy of a page, never the file.
-
-    Mapped with MAP_NORESERVE: a private writable mapping is otherwise charged in full against the
-    kernel's commit limit, so Linux (vm.overcommit_memory=0) refuses to map a cache larger than RAM plus
-    swap -- exactly the datasets the cache is for (``torch.from_file`` fails there with "Cannot allocate
-    memory"). Nothing here writes to the map, so nothing needs that reservation.
-    """
-    nbytes = int(np.prod(shape))
-    if nbytes == 0:  # mmap cannot map an empty file
-        return torch.empty(shape, dtype=torch.uint8)
-    with open(path, "rb") as f:
-        try:
-            mapped = mmap.mmap(f.fileno(), nbytes, flags=mmap.MAP_PRIVATE | _NORESERVE,
-                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        except OSError as e:
-            raise DataError(f"{path}: cannot memory-map {nbytes / 1e9:.1f} GB ({e.strerror}); train with "
-                            f"--no-cache or a smaller --image-size") from None
-    # the tensor keeps the array alive, the array the map: unmapped when the last view is gone
-    return torch.from_numpy(np.frombuffer(mapped, dtype=np.uint8)).view(shape)
-
 
 def _mapped_set(source: CacheSource, names: list[str], folder: Path, header: dict, on_error: str) -> ImageSet:
     """The cache as an ImageSet whose images tensor maps images.u8 (map_private)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .imageset import ImageSet
+from .synthetic import SYNTHETIC
 
 
 def class_count_list(s: ImageSet) -> list:
@@ -35,14 +36,14 @@ def class_count_list(s: ImageSet) -> list:
 
 def trained_on(train: ImageSet, data: str, rule: dict) -> dict:
     """The provenance record of a run that trained on ``train`` (see the module docstring)."""
-    return {"data": str(data), "synthetic": train.source == "synthetic", "image_size": list(train.images.shape[2:]),
+    return {"data": str(data), "synthetic": train.source == SYNTHETIC, "image_size": list(train.images.shape[2:]),
             "channels": int(train.images.shape[1]), "classes": list(train.classes),
             "class_counts": class_count_list(train), "split": rule}
 
 
 def data_kind(image_set: ImageSet) -> dict:
     """The kind of a dataset, in trained_on's terms: synthetic or not, channels, classes."""
-    return {"synthetic": image_set.source == "synthetic", "channels": int(image_set.images.shape[1]),
+    return {"synthetic": image_set.source == SYNTHETIC, "channels": int(image_set.images.shape[1]),
             "classes": list(image_set.classes)}
 
 

@@ -33,15 +33,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..common.errors import ConfigError, DataError
-from .formats import detect_format, list_split, load_dataset
+from .formats import list_split, load_dataset
 from .imageset import ImageSet
 from .labels import MissingSplit
-from .synthetic import synthetic_split, synthetic_test_set
+from .synthetic import SYNTHETIC
 
 VAL_SPLITS = ("auto", "carve", "test")  # the choices of --val-split
 DEFAULT_VAL_FRACTION = 0.1
@@ -145,22 +144,6 @@ def listed_val_hash(data: str, fraction: float, seed: int = CARVE_SEED) -> str |
     return ids_hash(ids[i] for i in held.nonzero().flatten().tolist())
 
 
-def synthetic_set(split: str, samples: int, image_size: int, seed: int) -> ImageSet:
-    """One split of a synthetic run, as the run drew it (train and val: synthetic_split; test: synthetic_test_set)."""
-    if split == "test":
-        return synthetic_test_set(samples, image_size=image_size, seed=seed)
-    train, val = synthetic_split(samples, image_size=image_size, seed=seed)
-    return train if split == "train" else val
-
-
-def _reader(data: str, synthetic: dict | None, read: dict):
-    if data == "synthetic":
-        if synthetic is None:
-            raise ConfigError("data 'synthetic' needs its samples, image size and seed (synthetic=dict(...))")
-        return lambda split: synthetic_set(split, **synthetic)
-    return lambda split: load_dataset(data, split, **read)
-
-
 def _optional(load, split: str) -> ImageSet | None:
     try:
         return load(split)
@@ -169,15 +152,23 @@ def _optional(load, split: str) -> ImageSet | None:
 
 
 def load_splits(data: str, val_split: str = "auto", val_fraction: float = DEFAULT_VAL_FRACTION, *,
-                synthetic: dict | None = None, seed: int = CARVE_SEED, **read) -> DataSplits:
+                seed: int = CARVE_SEED, recorded: dict | None = None, resumed: str = "", **read) -> DataSplits:
     """The train, val and test sets of a run on ``data`` (a dataset path or "synthetic"), by the rule above.
 
-    ``synthetic``: dict(samples=, image_size=, seed=) for "synthetic"; ``read``: load_dataset's options
-    (resize_mixed_to, on_error, progress, label_mode, ferplus_images).
+    ``read``: load_dataset's options (resize_mixed_to, on_error, progress, label_mode, ferplus_images, cache,
+    and for "synthetic" synthetic=dict(samples=, image_size=, seed=)). ``recorded``: the rule a run recorded,
+    when it is resumed (``resumed``: how the user named it): a carve must hold out what it held out
+    (check_carve), checked from the files' listing before anything is decoded where the listing tells, and
+    on the carve itself.
     """
     if val_split not in VAL_SPLITS:
         raise ConfigError(f"--val-split must be one of {', '.join(VAL_SPLITS)}, not {val_split!r}")
-    load = _reader(data, synthetic, read)
+    load = lambda s: load_dataset(data, s, **read)  # noqa: E731
+    if recorded and recorded.get("val") == "carved" and read.get("on_error", "raise") == "raise":
+        # every listed file is then read, so the ids carved are the listed ones; None: the listing cannot tell
+        listed = listed_val_hash(data, recorded["val_fraction"], recorded["seed"])
+        if listed is not None:
+            check_carve(data, recorded, listed, resumed)
     train = load("train")
     own_val = _optional(load, "val") if val_split == "auto" else None
     test = _optional(load, "test")
@@ -188,47 +179,34 @@ def load_splits(data: str, val_split: str = "auto", val_fraction: float = DEFAUL
     if own_val is not None:
         return DataSplits(train, own_val, test, split_rule(val_split, "dataset", own_val, test))
     train, val, digest = carve_validation(train, val_fraction, seed)
+    if recorded:
+        check_carve(data, recorded, digest, resumed)
     return DataSplits(train, val, test, split_rule(val_split, "carved", val, test, fraction=val_fraction, seed=seed,
                                                    digest=digest))
 
 
-def legacy_rule(data: str) -> dict:
-    """The split rule of a run folder from before validation splits were carved (its config.json records
-    none): such a run validated on the dataset's val split, and where there was none on its test split
-    (Kaggle's FER2013 folders, RAF-DB) -- which is what resuming or evaluating it must say."""
-    fmt = None
-    if data != "synthetic":
-        try:
-            fmt = detect_format(data)
-        except DataError:  # gone since: the reader names it when it is read
-            pass
-    selected_on_test = fmt == "rafdb" or (fmt == "folders" and not _has_split_folder(data, "val"))
-    return {"val_split": "test" if selected_on_test else "auto", "val": "test" if selected_on_test else "dataset",
-            "val_fraction": None, "seed": None, "val_hash": None, "legacy": True}
+def check_carve(data: str, recorded: dict, digest: str | None, resumed: str = "") -> None:
+    """The one check that images carved out of ``data`` (their ids hash to ``digest``; None: nothing was
+    carved) are the ones a run held out (``recorded``: its split rule): a DataError otherwise, saying what
+    to do, for a run being resumed (``resumed``: how it was named) or evaluated."""
+    if not recorded.get("val_hash") or digest == recorded["val_hash"]:
+        return
+    then = f"start a new run: --resume {resumed} cannot continue this one" if resumed else (
+        "evaluate on --split test instead")
+    raise DataError(f"{data}: the run's validation split, carved out of its train split, cannot be rebuilt: the "
+                    f"held-out images hash to {digest}, the run recorded {recorded['val_hash']} (the training images "
+                    f"changed since the run); {then}")
 
 
-def _has_split_folder(root: str, split: str) -> bool:
-    from .folders import find_split_dir
-
-    try:
-        find_split_dir(root, split)
-        return True
-    except MissingSplit:
-        return False
-
-
-def load_run_split(data: str, split: str, rule: dict, *, synthetic: dict | None = None, **read) -> ImageSet:
+def load_run_split(data: str, split: str, rule: dict, **read) -> ImageSet:
     """One split of a run's own data exactly as the run had it: "val" is the carved validation split
     rebuilt from the recorded fraction and seed (its ids hash checked against the recorded one: a training
     folder changed since the run is a DataError) or the test split for a --val-split test run; "train"
     is the training split without the carved images."""
-    load = _reader(data, synthetic, read)
+    load = lambda s: load_dataset(data, s, **read)  # noqa: E731
     if rule.get("val") == "carved" and split in ("train", "val"):
         kept, val, digest = carve_validation(load("train"), rule["val_fraction"], rule["seed"])
-        if rule.get("val_hash") and digest != rule["val_hash"]:
-            raise DataError(f"{data}: the run's validation split, carved out of its train split, cannot be rebuilt: "
-                            f"the held-out images hash to {digest}, the run recorded {rule['val_hash']} (the training "
-                            f"images changed since the run); evaluate on --split test instead")
+        check_carve(data, rule, digest)
         return val if split == "val" else kept
     if split == "val" and rule.get("val") == "test":
         return load("test")
@@ -249,7 +227,7 @@ def selection_role(split: str, rule: dict | None) -> str | None:
 
 def source_name(image_set: ImageSet) -> str:
     """Where a set's images come from, as reports say it: "synthetic faces" for minivit's drawn ones."""
-    return "synthetic faces" if image_set.source == "synthetic" else image_set.source or "images given in Python"
+    return "synthetic faces" if image_set.source == SYNTHETIC else image_set.source or "images given in Python"
 
 
 def split_label(split: str, image_set: ImageSet, rule: dict | None = None) -> str:
@@ -280,7 +258,7 @@ def split_title(split: str, image_set: ImageSet, rule: dict | None = None) -> st
     ...                             source="synthetic"))
     'the val split (700 synthetic faces)'
     """
-    what = "synthetic faces" if image_set.source == "synthetic" else "images"
+    what = "synthetic faces" if image_set.source == SYNTHETIC else "images"
     role = {"optimistic": f", {OPTIMISTIC}", "selected": ", used for selection",
             "unseen": ", never used for selection"}.get(selection_role(split, rule), "")
     return f"the {split} split ({len(image_set):,} {what}{role})"
@@ -300,11 +278,6 @@ def absent_classes(splits: dict) -> list[str]:
     return warnings
 
 
-def data_name(data: str) -> str:
-    """How reports name a dataset: "synthetic faces", or the path's last part (fer2013, fer2013.csv)."""
-    return "synthetic faces" if data == "synthetic" else Path(str(data)).name or str(data)
-
-
 __all__ = ["VAL_SPLITS", "DEFAULT_VAL_FRACTION", "CARVE_SEED", "OPTIMISTIC", "DataSplits", "split_rule",
-           "carve_count", "carve_validation", "held_out", "listed_val_hash", "ids_hash", "load_splits", "load_run_split", "legacy_rule",
-           "selection_role", "source_name", "split_label", "split_title", "absent_classes", "synthetic_set", "data_name"]
+           "carve_count", "carve_validation", "held_out", "listed_val_hash", "ids_hash", "load_splits", "load_run_split", "check_carve",
+           "selection_role", "source_name", "split_label", "split_title", "absent_classes"]

@@ -1,6 +1,10 @@
 """Synthetic grayscale "faces" whose drawn expression encodes the class: a stand-in dataset for
-tests, docs and smoke runs. It is labelled synthetic everywhere (ImageSet.source == "synthetic")
+tests, docs and smoke runs. It is labelled synthetic everywhere (ImageSet.source == SYNTHETIC)
 and says nothing about performance on real faces.
+
+It is a data source like the files minivit reads (minivit/data/formats.py): the dataset path
+``"synthetic"`` names it, and ``load_synthetic`` is its reader, drawing a run's faces from the run's
+samples, image size and seed (``synthetic=dict(samples=, image_size=, seed=)``).
 
 Each face is an ellipse with two eyes, two brows and a mouth. The expression is a row of the
 EXPRESSIONS table (brow slant and height, eye opening, mouth curve / opening / tilt); every
@@ -13,8 +17,11 @@ import math
 
 import torch
 
+from ..common.errors import ConfigError
 from .imageset import ImageSet
 from .labels import LABELS
+
+SYNTHETIC = "synthetic"  # the dataset path that names these faces, and the source of their ImageSets
 
 # Face-local units: the face ellipse has radii (0.62, 0.80); y points down.
 # brow_in / brow_out: vertical offset of the inner / outer brow end (negative = raised);
@@ -110,7 +117,7 @@ def synthetic_faces(n: int, image_size: int = 48, seed: int = 0) -> ImageSet:
     img = torch.cat(chunks) if chunks else torch.zeros(0, image_size, image_size)
     img = img + noise_std * torch.randn(img.shape, generator=g)  # (n, S, S)
     images = (img.clamp(0, 1) * 255).round().to(torch.uint8)[:, None]  # (n, 1, S, S)
-    return ImageSet(images, targets, source="synthetic")
+    return ImageSet(images, targets, source=SYNTHETIC)
 
 
 SEED_STEP = 7919  # seed offset between the train, val and test draws of one synthetic run
@@ -138,3 +145,19 @@ def synthetic_test_set(samples: int, image_size: int = 48, seed: int = 0) -> Ima
     64
     """
     return synthetic_faces(max(samples // 4, 64), image_size=image_size, seed=seed + 2 * SEED_STEP)
+
+
+def load_synthetic(split: str, synthetic: dict | None = None) -> ImageSet:
+    """One split of a synthetic run, as the run drew it (train and val: synthetic_split; test:
+    synthetic_test_set), from ``synthetic`` = dict(samples=, image_size=, seed=).
+
+    >>> len(load_synthetic("test", dict(samples=64, image_size=16, seed=0)))
+    64
+    """
+    if synthetic is None:
+        raise ConfigError("the synthetic faces are drawn again from the run that trained on them: give that run's "
+                          "folder as --checkpoint (from Python: synthetic=dict(samples=, image_size=, seed=))")
+    if split == "test":
+        return synthetic_test_set(**synthetic)
+    train, val = synthetic_split(**synthetic)
+    return train if split == "train" else val

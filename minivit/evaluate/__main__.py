@@ -1,9 +1,6 @@
-"""``python -m minivit.evaluate``: the evaluation command line (see minivit/evaluate/cli.py)."""
-
-import sys
-
-from ..common.cli import run
-from .cli import main
+"""``python -m minivit.evaluate``: the evaluate command, minivit/commands/evaluate.py (the rule: minivit/commands/__init__.py)."""
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    from minivit.commands import run_command
+
+    raise SystemExit(run_command("evaluate"))

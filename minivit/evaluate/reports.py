@@ -3,13 +3,13 @@
     metrics.json           accuracy, macro/weighted F1, per-class precision/recall/F1/support, the
                            confusion matrix, a ``warning`` when the model is close to a majority-class
                            predictor (metrics.dominant_class_warning), with --tta the flip-averaged numbers,
-                           and what was measured (evaluate/cli.py and the training report add it)
+                           and what was measured (evaluate/checkpoint.py and the training report add it)
     confusion_matrix.png   rows: true class, columns: predicted, coloured by row rate; titled with the split
     attention_maps.png     a couple of images per class with their attention rollout overlaid
                            (attention_report), titled with the split and the true and predicted labels
 
 Training writes this report for its best checkpoint (minivit/train/report.py) and
-``python -m minivit.evaluate`` for any checkpoint (minivit/evaluate/cli.py).
+``python -m minivit.evaluate`` for any checkpoint (minivit/evaluate/checkpoint.py).
 """
 
 from __future__ import annotations

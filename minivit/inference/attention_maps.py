@@ -11,7 +11,7 @@ normalised by the evaluation's preprocessing, shown back in pixels):
 The maps come from ``model(x, attention=True)`` (the explicit softmax path) and
 minivit.evaluate.rollout. One image runs at a time in float32 without gradients, so memory stays
 bounded: for ViT-B/16 at 224 the maps are 12 blocks x 12 heads x 197 x 197 floats, about 22 MB.
-``python -m minivit.attention`` draws them (minivit/attention.py).
+``python -m minivit.attention`` draws them (minivit/commands/attention.py).
 """
 
 from __future__ import annotations

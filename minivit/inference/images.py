@@ -4,6 +4,7 @@
                       from the bytes (never the name), the pixel count checked from the header before
                       anything is decoded (decompression bombs), EXIF orientation applied
     to_image_tensor   a PIL image, numpy array, torch tensor or path -> (C, H, W), uint8 or float in [0, 1]
+    collect_inputs    the files that paths, folders and glob patterns name, in order, each missing one named
 
 Every bad input is an UnreadableImage (NotAnImage, ImageTooLarge) with one line naming the file: the
 predict command reports it and goes on, the web demo answers it with a 4xx.
@@ -19,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import io
 import re
 import warnings
@@ -29,6 +31,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..common.errors import DataError
+from ..data.folders import IMAGE_SUFFIXES
 from ..data.imageset import to_uint8_array
 
 # What Pillow may decode: recognised from the bytes, never from the name. MPO is how Pillow names
@@ -149,5 +152,25 @@ def to_image_tensor(image, name: str = "image") -> torch.Tensor:
     return x
 
 
+def collect_inputs(paths: list[str]) -> list[tuple[str, str | None]]:
+    """Expand files, folders (recursively: files with an IMAGE_SUFFIXES suffix) and globs into
+    [(file, None)] in order, with [(path, error)] for a missing path, an empty folder or a glob
+    that matches nothing. Files named explicitly are read whatever their suffix."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            out += [(str(f), None) for f in files] or [(p, f"folder has no images ({', '.join(IMAGE_SUFFIXES)})")]
+        elif path.exists():
+            out.append((p, None))
+        elif glob.has_magic(p):
+            files = sorted(f for f in glob.glob(p, recursive=True) if Path(f).is_file())
+            out += [(f, None) for f in files] or [(p, "no file matches this pattern")]
+        else:
+            out.append((p, "no such file or folder"))
+    return out
+
+
 __all__ = ["IMAGE_FORMATS", "MAX_PIXELS", "PIL_MAX_PIXELS", "UnreadableImage", "NotAnImage", "ImageTooLarge",
-           "read_image", "to_image_tensor"]
+           "read_image", "to_image_tensor", "collect_inputs"]

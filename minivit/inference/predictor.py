@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import threading
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -32,13 +33,14 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints.runs import locate_checkpoint
-from ..common.device import pick_device, resolve_precision
+from ..checkpoints.run_folder import RunFolder
+from ..common.cli import integer
+from ..common.device import DEVICES, pick_device, resolve_precision
 from ..common.errors import CheckpointError, ConfigError
 from ..data.augment import AugmentConfig, eval_transform
 from ..data.provenance import read_trained_on
 from . import faces
-from .images import MAX_PIXELS, read_image, to_image_tensor
+from .images import MAX_PIXELS, PIL_MAX_PIXELS, read_image, to_image_tensor
 
 # What happened to face detection for one image (ImageResult.detection).
 DETECTED = "faces"          # one prediction per face found
@@ -64,7 +66,7 @@ def default_classes(num_classes: int) -> tuple[str, ...]:
 
 
 def resolve_checkpoint(checkpoint) -> Path | str:
-    """A run folder -> its best.safetensors (minivit.checkpoints.runs: what a run folder means); an existing
+    """A run folder -> its best.safetensors (minivit.checkpoints.RunFolder: what a run folder means); an existing
     file or folder as is (``~`` expanded); a manifest name or Hugging Face repo id as given
     (ViT.from_pretrained resolves it); a missing local path is an error here. minivit.checkpoints.hub
     decides what counts as a path or a repo id (one rule for both).
@@ -77,7 +79,7 @@ def resolve_checkpoint(checkpoint) -> Path | str:
     """
     from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry
 
-    weights, _ = locate_checkpoint(checkpoint)
+    weights, _ = RunFolder.of_checkpoint(checkpoint)
     path = Path(weights).expanduser()
     if path.exists():
         return path
@@ -296,5 +298,25 @@ class Predictor:
         return logits.softmax(-1), logits
 
 
-__all__ = ["Predictor", "FacePrediction", "ImageResult", "load_model", "resolve_checkpoint", "default_classes",
-           "trained_on_grayscale", "DETECTED", "NO_FACE", "FACE_SIZED", "OFF", "UNAVAILABLE", "FACE_SIZED_FACTOR"]
+def add_image_options(p, *, max_pixels: int = MAX_PIXELS, refused: str = "refused before decoding") -> None:
+    """The options of a Predictor on the command line, shared by every command that reads photos for a
+    model (predict, attention, serve): --device, --no-detect, --grayscale, --max-pixels, with one wording
+    and one range each; predictor_options turns them into Predictor's keyword arguments."""
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when CUDA is available, else the CPU")
+    p.add_argument("--no-detect", action="store_true", help="do not look for faces: classify each whole image")
+    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
+                   help="turn colour photos to grayscale first (default: as the model was trained: a minivit "
+                   "run on grayscale faces such as FER2013 stores that, and its photos are turned gray)")
+    p.add_argument("--max-pixels", type=integer(at_least=1, at_most=PIL_MAX_PIXELS), default=max_pixels,
+                   help=f"largest image, in pixels, read from the header: larger ones (decompression bombs) are "
+                        f"{refused} (1 to {PIL_MAX_PIXELS}; default {max_pixels})")
+
+
+def predictor_options(args) -> dict:
+    """Predictor's keyword arguments from the options add_image_options added."""
+    return dict(device=args.device, detect_faces=False if args.no_detect else "auto", grayscale=args.grayscale,
+                max_pixels=args.max_pixels)
+
+
+__all__ = ["add_image_options", "predictor_options", "Predictor", "FacePrediction", "ImageResult", "load_model",
+           "resolve_checkpoint", "default_classes", "trained_on_grayscale", "DETECTED", "NO_FACE", "FACE_SIZED", "OFF", "UNAVAILABLE", "FACE_SIZED_FACTOR"]

@@ -1,6 +1,6 @@
 """The web demo's app: upload a photo or turn on the webcam, see each face's expression.
 
-``create_app(predictor)`` is the FastAPI app; ``python -m minivit.serve`` (minivit/serve.py) runs it:
+``create_app(predictor)`` is the FastAPI app; ``python -m minivit.serve`` (minivit/commands/serve.py) runs it:
 
     pip install "minivit[serve,faces]"
     python -m minivit.serve --checkpoint runs/fer                # then open http://127.0.0.1:8000

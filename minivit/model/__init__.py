@@ -2,19 +2,22 @@
 
     config.py      ViTConfig (every field that decides the parameters and the function), SIZES, and the
                    names people write a ViT by ("B/16", "ViT-B_16", timm's, transformers')
-    pos_embed.py   the one rule for resampling position embeddings to another grid
-    vit.py         the model itself: patches -> tokens -> blocks -> pooled vector -> head; ViT.from_pretrained
+    vit.py         the model itself: patches -> tokens -> blocks -> pooled vector -> head; the one rule for
+                   resampling position embeddings to another grid (resample_pos_embed); ViT.from_pretrained,
+                   reset_head and resize_image (the model owns its shape)
     speed.py       opt-in speed paths (a bf16 inference copy, attention kernels, torch.compile), each
                    checked against the plain model
 
-This package's __init__ imports none of them. minivit.checkpoints needs config.py and pos_embed.py,
-and ViT.from_pretrained (vit.py) needs minivit.checkpoints: if importing minivit.model.config ran
-an __init__ that loaded vit.py, the two would import each other. So the model is reached as
-``minivit.ViT`` (or ``from minivit.model.vit import ViT``), the config as ``minivit.ViTConfig``.
+minivit.checkpoints reads files and imports only config.py from here; ViT.from_pretrained calls it
+(minivit.checkpoints.load_state) and adapts what it built with its own methods.
+
+Example:
+    >>> from minivit.model import ViT, ViTConfig
+    >>> ViT(ViTConfig(image_size=16, patch_size=8, dim=16, depth=1, heads=2, mlp_dim=32)).config.grid
+    (2, 2)
 """
 
-from ..common.moved import refuse_moved_names
+from .config import ViTConfig, config_from_name
+from .vit import ViT, create_model, resample_pos_embed
 
-# `from minivit.model import ViT` (minivit/model.py was a module before this package) is an error naming
-# minivit.model.vit: the table is minivit/common/moved.py's NOT_SERVED, and nothing is imported to say so.
-__getattr__ = refuse_moved_names(__name__)
+__all__ = ["ViT", "ViTConfig", "create_model", "config_from_name", "resample_pos_embed"]

@@ -39,9 +39,60 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
-from ..common.errors import ConfigError
+from ..common.errors import CheckpointError, ConfigError
 from .config import ViTConfig, config_from_name
-from .pos_embed import resample_pos_embed
+
+# -- position embeddings for another patch grid: the one resampling rule of minivit --------------
+#
+# A ViT learns one position embedding per patch of the grid it was trained on (14x14 for
+# ViT-B/16 at 224). For another input size the grid changes, and the table is resampled as an
+# image would be. minivit does it the same way everywhere -- in the forward pass for an input
+# of another size, in ``ViT.resize_image``, and when a checkpoint of any layout is loaded at
+# another ``image_size``:
+#
+#     * the prefix (CLS) slot has no place on the grid: kept apart and put back unchanged;
+#     * the grid is interpolated **bicubic, antialiased**, with half-pixel centres
+#       (``align_corners=False``), the default of timm's ``resample_abs_pos_embed`` (what timm
+#       does for its own checkpoints at another size and for ``dynamic_img_size``);
+#     * in **float32** whatever the weights' dtype (bf16 interpolation visibly blurs the
+#       embeddings), then cast back.
+#
+# Antialiasing matters when shrinking: a 14x14 grid taken to 3x3 (a 48x48 face with 16-pixel
+# patches) averages neighbours instead of sampling a few. Other code resamples differently, so
+# a model loaded at another size there computes slightly different numbers than here:
+#
+#     * transformers' ``interpolate_pos_encoding``: bicubic, half-pixel, **no antialias**, in the
+#       weights' dtype;
+#     * timm loading a Google ``.npz``: **bilinear, no antialias**;
+#     * Google's own fine-tuning code: ``scipy.ndimage.zoom(order=1)`` (bilinear, corner-aligned).
+#
+# minivit copies none of these per layout, so one function is computed whichever way a model
+# reaches a new size.
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int],
+                       num_prefix: int) -> torch.Tensor:
+    """Resample (1, P + gh*gw, D) position embeddings from ``old_grid`` to ``new_grid`` (rule above).
+
+    Differentiable: gradients flow back to ``pos_embed``. The same grid returns the input itself.
+
+    Example:
+        >>> pe = torch.randn(1, 1 + 4 * 4, 8)
+        >>> out = resample_pos_embed(pe, (8, 6), (4, 4), num_prefix=1)
+        >>> out.shape, torch.equal(out[:, 0], pe[:, 0])
+        (torch.Size([1, 49, 8]), True)
+    """
+    if tuple(new_grid) == tuple(old_grid):
+        return pos_embed
+    prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]  # (1, P, D), (1, gh*gw, D)
+    grid = rearrange(grid.float(), "1 (h w) d -> 1 d h w", h=old_grid[0], w=old_grid[1])  # (1, D, gh, gw)
+    grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", antialias=True, align_corners=False)  # (1, D, h, w)
+    grid = rearrange(grid, "1 d h w -> 1 (h w) d").to(pos_embed.dtype)  # (1, h*w, D)
+    return torch.cat([prefix, grid], dim=1)  # (1, P + h*w, D)
+
+
+# -- the model ----------------------------------------------------------------------------------
+
 
 def _trunc_normal(tensor: torch.Tensor, std: float) -> None:
     # torch's a/b bounds are absolute (default +-2), not in units of std: pass them scaled.
@@ -341,7 +392,7 @@ class ViT(nn.Module):
     def resize_image(self, new_size: int | tuple[int, int]) -> None:
         """Resample the position embedding once for a new input size (e.g. 224 -> 48).
 
-        The same rule as the forward pass uses for an input of another size (minivit.model.pos_embed),
+        The same rule as the forward pass uses for an input of another size (resample_pos_embed),
         so a resized model computes exactly what the original computes on the new size.
 
         Example:
@@ -404,7 +455,8 @@ class ViT(nn.Module):
         """Images (B, C, H, W) -> logits (B, num_classes), or the pooled features without a head.
         Batches only: one (C, H, W) image is a ConfigError (pass ``x[None]``).
 
-        ``return_out=True`` returns ``(logits, out)``, big_vision's dict of intermediates:
+        ``return_out=True`` returns ``(logits, out)``, big_vision's dict of intermediates (collected only
+        then: a plain call keeps no block's output beyond the next block):
         ``out["tokens"]`` the (B, T, D) tokens after each block, ``out["encoded"]`` after the
         final norm (before it with ``norm_after_pool``), ``out["pooled"]`` (B, D) the pooled vector
         (normed with ``norm_after_pool``), ``out["pre_logits"]`` what the head reads.
@@ -421,8 +473,9 @@ class ViT(nn.Module):
                 x, probs = checkpoint(block, x, attention, use_reentrant=False)  # (B, T, D), (B, h, T, T) or None
             else:
                 x, probs = block(x, attention)  # (B, T, D), (B, h, T, T) or None
-            out["tokens"].append(x)
-            maps.append(probs)
+            if return_out or attention:  # kept only when asked for: under no_grad each block's output is freed
+                out["tokens"].append(x)
+                maps.append(probs)
         x = out["encoded"] = x if config.norm_after_pool else self.norm(x)  # (B, T, D)
         if config.classifier == "token":
             x = x[:, 0]  # (B, D): the CLS token
@@ -452,9 +505,12 @@ class ViT(nn.Module):
         ``source``: a Google ``.npz`` (vit_jax, AugReg, big_vision), minivit's ``.safetensors``
         (``save_checkpoint``'s, a run's ``best.safetensors``, the model part of a
         ``resume.safetensors``), a transformers/timm folder, a name from weights/manifest.json
-        (``"ViT-B_16"``) or a Hugging Face repo id. ``num_classes`` gives a new zero-initialised
-        head; ``image_size`` resamples the position embeddings once (minivit.model.pos_embed's rule).
-        What was loaded is in ``model.load_report``. See docs/checkpoints.md.
+        (``"ViT-B_16"``) or a Hugging Face repo id. The checkpoint layer reads the file as it is
+        (minivit.checkpoints.load_state); the model is built from it, and then adapted by its own
+        methods, as timm does: ``num_classes`` other than the file's is ``reset_head`` (a zero head;
+        the representation layer dropped unless ``keep_representation``), ``image_size`` is
+        ``resize_image`` (the position embeddings resampled once). What was loaded, dropped and
+        created is in ``model.load_report``. See docs/checkpoints.md.
 
         Example:
             >>> import os, tempfile, torch
@@ -466,24 +522,41 @@ class ViT(nn.Module):
             >>> torch.equal(ViT.from_pretrained(path)(x), m.eval()(x))
             True
         """
-        from ..checkpoints import load_state  # the checkpoint layer maps tensors and never imports the model
-        from ..common.errors import CheckpointError
+        # the one import that runs up a chapter: the checkpoint layer reads files, and imports only the
+        # model's config (tests/test_layering.py)
+        from ..checkpoints import load_state
 
-        config, state, report = load_state(source, num_classes=num_classes, image_size=image_size, strict=strict,
-                                        keep_representation=keep_representation, **overrides)
+        config, state, report = load_state(source, strict=strict, **overrides)
         model = cls(config)
-        target = model.state_dict()
-        for k, t in state.items():  # as nanoGPT: every name and every shape must fit before anything is copied
-            if k not in target or t.shape != target[k].shape:
-                need = f"needs {tuple(target[k].shape)}" if k in target else "has no such tensor"
-                raise CheckpointError(f"{report.source}: {k} has shape {tuple(t.shape)} in the checkpoint but the "
-                                      f"config {need}")
-        with torch.no_grad():
-            for k, t in state.items():
-                target[k].copy_(t)  # copy_ casts float16/float64 checkpoints to the model's dtype
+        model.copy_checkpoint(state, report.source)
+        if num_classes is not None and num_classes != config.num_classes:
+            model.reset_head(num_classes, keep_representation)
+            report.head_replaced(config, model.config)
+        if image_size is not None:
+            before = model.config
+            try:
+                model.resize_image(image_size)
+            except ConfigError:
+                raise CheckpointError(f"{report.source}: image_size={image_size} is not a multiple of the "
+                                      f"checkpoint's patch size {config.patch_size} (or below it)") from None
+            report.resampled(before, model.config)
         model.eval()
         model.load_report = report
+        report.log()
         return model
+
+    @torch.no_grad()
+    def copy_checkpoint(self, state: dict, source: str) -> None:
+        """Copy a checkpoint's tensors into this model. As nanoGPT: every name and every shape must fit
+        before anything is copied (a CheckpointError naming ``source`` otherwise); copy_ casts float16 /
+        float64 files to the model's dtype."""
+        target = self.state_dict()
+        for k, t in state.items():
+            if k not in target or t.shape != target[k].shape:
+                need = f"needs {tuple(target[k].shape)}" if k in target else "has no such tensor"
+                raise CheckpointError(f"{source}: {k} has shape {tuple(t.shape)} in the checkpoint but the config {need}")
+        for k, t in state.items():
+            target[k].copy_(t)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

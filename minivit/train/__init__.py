@@ -2,18 +2,21 @@
 
 Where each concern lives (read them in this order; docs/training.md explains each piece):
 
-    loop.py         train(): set up the run, then per epoch train_one_epoch + end_of_epoch; the step
+    loop.py         train(): set up the run, then per epoch train_one_epoch + end_of_epoch; the step; the
+                    weights and resume point it saves (through the run's RunFolder)
     config.py       TrainConfig: every knob, its valid range, validate()
-    setup.py        the Run: processes, device, data, model, optimiser, EMA, resume
-    data.py         the run's splits (minivit.data.splits), the in-memory uint8 set, index order, batches
+    setup.py        the Run: its folder (minivit.checkpoints.RunFolder: never overwrite a run, timestamped
+                    names, the resume point), processes, device, data, model, optimiser, EMA
+    data.py         the run's splits (minivit.data.splits), its uint8 set (in memory or mapped from the decoded
+                    cache), index order, batches (on the device, or prefetched by a thread)
     optim.py        weight-decay rule, layer-wise LR decay, warmup + cosine schedule, EMA
     distributed.py  DDP: joining torchrun's process group, no_sync, all-reduce, barrier
-    saving.py       best/last weights each epoch and the resume point (minivit.checkpoints.resume)
-    report.py       the header, progress, per-epoch lines, history/curves, warnings, the final report (val, test)
-    rundir.py       the run folder as training sees it: refuse to overwrite a run, timestamped names, stale
-                    temp files (what a run folder is: minivit.checkpoints.runs)
+    report.py       the header, progress, the clock, per-epoch lines, history/curves, warnings, the final report
     profiles.py     the named presets (synthetic / finetune / scratch) that Python and the command line share
-    cli.py          the command line: every option, each checked by config.py's tables
+    config_file.py  --config FILE: a run's config.json or a flat JSON / YAML mapping, checked key by key
+    board.py        TensorBoard event files (--tensorboard)
+
+The command line, every option checked by config.py's tables, is minivit/commands/train.py.
 
 Example (a tiny run on synthetic faces, a few seconds on a CPU):
     >>> import tempfile

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from ..checkpoints.runs import TENSORBOARD
+from ..checkpoints.run_folder import TENSORBOARD
 
 INSTALL_HINT = "pip install 'minivit[tensorboard]'"
 READ_EVERY_STEPS = 10  # how often the loop reads its running loss (progress bar and TensorBoard alike)

@@ -19,12 +19,12 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..checkpoints.runs import current_train_fields
 from ..common.cli import integer, number
 from ..common.device import DEVICES, PRECISIONS
 from ..common.errors import ConfigError
 from ..data.ferplus import LABEL_MODES
 from ..data.splits import VAL_SPLITS
+from ..data.synthetic import SYNTHETIC
 from .board import tensorboard_missing
 
 
@@ -34,7 +34,7 @@ class TrainConfig:
     a ~90k-parameter ViT at 32x32 (patch 4: an 8x8 grid) on minivit's synthetic faces."""
 
     # data
-    data: str = "synthetic"  # a dataset path (see minivit.data.load_dataset) or "synthetic"
+    data: str = SYNTHETIC  # a dataset path (see minivit.data.load_dataset) or "synthetic"
     ferplus_images: str | None = None  # FER+ labels: pixels from the original fer2013.csv or a folder of its fer*.png images
     label_mode: str = "majority"  # FER+ only: "majority" or "soft" (vote distribution as target)
     synthetic_samples: int = 2800  # size of the synthetic training set; its val set is a quarter of it
@@ -102,17 +102,29 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "TrainConfig") -> "TrainConfig":
-        """A TrainConfig from a dict (a config.json's "train", the fields of older runs under their
-        current names: img_size is image_size); unknown fields are an error naming ``where``."""
-        d = current_train_fields(d)
+        """A TrainConfig from a dict (a run's config.json "train", a --config file); unknown fields are an
+        error naming ``where``."""
+        d = dict(d)
         unknown = sorted(set(d) - cls.field_names())
         if unknown:
             raise ConfigError(f"{where}: unknown TrainConfig fields: {', '.join(unknown)}")
         if "betas" in d and isinstance(d["betas"], (list, tuple)):
             d["betas"] = tuple(d["betas"])
-        if isinstance(d.get("compile"), bool):  # config.json of runs before "auto" existed
-            d["compile"] = "yes" if d["compile"] else "no"
         return cls(**d)
+
+    @classmethod
+    def from_run(cls, run) -> "TrainConfig":
+        """The TrainConfig a run folder (minivit.checkpoints.RunFolder) was started with, checked: one line
+        naming its config.json otherwise."""
+        fields, where = run.train_fields, str(run.config_file)
+        missing = sorted(cls.field_names() - set(fields))
+        if missing:
+            raise ConfigError(f"{where}: missing TrainConfig fields: {', '.join(missing)}")
+        try:
+            return cls.from_dict(fields, where=where).validate()
+        except (ConfigError, TypeError) as e:
+            message = str(e).splitlines()[0]
+            raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -144,6 +156,23 @@ class TrainConfig:
 def flag(name: str) -> str:
     """The command-line spelling of a TrainConfig field: batch_size -> --batch-size."""
     return "--" + name.replace("_", "-")
+
+
+def check_resume_options(cfg: TrainConfig, saved: dict) -> None:
+    """Refuse optimiser options that differ from the resumed run's ``saved`` TrainConfig fields: the saved
+    optimiser state was built for them (another optimiser or layer decay does not load; a new weight decay,
+    momentum or betas would be silently replaced by the saved param groups), and the batch shapes the data
+    order."""
+    fixed = ["optimizer", "layer_decay", "weight_decay", "batch_size", "accum_steps"]
+    fixed.append("momentum" if saved.get("optimizer") == "sgd" else "betas")  # the one the optimiser uses
+    for name in fixed:
+        if name not in saved:
+            continue
+        was, now = saved[name], getattr(cfg, name)
+        if name == "betas":
+            was, now = list(was), list(now)
+        if was != now:
+            raise ConfigError(f"{flag(name)} cannot change on --resume (the run used {was})")
 
 
 # option -> allowed values; the CLI's choices= and validate()'s check, before anything is loaded

@@ -1,8 +1,9 @@
 """Runs from a file: ``minivit train --config FILE``, checked key by key before any work.
 
 FILE is JSON, or YAML when it ends in .yaml / .yml (read with pyyaml: ``pip install 'minivit[config]'``),
-or a run folder (its config.json). It holds either a run's config.json -- its "train" section is read --
-or a flat mapping of TrainConfig fields, the same keys:
+or a run folder (its config.json, read by minivit.checkpoints.RunFolder, as a run folder always is). It
+holds either a run's config.json -- its "train" section is read -- or a flat mapping of TrainConfig
+fields, the same keys:
 
     data: ../shared/data/fer2013
     model: S/4
@@ -35,7 +36,7 @@ import types
 import typing
 from pathlib import Path
 
-from ..checkpoints.runs import CONFIG, current_train_fields
+from ..checkpoints.run_folder import CONFIG, RunFolder
 from ..common.errors import ConfigError
 from .config import CHOICES, RANGES, TrainConfig
 
@@ -48,25 +49,32 @@ RUN_RECORD_KEYS = ("out", "resume", "overwrite")
 def read_config_file(name) -> dict:
     """The TrainConfig fields a --config file sets, each checked; ConfigError naming the file and the key."""
     path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / CONFIG).is_file():
-            raise ConfigError(f"--config {name}: a folder without a {CONFIG} (not a minivit run folder)")
-        path = path / CONFIG
+    if path.is_dir() or (path.name == CONFIG and RunFolder(path.parent).is_run_folder):  # a run's: it reads it
+        run = RunFolder(path if path.is_dir() else path.parent, named=f"--config {name}")
+        fields, path = {k: v for k, v in run.train_fields.items() if k not in RUN_RECORD_KEYS}, run.config_file
     elif not path.is_file():
         raise ConfigError(f"--config {name}: no such file")
+    else:
+        fields = read_fields(path)
+    for key, value in fields.items():
+        check_field(path, key, value)
+    return fields
+
+
+def read_fields(path: Path) -> dict:
+    """The TrainConfig fields of a config file that is not in a run folder: a flat mapping, or a copy of a
+    run's config.json (its "train" section)."""
     saved = load_mapping(path)
     if "train" in saved:  # a run's config.json (TrainConfig has no field named "train")
         if not isinstance(saved["train"], dict):
             raise ConfigError(f"{path}: \"train\" must be a mapping of TrainConfig fields, not {saved['train']!r}")
-        fields = {k: v for k, v in current_train_fields(saved["train"]).items() if k not in RUN_RECORD_KEYS}
+        fields = {k: v for k, v in saved["train"].items() if k not in RUN_RECORD_KEYS}
     else:
-        fields = current_train_fields(saved)
+        fields = dict(saved)
         for key in ("resume", "overwrite"):
             if fields.get(key):
                 raise ConfigError(f"{path}: {key}: set on the command line only (--{key}), not in a config file")
             fields.pop(key, None)
-    for key, value in fields.items():
-        check_field(path, key, value)
     return fields
 
 

@@ -10,11 +10,14 @@ batches an uninterrupted run sees.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..common.errors import ConfigError
 from ..data.prefetch import Prefetcher, gather
@@ -27,21 +30,69 @@ SAMPLE_LOG_ENV = "MINIVIT_SAMPLE_LOG"
 RESIDENT_CHUNK = 1024  # images per host-to-device copy when a mapped set is moved onto the GPU whole
 
 
-def load_data(cfg, progress: bool = True):
+def run_splits(cfg, folder, main: bool, train_set=None, val_set=None, test_set=None):
+    """The run's DataSplits: the ImageSets passed to train() as given, else load_data. A resumed run must
+    hold out the images it held out before (the split rule its RunFolder recorded: check_carve)."""
+    from ..data.splits import check_carve
+
+    recorded = folder.split_rule if cfg.resume else None
+    if train_set is None:
+        with data_messages(cfg):  # building a decoded cache, and why: the run's own lines
+            return load_data(cfg, progress=cfg.progress and main, recorded=recorded)
+    splits = given_data(cfg, train_set, val_set, test_set)
+    if recorded:
+        check_carve(cfg.data, recorded, splits.rule.get("val_hash"), cfg.resume)
+    return splits
+
+
+@contextmanager
+def data_messages(cfg):
+    """While the data is read: the data chapter's log lines (minivit.data: why a new decoded cache is built,
+    the build itself, waiting for another process's build, skipped images) printed as the run's own lines,
+    by each machine's first process -- the one that builds (or falls back): "warning: ..." always, the
+    others with ``cfg.log``. The other processes' copies of them are dropped."""
+    rank, _, local_rank = world_from_env()
+    prefix = f"node {os.environ.get('GROUP_RANK', '?')}: " if rank != local_rank else ""  # torchrun's node rank
+    handler = _Forward(prefix if local_rank == 0 else None, cfg.log)
+    logger = logging.getLogger("minivit.data")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class _Forward(logging.Handler):
+    def __init__(self, prefix: str | None, info: bool):
+        super().__init__(logging.INFO)
+        self.prefix, self.info = prefix, info
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.prefix is None:
+            return
+        if record.levelno >= logging.WARNING:
+            tqdm.write(f"{self.prefix}warning: {record.getMessage()}", file=sys.stderr)
+        elif self.info:
+            tqdm.write(f"{self.prefix}{record.getMessage()}")
+
+
+def load_data(cfg, progress: bool = True, recorded: dict | None = None):
     """The run's DataSplits for cfg.data (minivit.data.splits.load_splits): train (with a carved validation
     split taken out of it), val (selects best.safetensors), test (scored once at the end, or None) and the
-    rule that chose them, by ``cfg.val_split`` and ``cfg.val_fraction``.
+    rule that chose them, by ``cfg.val_split`` and ``cfg.val_fraction``; ``recorded``: the rule of the run
+    being resumed, whose carve must be the same (minivit.data.splits.check_carve).
 
     Image folders of mixed sizes are resized on decode to the training size; unreadable images
     stop the run naming the file, or are skipped and counted with ``on_bad_image="skip"``. Image folders
     and RAF-DB are decoded once into the cache (cache_plan) and memory-mapped; under torchrun each
-    machine's first process builds it while the others wait, then they map the same file.
+    machine's first process builds it while the others wait, then they map the same file. Synthetic
+    faces are drawn at the training size from ``cfg.synthetic_samples`` and ``cfg.seed``.
     """
     from ..data import load_splits
 
-    if cfg.data == "synthetic":
-        synthetic = dict(samples=cfg.synthetic_samples, image_size=cfg.image_size, seed=cfg.seed)
-        return load_splits("synthetic", cfg.val_split, cfg.val_fraction, synthetic=synthetic)
     plan = cache_plan(cfg)
     if plan is not None:  # a build's bar shows on the process that builds: each machine's first
         progress = cfg.progress and world_from_env()[2] == 0
@@ -49,7 +100,9 @@ def load_data(cfg, progress: bool = True):
     def load():
         return load_splits(cfg.data, cfg.val_split, cfg.val_fraction, label_mode=cfg.label_mode,
                            ferplus_images=cfg.ferplus_images, resize_mixed_to=cfg.image_size,
-                           on_error=cfg.on_bad_image, progress=progress, cache=plan)
+                           on_error=cfg.on_bad_image, progress=progress, cache=plan, recorded=recorded,
+                           resumed=cfg.resume or "",
+                           synthetic=dict(samples=cfg.synthetic_samples, image_size=cfg.image_size, seed=cfg.seed))
 
     return load() if plan is None else local_leader_first(load)
 

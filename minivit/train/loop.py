@@ -1,6 +1,11 @@
 """The training loop, in the style of nanoGPT's train.py: set up the run, then for each epoch train
 one pass over the data and finish the epoch (validate, checkpoint, report).
 
+What a run writes as it goes (rank 0, atomically, through its RunFolder): last.safetensors every epoch,
+best.safetensors when the val score beats the best so far (both minivit checkpoints with the epoch, the
+score and what the model was trained on as metadata), and resume.safetensors at the end of every epoch
+and every --ckpt-every steps: everything needed to continue bit-exactly (minivit.checkpoints.resume).
+
 One step (``train_step``): for each micro-batch, take the next of the epoch's batches (minivit/train/data.py:
 on the device already, or prefetched from the host), augment it on the device, mix it (CutMix/MixUp) and
 smooth its labels, forward under autocast, backward; then
@@ -14,14 +19,13 @@ import time
 
 import torch
 
+from ..checkpoints.run_folder import BEST, LAST
 from ..data.augment import mix_batch, one_hot, train_transform
 from .config import TrainConfig
 from .data import step_generators
 from .distributed import all_reduce_sum, barrier, no_sync
 from .optim import lr_at, set_lr
-from .report import EpochProgress, close_board, epoch_timing, final_report, record_epoch, start_report, validate
-from .rundir import prepare_out_dir
-from .saving import save_epoch_weights, save_resume_point
+from .report import EpochProgress, close_board, final_report, record_epoch, start_report, validate
 from .setup import Run, setup_run
 
 
@@ -37,7 +41,7 @@ def train(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> dict
     run = setup_run(cfg, train_set, val_set, test_set)
     try:
         if run.main:
-            prepare_out_dir(run.out, replace=cfg.overwrite and not cfg.resume)
+            run.folder.prepare(replace=cfg.overwrite and not cfg.resume)
             start_report(run)
         for epoch in range(run.state["epoch"], cfg.epochs):
             sums = train_one_epoch(run, epoch)
@@ -136,7 +140,7 @@ def end_of_epoch(run: Run, epoch: int, sums: torch.Tensor) -> None:
             row.update(val_ema_loss=val_ema["loss"], val_ema_acc=val_ema["accuracy"],
                        val_ema_macro_f1=val_ema["macro_f1"])
             score, scored_model = val_ema[metric], run.ema.module
-        row.update(epoch_timing(run))  # epoch_seconds, img_per_s
+        row.update(run.clock.epoch_row())  # epoch_seconds, img_per_s
         record_epoch(run, row)
         save_epoch_weights(run, epoch + 1, score, scored_model, metric)
         run.state["sums"] = [0.0, 0.0]
@@ -144,4 +148,34 @@ def end_of_epoch(run: Run, epoch: int, sums: torch.Tensor) -> None:
     barrier()  # other ranks wait for rank 0's validation and checkpoint
 
 
-__all__ = ["train", "train_one_epoch", "train_step", "end_of_epoch", "soft_cross_entropy", "accumulate"]
+def save_resume_point(run: Run, epoch_next: int, sums: torch.Tensor | None = None) -> None:
+    """resume.safetensors for continuing at ``epoch_next`` (mid-epoch: with the epoch's running sums).
+
+    Mid-epoch every rank calls this: the sums are summed over the ranks (a collective, on a copy:
+    each rank keeps adding to its own) and rank 0 saves the total.
+    """
+    total = all_reduce_sum(sums.clone()) if sums is not None else None
+    if not run.main:
+        return
+    state = dict(run.state, epoch=epoch_next, steps_per_epoch=run.data.steps_per_epoch)
+    if total is not None:
+        state["sums"] = total.tolist()
+    run.folder.save_resume(run.model, run.optimizer, run.scaler, run.ema, state)
+
+
+def save_epoch_weights(run: Run, epoch: int, score: float, scored_model, metric: str) -> None:
+    """last.safetensors every epoch; best.safetensors when ``score`` beats the best so far."""
+    state = run.state
+    # what a user of the file needs besides the weights: the class names in head order, whether the
+    # training images were grayscale (minivit.inference.predictor then turns colour photos gray, as the training saw),
+    # and what the model was trained on (minivit.data.provenance: evaluate and predict compare it with their data)
+    about = {"classes": list(run.train_set.classes), "grayscale_data": run.train_set.images.shape[1] == 1,
+             "trained_on": run.trained_on}
+    if state["best"] is None or score > state["best"]:
+        state["best"], state["best_epoch"] = score, epoch
+        run.folder.save_weights(BEST, scored_model, {"epoch": epoch, f"val_{metric}": score, **about})
+    run.folder.save_weights(LAST, run.ema.module if run.ema else run.model, {"epoch": epoch, **about})
+
+
+__all__ = ["train", "train_one_epoch", "train_step", "end_of_epoch", "soft_cross_entropy", "accumulate",
+           "save_resume_point", "save_epoch_weights"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 
+from ..data.synthetic import SYNTHETIC
 from .config import TrainConfig
 
 # The fields the synthetic profile shows in --help: the ones the profiles set. Their values are
@@ -49,7 +50,7 @@ SIZE_FIELDS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "stem_width")
 
 def profile_for(data: str, weights: str = "none") -> str:
     """The profile of a new run: "synthetic" without a dataset, "finetune" with --weights, else "scratch"."""
-    if data == "synthetic":
+    if data == SYNTHETIC:  # the demo data source
         return "synthetic"
     return "finetune" if weights not in ("none", "", None) else "scratch"
 
@@ -66,7 +67,7 @@ def profile_fields(data: str, weights: str = "none", model: str | None = None) -
     return fields, profile
 
 
-def config_for(data: str = "synthetic", *, weights: str = "none", **fields) -> TrainConfig:
+def config_for(data: str = SYNTHETIC, *, weights: str = "none", **fields) -> TrainConfig:
     """The TrainConfig ``python -m minivit.train --data DATA [--weights W] [--field value ...]`` builds: the
     profile for this kind of run, then ``fields`` (TrainConfig fields). Validated."""
     base, _ = profile_fields(data, weights, fields.get("model"))

@@ -7,16 +7,13 @@ Only rank 0 reports. Everything printed goes through ``log`` (skipped with ``log
 from __future__ import annotations
 
 import csv
-import logging
-import os
 import sys
 import time
-from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoints.runs import BEST, CONFIG
+from ..checkpoints.run_folder import BEST
 from ..common.files import atomic_write, write_json
 from ..data.augment import AugmentConfig, eval_transform
 from ..data.provenance import class_count_list
@@ -25,8 +22,6 @@ from ..evaluate.plots import curves_png
 from ..evaluate.reports import attention_report, confusion_report_png, evaluate, write_report
 from ..model.vit import ViT
 from .board import READ_EVERY_STEPS, Board
-from .distributed import world_from_env
-from .rundir import clean_temp_files
 
 CURVES_EVERY_S = 60  # curves.png is redrawn at most this often during a run (and after the last epoch)
 TIMING_SKIP_STEPS = 3  # steps of each epoch left out of the throughput (warm-up, compilation, caches)
@@ -112,55 +107,18 @@ def storage_lines(run) -> list[str]:
 
 def memory_reason(run) -> str:
     """Why a run's images were decoded into memory rather than mapped from the decoded cache."""
-    from ..data.formats import detect_format
+    from ..data.formats import FORMATS, detect_format
 
-    cfg = run.cfg
-    if run.split_rule["val"] == "given" or cfg.data == "synthetic":
-        return "given in Python" if run.split_rule["val"] == "given" else "synthetic faces, drawn at every start"
-    if not cfg.cache:
-        return "--no-cache"
-    kind = detect_format(cfg.data)
-    if kind in ("fer2013_csv", "ferplus"):
-        return "pixels in the CSV" if kind == "fer2013_csv" else "FER+ faces, 48x48"
-    return "the cache folder could not be written"
+    if run.split_rule["val"] == "given":
+        return "given in Python"
+    source = FORMATS[detect_format(run.cfg.data)]
+    if source.in_memory:  # a source the cache never holds
+        return source.in_memory
+    return "the cache folder could not be written" if run.cfg.cache else "--no-cache"
 
 
 def _bytes(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
-
-
-@contextmanager
-def data_messages(cfg):
-    """While the data is read: the data chapter's log lines (minivit.data: why a new decoded cache is built,
-    the build itself, waiting for another process's build, skipped images) printed as the run's own lines,
-    by each machine's first process -- the one that builds (or falls back): "warning: ..." always, the
-    others with ``cfg.log``. The other processes' copies of them are dropped."""
-    rank, _, local_rank = world_from_env()
-    prefix = f"node {os.environ.get('GROUP_RANK', '?')}: " if rank != local_rank else ""  # torchrun's node rank
-    handler = _Forward(prefix if local_rank == 0 else None, cfg.log)
-    logger = logging.getLogger("minivit.data")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-class _Forward(logging.Handler):
-    def __init__(self, prefix: str | None, info: bool):
-        super().__init__(logging.INFO)
-        self.prefix, self.info = prefix, info
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.prefix is None:
-            return
-        if record.levelno >= logging.WARNING:
-            tqdm.write(f"{self.prefix}warning: {record.getMessage()}", file=sys.stderr)
-        elif self.info:
-            tqdm.write(f"{self.prefix}{record.getMessage()}")
 
 
 def start_report(run) -> None:
@@ -168,8 +126,8 @@ def start_report(run) -> None:
     if not run.main:
         return
     cfg, data = run.cfg, run.data
-    write_json({"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
-                "world_size": run.world, "device": str(run.device), "data": data_section(run)}, run.out / CONFIG)
+    run.folder.write_config({"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
+                             "world_size": run.world, "device": str(run.device), "data": data_section(run)})
     if cfg.tensorboard:  # resumed: what the interrupted process logged after the resume point is purged
         run.board = Board(run.out, purge_step=run.step + 1 if cfg.resume else None)
     log(run, f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set)} train / "
@@ -196,82 +154,111 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class Clock:
+    """A run's training time, kept in one place: this epoch's (history.csv's epoch_seconds and img_per_s) and
+    the steady state of every epoch (the result's train_img_per_s: each epoch's first TIMING_SKIP_STEPS steps,
+    and all validation, left out). Times are the GPU's, not its queue's: read after a synchronize."""
+
+    def __init__(self):
+        self.steady_images, self.steady_seconds = 0, 0.0  # every epoch's steady state, added up
+        self.epoch_start, self.epoch_seconds, self.epoch_images = 0.0, 0.0, 0  # this epoch's training
+        self._steady_from: tuple[float, int] | None = None  # (when, after how many steps) the steady state began
+
+    def start_epoch(self) -> None:
+        self.epoch_start, self.epoch_seconds, self.epoch_images = time.perf_counter(), 0.0, 0
+        self._steady_from = None
+
+    def step(self, done: int, device: torch.device) -> None:
+        """After the epoch's ``done``-th step: after TIMING_SKIP_STEPS of them, the steady state begins."""
+        if done == TIMING_SKIP_STEPS:
+            synchronize(device)
+            self._steady_from = (time.perf_counter(), done)
+
+    def end_epoch(self, done: int, images_per_step: int, device: torch.device) -> None:
+        """The epoch's training is over: ``done`` steps of ``images_per_step`` images (all processes)."""
+        synchronize(device)  # the epoch's all-reduce waits for the GPU anyway
+        now = time.perf_counter()
+        if self._steady_from is not None and done > self._steady_from[1]:
+            since, first = self._steady_from
+            self.steady_seconds += now - since
+            self.steady_images += (done - first) * images_per_step
+        self.epoch_seconds, self.epoch_images = now - self.epoch_start, done * images_per_step
+
+    def epoch_row(self) -> dict:
+        """history.csv's last columns: epoch_seconds, the epoch's wall-clock time until now (training and
+        validation), and img_per_s, training images a second over its steps (the first, slower ones included)."""
+        return dict(epoch_seconds=round(time.perf_counter() - self.epoch_start, 2),
+                    img_per_s=round(self.epoch_images / self.epoch_seconds, 1) if self.epoch_seconds else None)
+
+    @property
+    def train_img_per_s(self) -> float | None:
+        return round(self.steady_images / self.steady_seconds, 1) if self.steady_seconds else None
+
+
 class EpochProgress:
-    """Progress within an epoch: a tqdm bar on a terminal, else a line every ``cfg.log_every`` seconds;
-    the TensorBoard step scalars (--tensorboard); the steady-state throughput (the first steps of each
-    epoch and all validation left out); and the epoch's own timing for history.csv.
+    """Progress within an epoch: a tqdm bar on a terminal, else a line every ``cfg.log_every`` seconds; the
+    TensorBoard step scalars (--tensorboard); the epoch's time, kept by ``run.clock``.
 
     Reading the running loss is a host sync, so it happens every READ_EVERY_STEPS steps (bar, TensorBoard)
     or every few seconds (lines), never every step; one read serves the bar and TensorBoard together.
     """
 
     def __init__(self, run, epoch: int, first: int, carried=(0.0, 0.0)):
-        self.run, self.epoch, self.first = run, epoch, first
-        steps, cfg = run.data.steps_per_epoch, run.cfg
-        show = run.main and cfg.progress
+        self.run, self.epoch, self.done = run, epoch, 0
+        cfg = run.cfg
         # disable=None: tqdm shows a bar only on a terminal, so a redirected log holds lines, not bars
-        self.bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                        disable=None if show else True, dynamic_ncols=True)
-        self.lines = run.main and cfg.log and self.bar.disable
-        self.t_last, self.seen_last = time.perf_counter(), 0
-        self.t_timed, self.timed_from, self.done = None, 0, 0
-        # TensorBoard's train loss is the mean over the steps since the last read: where that window
-        # starts, and the loss sum then (a resumed epoch starts from the sums it carried)
-        self.window_from, self.window_loss = first, carried[0]
-        run.epoch_timing = dict(start=time.perf_counter(), train_seconds=0.0, images=0)
+        self.bar = tqdm(total=run.data.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                        leave=False, disable=None if run.main and cfg.progress else True, dynamic_ncols=True)
+        self.lines = run.main and cfg.log and self.bar.disable  # a line every log_every seconds instead
+        self.shown_at, self.images_since = time.perf_counter(), 0  # the img/s shown: since the last one shown
+        # TensorBoard's train loss is the mean over the steps since its last read: from which step, and the loss
+        # sum then (a resumed epoch starts from the sums it carried)
+        self.board_from, self.board_loss = first, carried[0]
+        run.clock.start_epoch()
 
     def step(self, i: int, sums: torch.Tensor) -> None:
+        """After step ``i`` of the epoch, whose running [loss sum, correct] are ``sums`` (on the device)."""
         run, self.done = self.run, self.done + 1
-        self.seen_last += run.data.images_per_step * run.world
-        if self.done == TIMING_SKIP_STEPS:  # from here on, steady state
-            synchronize(run.device)
-            self.t_timed, self.timed_from = time.perf_counter(), self.done
-        last = i == run.data.steps_per_epoch - 1
-        now = time.perf_counter()
-        read_due = i % READ_EVERY_STEPS == READ_EVERY_STEPS - 1 or last
-        bar_due = not self.bar.disable and read_due
-        line_due = self.lines and now - self.t_last >= run.cfg.log_every and not last
-        board_due = run.board is not None and read_due
-        if not self.bar.disable:
-            self.bar.update(1)
-        if not (bar_due or line_due or board_due):
-            return
-        loss_sum, correct = sums.tolist()  # a host sync: rare by design, shared by all three
-        if board_due:
-            images = (i + 1 - self.window_from) * run.data.images_per_step
-            run.board.step(run.step, (loss_sum - self.window_loss) / images, run.lr)
-            self.window_from, self.window_loss = i + 1, loss_sum
-        if bar_due:
-            self.bar.set_postfix_str(self.stats(i, loss_sum, correct, now), refresh=False)
-        elif line_due:
-            tqdm.write(f"epoch {self.epoch + 1}/{run.cfg.epochs} step {i + 1}/{run.data.steps_per_epoch}  "
-                       f"{self.stats(i, loss_sum, correct, now)}")
+        run.clock.step(self.done, run.device)
+        self.images_since += run.data.images_per_step * run.world
+        self.bar.update(1)
+        due = self.due(i)
+        if due:
+            self.show(i, *sums.tolist(), due)  # a host sync: rare by design, shared by all that are due
 
-    def stats(self, i: int, loss_sum: float, correct: float, now: float) -> str:
-        n = (i + 1) * self.run.data.images_per_step
+    def due(self, i: int) -> set[str]:
+        """Which of "bar", "board" and "line" read the running loss after step ``i``: the bar and TensorBoard
+        every READ_EVERY_STEPS steps and at the epoch's end, a line every log_every seconds (never the last
+        step's: the epoch's own line follows)."""
+        last = i == self.run.data.steps_per_epoch - 1
+        read = i % READ_EVERY_STEPS == READ_EVERY_STEPS - 1 or last
+        due = {name for name, on in (("bar", not self.bar.disable), ("board", self.run.board is not None)) if on and read}
+        if self.lines and not last and time.perf_counter() - self.shown_at >= self.run.cfg.log_every:
+            due.add("line")
+        return due
+
+    def show(self, i: int, loss_sum: float, correct: float, due: set[str]) -> None:
+        run = self.run
+        if "board" in due:
+            images = (i + 1 - self.board_from) * run.data.images_per_step
+            run.board.step(run.step, (loss_sum - self.board_loss) / images, run.lr)
+            self.board_from, self.board_loss = i + 1, loss_sum
+        if "bar" in due:
+            self.bar.set_postfix_str(self.stats(i, loss_sum, correct), refresh=False)
+        elif "line" in due:
+            tqdm.write(f"epoch {self.epoch + 1}/{run.cfg.epochs} step {i + 1}/{run.data.steps_per_epoch}  "
+                       f"{self.stats(i, loss_sum, correct)}")
+
+    def stats(self, i: int, loss_sum: float, correct: float) -> str:
+        n, now = (i + 1) * self.run.data.images_per_step, time.perf_counter()
         text = (f"loss {loss_sum / n:.3f} acc {correct / n:.3f} lr {self.run.lr:.2e} "
-                f"img/s {self.seen_last / max(now - self.t_last, 1e-9):.0f}")
-        self.t_last, self.seen_last = now, 0
+                f"img/s {self.images_since / max(now - self.shown_at, 1e-9):.0f}")
+        self.shown_at, self.images_since = now, 0
         return text
 
     def close(self) -> None:
         self.bar.close()
-        synchronize(self.run.device)  # the GPU's time, not the queue's (the epoch's all-reduce waits anyway)
-        now = time.perf_counter()
-        if self.t_timed is not None and self.done > self.timed_from:
-            self.run.timed_seconds += now - self.t_timed
-            self.run.timed_images += (self.done - self.timed_from) * self.run.data.images_per_step * self.run.world
-        timing = self.run.epoch_timing
-        timing.update(train_seconds=now - timing["start"],
-                      images=self.done * self.run.data.images_per_step * self.run.world)
-
-
-def epoch_timing(run) -> dict:
-    """history.csv's last columns: epoch_seconds, the epoch's wall-clock time (training and validation),
-    and img_per_s, training images a second over the epoch's steps (its first, slower steps included)."""
-    timing = run.epoch_timing
-    return dict(epoch_seconds=round(time.perf_counter() - timing["start"], 2),
-                img_per_s=round(timing["images"] / timing["train_seconds"], 1) if timing["train_seconds"] else None)
+        self.run.clock.end_epoch(self.done, self.run.data.images_per_step * self.run.world, self.run.device)
 
 
 def validation_transform(model: ViT):
@@ -303,19 +290,45 @@ def record_epoch(run, row: dict) -> None:
     """history.json, history.csv, the TensorBoard epoch scalars, curves.png (at most once a minute) and the
     epoch's line (rank 0)."""
     run.state["history"].append(row)
-    write_json(run.state["history"], run.out / "history.json")
-    write_history_csv(run.state["history"], run.out / "history.csv")
+    write_json(run.state["history"], run.folder / "history.json")
+    write_history_csv(run.state["history"], run.folder / "history.csv")
     if run.board is not None:
         run.board.epoch(row, HISTORY_COLUMNS)
     # a matplotlib figure costs ~0.3 s, a tenth of a FER epoch on a GPU: redraw once a minute, and at the end
     if row["epoch"] == run.cfg.epochs or time.time() - run.curves_drawn_at >= CURVES_EVERY_S:
-        curves_png(run.state["history"], run.out / "curves.png", subtitle=f"train: {source_name(run.train_set)}, "
+        curves_png(run.state["history"], run.folder / "curves.png", subtitle=f"train: {source_name(run.train_set)}, "
                    f"{len(run.train_set):,} images; {split_label('val', run.val_set, run.split_rule)}")
         run.curves_drawn_at = time.time()
     ema_part = f" ema {row['val_ema_acc']:.3f}" if "val_ema_acc" in row else ""
     log(run, f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
              f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}{ema_part} F1 {row['val_macro_f1']:.3f}  "
              f"({row['seconds']:.0f}s)")
+
+
+def final_report(run) -> dict:
+    """The result of the run; on rank 0 after a finished run, the report of best.safetensors: on the val
+    split (metrics.json, confusion_matrix.png, attention_maps.png) and, where there is a test split that
+    selected nothing, on it, once (metrics.json "test", test_confusion_matrix.png)."""
+    result = run_result(run)
+    if run.main and not run.interrupted and run.folder.best.exists():
+        best = ViT.from_pretrained(str(run.folder.best)).to(run.device)
+        val = score_best(run, best, "val", run.val_set)
+        test = score_best(run, best, "test", run.test_set) if run.test_set is not None else None
+        write_final_report(run, best, val, test, result["train_img_per_s"])
+        result.update(best_figures(run, val, test))
+        say_final(run, val, test, result["warnings"])
+    if run.main:
+        close_board(run)
+        run.folder.clean_temp_files()
+    return result
+
+
+def run_result(run) -> dict:
+    """What train() returns of every run, finished or not: where, how far, how fast."""
+    state = run.state
+    return dict(run_dir=str(run.out), step=run.step, epochs_done=len(state["history"]), interrupted=run.interrupted,
+                best_epoch=state["best_epoch"], seconds=round(time.time() - run.t_start, 1), precision=run.precision,
+                train_img_per_s=run.clock.train_img_per_s, warnings=[])
 
 
 def score_best(run, best: ViT, split: str, image_set) -> dict:
@@ -327,49 +340,45 @@ def score_best(run, best: ViT, split: str, image_set) -> dict:
     return metrics
 
 
-def final_report(run) -> dict:
-    """The result of the run; on rank 0 after a finished run, the report of best.safetensors: on the val
-    split (metrics.json, confusion_matrix.png, attention_maps.png) and, where there is a test split that
-    selected nothing, on it, once (metrics.json "test", test_confusion_matrix.png)."""
-    cfg, state = run.cfg, run.state
-    result = dict(run_dir=str(run.out), step=run.step, epochs_done=len(state["history"]), interrupted=run.interrupted,
-                  best_epoch=state["best_epoch"], seconds=round(time.time() - run.t_start, 1), precision=run.precision,
-                  train_img_per_s=round(run.timed_images / run.timed_seconds, 1) if run.timed_seconds else None,
-                  warnings=[])
-    if run.main and not run.interrupted and (run.out / BEST).exists():
-        best = ViT.from_pretrained(str(run.out / BEST)).to(run.device)
-        val = score_best(run, best, "val", run.val_set)
-        test = score_best(run, best, "test", run.test_set) if run.test_set is not None else None
-        if test is not None:
-            confusion_report_png(test, run.out / "test_confusion_matrix.png", test["split_label"])
-        write_report(val, run.out, label=val["split_label"], extra=dict(
-            checkpoint=BEST, best_epoch=state["best_epoch"], split_rule=run.split_rule,
-            trained_on=run.trained_on, test=test, history=state["history"], train_img_per_s=result["train_img_per_s"]))
-        attention_report(best, run.val_set, validation_transform(best), run.out / "attention_maps.png",
-                         autocast_dtype=run.amp_dtype, title=f"Attention maps: best.safetensors (epoch "
-                         f"{state['best_epoch']}) on {split_title('val', run.val_set, run.split_rule)}")
-        if run.board is not None:
-            run.board.images([run.out / name for name in REPORT_PNGS], run.step)
-        result["warnings"] = [w for w in (val["warning"], test and test["warning"] and f"test split: {test['warning']}")
-                              if w]
-        result.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], val_weighted_f1=val["weighted_f1"],
-                      val_loss=val["loss"], val_split_label=val["split_label"])
-        if test is not None:
-            result.update(test_accuracy=test["accuracy"], test_macro_f1=test["macro_f1"],
-                          test_weighted_f1=test["weighted_f1"], test_loss=test["loss"],
-                          test_split_label=test["split_label"])
-        if state["history"]:
-            result.update(train_loss=state["history"][-1]["train_loss"], train_acc=state["history"][-1]["train_acc"])
-        log(run, f"best.safetensors (epoch {state['best_epoch']}){' with flip TTA' if cfg.tta else ''}:")
-        for m in (val, test):
-            if m is not None:
-                log(run, f"  {m['split_label']}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
-        for w in result["warnings"]:
-            warn(run, w)
-    if run.main:
-        close_board(run)
-        clean_temp_files(run.out)
-    return result
+def write_final_report(run, best: ViT, val: dict, test: dict | None, train_img_per_s) -> None:
+    """metrics.json (val, with the test figures under "test"), the confusion matrices, attention_maps.png,
+    and the PNGs into TensorBoard."""
+    state = run.state
+    if test is not None:
+        confusion_report_png(test, run.folder / "test_confusion_matrix.png", test["split_label"])
+    write_report(val, run.out, label=val["split_label"], extra=dict(
+        checkpoint=BEST, best_epoch=state["best_epoch"], split_rule=run.split_rule, trained_on=run.trained_on,
+        test=test, history=state["history"], train_img_per_s=train_img_per_s))
+    attention_report(best, run.val_set, validation_transform(best), run.folder / "attention_maps.png",
+                     autocast_dtype=run.amp_dtype, title=f"Attention maps: best.safetensors (epoch "
+                     f"{state['best_epoch']}) on {split_title('val', run.val_set, run.split_rule)}")
+    if run.board is not None:
+        run.board.images([run.folder / name for name in REPORT_PNGS], run.step)
+
+
+def best_figures(run, val: dict, test: dict | None) -> dict:
+    """The result's figures of best.safetensors: val_* and test_* (accuracy, macro and weighted F1, loss,
+    what the split is), the last epoch's train_loss and train_acc, and the warnings of both splits."""
+    figures = {"warnings": [w for w in (val["warning"], test and test["warning"] and f"test split: {test['warning']}")
+                            if w]}
+    for prefix, m in (("val", val), ("test", test)):
+        if m is not None:
+            figures.update({f"{prefix}_{k}": m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "loss")})
+            figures[f"{prefix}_split_label"] = m["split_label"]
+    if run.state["history"]:
+        last = run.state["history"][-1]
+        figures.update(train_loss=last["train_loss"], train_acc=last["train_acc"])
+    return figures
+
+
+def say_final(run, val: dict, test: dict | None, warnings: list[str]) -> None:
+    """The report's lines: each split's figures of best.safetensors, then the warnings."""
+    log(run, f"best.safetensors (epoch {run.state['best_epoch']}){' with flip TTA' if run.cfg.tta else ''}:")
+    for m in (val, test):
+        if m is not None:
+            log(run, f"  {m['split_label']}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}")
+    for w in warnings:
+        warn(run, w)
 
 
 def close_board(run) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints.resume import find_resume, load_resume, restore
-from ..checkpoints.runs import resume_folder, saved_split_rule
+from ..checkpoints.resume import restore
+from ..checkpoints.run_folder import RunFolder
 from ..common.device import resolve_precision
 from ..common.errors import ConfigError
 from ..data.augment import AugmentConfig, augment_config
@@ -25,12 +25,11 @@ from ..data.provenance import trained_on
 from ..model.config import ViTConfig, config_from_name
 from ..model.speed import channels_last
 from ..model.vit import ViT
-from .config import TrainConfig
-from .data import TrainData, given_data, load_data
+from .config import TrainConfig, check_resume_options
+from .data import TrainData, run_splits
 from .distributed import broadcast_string, setup_distributed, wrap_ddp
 from .optim import EMA, build_optimizer
-from .report import data_messages
-from .rundir import check_out_dir, default_out
+from .report import Clock
 
 
 @dataclass
@@ -41,7 +40,7 @@ class Run:
     rank: int
     world: int
     device: torch.device
-    out: Path
+    folder: RunFolder  # where the run writes: config.json, the weights, the resume point, the report
     precision: str
     amp_dtype: torch.dtype | None
     train_set: object
@@ -65,9 +64,7 @@ class Run:
     interrupted: bool = False
     t_start: float = field(default_factory=time.time)
     curves_drawn_at: float = 0.0  # when curves.png was last drawn (time.time())
-    timed_images: int = 0  # steady-state throughput: images and seconds of training steps, validation excluded
-    timed_seconds: float = 0.0
-    epoch_timing: dict = field(default_factory=dict)  # this epoch's start, training seconds and images: history.csv
+    clock: Clock = field(default_factory=Clock)  # training time: this epoch's (history.csv) and the steady state's
     board: object = None  # the TensorBoard writer (minivit/train/board.py): rank 0, with --tensorboard
 
     @property
@@ -77,6 +74,10 @@ class Run:
     @property
     def step(self) -> int:
         return self.state["step"]
+
+    @property
+    def out(self) -> Path:
+        return self.folder.path
 
     def autocast(self):
         """bf16/fp16 autocast for the forward pass (weights and optimiser state stay fp32)."""
@@ -130,13 +131,29 @@ def check_weights(weights: str) -> None:
                       "nor a Hugging Face repo id")
 
 
-def run_folder(cfg: TrainConfig, device: torch.device) -> Path:
-    """cfg.out, the resumed run's folder, or a new timestamped name chosen by rank 0 (all ranks agree)."""
-    if cfg.out is not None:
-        return Path(cfg.out)
-    if cfg.resume:
-        return resume_folder(cfg.resume)
-    return Path(broadcast_string(str(default_out(cfg.data)), device))
+def open_run_folder(cfg: TrainConfig) -> tuple[RunFolder | None, tuple | None]:
+    """(the run's folder, the resume point it continues from or None), checked before any process waits for
+    another, so that a refusal ends every rank at once: --resume's run (its resume point read, its
+    optimiser options unchanged), or --out, which must hold no run unless --overwrite. No folder yet for a
+    new run without --out: its name is chosen when the processes are up (name_new_folder)."""
+    if not cfg.resume:
+        folder = RunFolder(cfg.out) if cfg.out is not None else None
+        if folder is not None:
+            folder.check_new_run(overwrite=cfg.overwrite)
+        return folder, None
+    folder = RunFolder.of_resume(cfg.resume)
+    resume = folder.load_resume()  # its one-line error now, not after the dataset has been decoded
+    if cfg.out is not None and not folder.is_at(cfg.out):
+        raise ConfigError(f"--out {cfg.out}: a resumed run continues in its own folder {folder.path}; "
+                          "--out and --overwrite do not apply with --resume")
+    if folder.config_file.is_file():  # a resume file outside its run folder: restore() still refuses a misfit
+        check_resume_options(cfg, folder.train_fields)
+    return folder, resume
+
+
+def name_new_folder(cfg: TrainConfig, device: torch.device) -> RunFolder:
+    """A new timestamped run folder (RunFolder.new), named by rank 0: every rank writes the same name."""
+    return RunFolder(broadcast_string(str(RunFolder.new(cfg.data).path), device))
 
 
 def compile_wanted(cfg: TrainConfig, device: torch.device) -> bool:
@@ -145,39 +162,29 @@ def compile_wanted(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> Run:
-    """Everything a run needs, restored from cfg.resume when given. Options are checked first: the model's
-    config and the augmentation are built once, before the data is decoded."""
+    """Everything a run needs, restored from cfg.resume when given. Options are checked first: the run
+    folder, the model's config and the augmentation, before the data is decoded."""
     cfg.validate()
-    check_out_dir(cfg)  # before any process waits for another: a refusal then ends every rank at once
+    folder, resume = open_run_folder(cfg)
     rank, world, device = setup_distributed(cfg.device)
-    seed_everything(cfg.seed + rank)  # ranks differ so their dropout masks differ
     precision, amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
-    resume = load_resume(find_resume(cfg.resume)) if cfg.resume else None
+    seed_everything(cfg.seed + rank)  # ranks differ so their dropout masks differ
     planned = plan_model(cfg, resume[0] if resume else None)
     # the channels pick the normalisation: the planned model's; a checkpoint's are known once it is read
     aug = augment_config(cfg.image_size, planned.in_chans if planned else 3, cfg.augment)
-    if cfg.resume and train_set is None:
-        check_listed_split(cfg)  # before anything is decoded (or a decoded cache built)
-    if train_set is None:
-        with data_messages(cfg):  # building a decoded cache, and why: the run's own lines
-            splits = load_data(cfg, progress=cfg.progress and rank == 0)
-    else:
-        splits = given_data(cfg, train_set, val_set, test_set)
-    if cfg.resume:
-        check_resumed_split(cfg, splits.rule)  # also where the listing could not tell (CSVs, skipped files)
-    train_set = splits.train
-    data = TrainData(train_set, cfg, device, world)
-    model = build_model(cfg, len(train_set.classes), planned, resumed=resume is not None).to(device).train()
+    splits = run_splits(cfg, folder, rank == 0, train_set, val_set, test_set)
+    data = TrainData(splits.train, cfg, device, world)
+    model = build_model(cfg, len(splits.train.classes), planned, resumed=resume is not None).to(device).train()
     if device.type == "cpu" and model.config.stem == "conv":
         channels_last(model)  # oneDNN's convolutions run NHWC: measured faster on the CPU (minivit/model/speed.py)
     if model.config.in_chans != aug.channels:  # a pretrained checkpoint decided its own channels
         aug = dataclasses.replace(aug, channels=model.config.in_chans)
     optimizer = build_optimizer(model, cfg, device)
     net = wrap_ddp(model, device, world)
-    run = Run(cfg=cfg, rank=rank, world=world, device=device, out=run_folder(cfg, device), precision=precision,
-              amp_dtype=amp_dtype, train_set=train_set, val_set=splits.val, test_set=splits.test,
-              split_rule=splits.rule, data=data, aug=aug, model=model,
-              trained_on=trained_on(train_set, cfg.data if splits.rule["val"] != "given" else train_set.source,
+    run = Run(cfg=cfg, rank=rank, world=world, device=device, folder=folder or name_new_folder(cfg, device),
+              precision=precision, amp_dtype=amp_dtype, train_set=splits.train, val_set=splits.val,
+              test_set=splits.test, split_rule=splits.rule, data=data, aug=aug, model=model,
+              trained_on=trained_on(splits.train, cfg.data if splits.rule["val"] != "given" else splits.train.source,
                                     splits.rule),
               net=torch.compile(net) if compile_wanted(cfg, device) else net, optimizer=optimizer,
               scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
@@ -188,36 +195,12 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> 
     return run
 
 
-def check_resumed_split(cfg: TrainConfig, rule: dict) -> None:
-    """A resumed run must hold out the images it held out before: a changed training folder would move
-    images between its train and its carved validation split."""
-    saved = saved_split_rule(resume_folder(cfg.resume))
-    if saved and saved.get("val_hash") and saved["val_hash"] != rule.get("val_hash"):
-        raise ConfigError(f"--resume {cfg.resume}: the validation split carved out of {cfg.data} is not the run's "
-                          f"(held-out images hash to {rule.get('val_hash')}, the run recorded {saved['val_hash']}): "
-                          f"the training images changed since the run; start a new run")
-
-
-def check_listed_split(cfg: TrainConfig) -> None:
-    """check_resumed_split from the training files' listing alone, where it tells: every listed file is
-    then read (--on-bad-image raise), so the ids carved are the listed ones."""
-    from ..data.splits import listed_val_hash
-
-    saved = saved_split_rule(resume_folder(cfg.resume))
-    if not saved or saved.get("val") != "carved" or cfg.on_bad_image != "raise" or cfg.data == "synthetic":
-        return
-    digest = listed_val_hash(cfg.data, saved["val_fraction"], saved["seed"])
-    if digest is not None:
-        check_resumed_split(cfg, {"val_hash": digest})
-
-
 def restore_run(run: Run, tensors: dict, state: dict) -> None:
     """Load a resume checkpoint's tensors and state into the run; refuse one that no longer fits."""
     if state.get("steps_per_epoch") != run.data.steps_per_epoch:
         raise ConfigError(f"--resume {run.cfg.resume}: batch size or dataset changed "
                           f"({state.get('steps_per_epoch')} -> {run.data.steps_per_epoch} steps per epoch)")
-    restore(tensors, state, run.model, run.optimizer, run.scaler, run.ema, where=find_resume(run.cfg.resume))
+    restore(tensors, state, run.model, run.optimizer, run.scaler, run.ema, where=run.folder.resume_file)
     run.state.update({k: state[k] for k in run.state})
-    run.state["sums"] = run.state["sums"][:2]  # [loss sum, correct]; older files also held the count
     if run.rank:  # only rank 0's RNG was saved; other ranks get a fresh stream per resume point
         torch.manual_seed(run.cfg.seed + run.rank + 1_000_003 * run.step)

@@ -23,18 +23,16 @@ profile's defaults. Every run writes history.csv (one row per epoch); --tensorbo
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..checkpoints.runs import CONFIG, RESUME, resume_folder
+from ..checkpoints.run_folder import CONFIG, RunFolder
 from ..common.cli import ArgumentParser, command_prog, integer
 from ..common.errors import ConfigError, MinivitError
-from ..common.moved import serve_moved_names
+from ..data.synthetic import SYNTHETIC
 from ..model.config import IN_CHANS, STEMS
-from .config import CHOICES, RANGES, TrainConfig
-from .distributed import cleanup_distributed, world_from_env
-from .config_file import read_config_file
-from .profiles import SIZE_FIELDS, epilog, profile_fields
-from .rundir import read_run_config
+from ..train.config import CHOICES, RANGES, TrainConfig
+from ..train.distributed import cleanup_distributed, world_from_env
+from ..train.config_file import read_config_file
+from ..train.profiles import SIZE_FIELDS, epilog, profile_fields
 
 # Flags that become ViTConfig overrides (with their valid values).
 MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "stem", "stem_width", "in_chans")
@@ -171,15 +169,16 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     if args.config and args.resume:
         raise ConfigError(f"--config does not apply with --resume: a resumed run continues with its own {CONFIG}")
     from_file = read_config_file(args.config) if args.config else {}
-    data = args.data if args.data is not None else from_file.get("data", "synthetic")
+    data = args.data if args.data is not None else from_file.get("data", SYNTHETIC)
     weights = args.weights if args.weights is not None else from_file.get("weights", "none")
     given = [name for name in ("model", *MODEL_FLAGS) if getattr(args, name) is not None]
     if given and (args.resume or weights != "none"):  # would be silently ignored: say so instead
         raise ConfigError(f"--{given[0].replace('_', '-')} does not apply with --{'resume' if args.resume else 'weights'}: "
                           f"that model keeps its own architecture")
     if args.resume:
-        fields, profile = read_run_config(resume_folder(args.resume)), "resumed"
-        fields["out"] = str(resume_folder(args.resume))
+        folder = RunFolder.of_resume(args.resume)
+        fields, profile = TrainConfig.from_run(folder).to_dict(), "resumed"
+        fields["out"] = str(folder.path)
         # --overwrite is a decision about one command, never inherited: the run that created this
         # folder may have replaced an older one, its resumption must not replace another
         fields["overwrite"] = False
@@ -208,10 +207,7 @@ def evaluate_only(args: argparse.Namespace, cfg: TrainConfig) -> int:
     checkpoint = args.resume or cfg.weights
     if not checkpoint or checkpoint == "none":
         raise MinivitError("--eval-only needs --resume RUN_DIR or --weights FILE")
-    if args.resume:  # None: the run's own data
-        data = None if args.data in (None, "synthetic") else args.data
-    else:
-        data = cfg.data
+    data = args.data if args.resume else cfg.data  # with --resume, None: the run's own data
     evaluate_checkpoint(checkpoint, data, out=args.out, tta=bool(cfg.tta), device=cfg.device, progress=cfg.progress,
                         on_error=cfg.on_bad_image, overwrite=bool(cfg.overwrite), batch_size=cfg.eval_batch_size,
                         ferplus_images=cfg.ferplus_images, label_mode=cfg.label_mode)
@@ -230,7 +226,7 @@ def done_line(result: dict) -> str:
 
 def main(argv=None, prog: str | None = None) -> int:
     """The command: parse, build the config, train (or evaluate); errors are MinivitError (see minivit.common.cli.run)."""
-    from .loop import train
+    from ..train.loop import train
 
     args = parse_args(argv, prog)
     cfg, profile = build_config(args)
@@ -247,7 +243,7 @@ def main(argv=None, prog: str | None = None) -> int:
     if rank == 0 and result.get("interrupted"):
         # --stop-after simulates a crash: say where the run stands and how to continue it
         run_dir = result["run_dir"]
-        how = (f"continue with --resume {run_dir}" if (Path(run_dir) / RESUME).is_file() else
+        how = (f"continue with --resume {run_dir}" if RunFolder(run_dir).resume_file.is_file() else
                "no resume point was written yet (stopped before the first checkpoint): start the run again")
         print(f"stopped after {result['step']} steps (--stop-after) at {result.get('train_img_per_s') or 0:.0f} img/s; "
               f"{how}", flush=True)
@@ -255,5 +251,3 @@ def main(argv=None, prog: str | None = None) -> int:
         print(done_line(result), flush=True)
     return 0
 
-
-__getattr__ = serve_moved_names(__name__)  # minivit.train.cli.PROFILES: now minivit.train.profiles (moved.py)

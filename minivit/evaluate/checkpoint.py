@@ -1,28 +1,26 @@
-"""Evaluating a saved model: ``python -m minivit.evaluate`` and ``evaluate_checkpoint`` from Python.
+"""Evaluating a saved model: ``evaluate_checkpoint`` (the ``minivit evaluate`` command, minivit/commands/evaluate.py).
 
 From the command line (``examples/evaluate_fer.py`` is the same command)::
 
-    python -m minivit.evaluate --checkpoint runs/synthetic-20260101-120000        # the run's own test split
-    python -m minivit.evaluate --checkpoint runs/fer --split val                  # its validation split, as it had it
-    python -m minivit.evaluate --checkpoint runs/fer/best.safetensors --data ../shared/data/fer2013 --tta
+    minivit evaluate --checkpoint runs/synthetic-20260101-120000        # the run's own test split
+    minivit evaluate --checkpoint runs/fer --split val                  # its validation split, as it had it
+    minivit evaluate --checkpoint runs/fer/best.safetensors --data ../shared/data/fer2013 --tta
 
 The default split is "test": the one that selected nothing, so its numbers are not optimistic. The
 report (reports.py) goes to ``<run>/eval-<data>-<split>`` and says what was measured: ``split``,
 ``data``, ``split_label`` (split, source, image count, whether it selected the checkpoint) and ``note``
 (data of another kind than the training data: synthetic vs real, gray vs colour, other classes).
 
-This module never imports minivit.train: a run folder is read through its files (minivit.checkpoints.runs:
-best.safetensors, config.json), so evaluation works on any checkpoint, trained here or elsewhere.
+This module never imports minivit.train: a run folder is read through minivit.checkpoints.RunFolder (its
+best.safetensors, its config.json), so evaluation works on any checkpoint, trained here or elsewhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints.runs import CONFIG, locate_checkpoint, read_config, split_rule_of
-from ..common.cli import ArgumentParser, command_prog, integer
-from ..common.device import DEVICES, pick_device, resolve_precision
+from ..checkpoints.run_folder import RunFolder
+from ..common.device import pick_device, resolve_precision
 from ..common.errors import CheckpointError, ConfigError
 from ..common.files import file_in_the_way
 from .metrics import format_table
@@ -31,67 +29,30 @@ from .reports import attention_report, evaluate, write_report
 REPORT_FILES = ("metrics.json", "confusion_matrix.png", "attention_maps.png")  # what --out receives
 
 
-@dataclass
-class RunData:
-    """What a run folder says about its data: the dataset, how it was read, and its split rule (the one
-    its config.json recorded; for runs from before that record, minivit.data.splits.legacy_rule)."""
-
-    folder: Path
-    train: dict  # config.json "train"
-    rule: dict
-
-    @classmethod
-    def read(cls, folder: Path) -> "RunData":
-        from ..data.splits import legacy_rule
-
-        saved = read_config(folder)
-        data = str(saved["train"].get("data", "synthetic"))
-        return cls(folder, saved["train"], split_rule_of(saved) or legacy_rule(data))
-
-    @property
-    def data(self) -> str:
-        return str(self.train.get("data", "synthetic"))
-
-    @property
-    def given(self) -> bool:
-        """Whether the run trained on ImageSets passed to train() in Python: no dataset to re-read."""
-        return self.rule.get("val") == "given"
-
-    def owns(self, data: str) -> bool:
-        """Whether ``data`` is the dataset this run trained on (then its split rule applies)."""
-        if self.given:
-            return False
-        if data == "synthetic" or self.data == "synthetic":
-            return data == self.data
-        return Path(data).expanduser().resolve() == Path(self.data).expanduser().resolve()
-
-    def synthetic(self) -> dict:
-        missing = [k for k in ("synthetic_samples", "image_size", "seed") if k not in self.train]
-        if missing:
-            raise ConfigError(f"{self.folder / CONFIG}: no train {', '.join(missing)}: cannot re-draw the "
-                              f"run's synthetic faces")
-        return dict(samples=self.train["synthetic_samples"], image_size=self.train["image_size"],
-                    seed=self.train["seed"])
+def synthetic_of(run: RunFolder) -> dict:
+    """How the run drew synthetic faces, should its data be "synthetic": its samples, image size and seed."""
+    fields = run.train_fields
+    missing = [k for k in ("synthetic_samples", "image_size", "seed") if k not in fields]
+    if missing:
+        raise ConfigError(f"{run.config_file}: no train {', '.join(missing)}: cannot read the run's data again")
+    return dict(samples=fields["synthetic_samples"], image_size=fields["image_size"], seed=fields["seed"])
 
 
-def load_eval_data(data: str, split: str, run: RunData | None, model, *, fallback: bool = False, **read):
-    """(the ImageSet to evaluate on, the split it is). The run's own data is split as the run split it
+def load_eval_data(data: str, split: str, run: RunFolder | None, model, *, fallback: bool = False, **read):
+    """(the ImageSet to evaluate on, the split it is). The run's own data is read and split as the run had it
     (minivit.data.splits.load_run_split): "val" is its carved validation split, rebuilt and checked
-    against the recorded hash, and "synthetic" re-draws its synthetic faces. Other data: that dataset's
-    split (load_dataset). Folders of mixed image sizes are resized to the model's input size; ``read``:
-    load_dataset's on_error, progress, label_mode, ferplus_images. ``fallback``: a dataset without
+    against the recorded hash, and synthetic faces are drawn again from its seed. Other data: that
+    dataset's split (load_dataset). Folders of mixed image sizes are resized to the model's input size;
+    ``read``: load_dataset's on_error, progress, label_mode, ferplus_images. ``fallback``: a dataset without
     ``split`` is evaluated on its val split instead (the report names the split it used)."""
     from ..data import MissingSplit, load_dataset, load_run_split
 
     read = dict(read, resize_mixed_to=model.config.image_size)
-    if data == "synthetic" and (run is None or not run.owns(data)):
-        raise ConfigError("--data synthetic re-draws a run's own synthetic faces: --checkpoint must be a run folder "
-                          "(or a file inside one) of a synthetic run; give --data a dataset path otherwise")
+    own = run is not None and run.trained_on(data)
 
     def load(s: str):
-        if run is not None and run.owns(data):
-            return load_run_split(data, s, run.rule, synthetic=run.synthetic() if data == "synthetic" else None,
-                                  **read)
+        if own:
+            return load_run_split(data, s, run.split_rule or {}, synthetic=synthetic_of(run), **read)
         return load_dataset(data, s, **read)
 
     try:
@@ -132,7 +93,7 @@ def check_report_folder(out: Path, overwrite: bool) -> None:
 
 def report_folder(out, run_dir: Path | None, source: str, data: str, split: str, tta: bool) -> Path:
     """--out, or ``<run>/eval-<data>-<split>[-tta]`` (``runs/eval-...-<checkpoint>`` outside a run)."""
-    name = "synthetic" if data == "synthetic" else Path(data).name
+    name = Path(data).name
     report = f"eval-{name}-{split}{'-tta' if tta else ''}"
     return Path(out) if out else run_dir / report if run_dir else Path("runs") / f"{report}-{Path(source).stem}"
 
@@ -157,19 +118,20 @@ def evaluate_checkpoint(checkpoint, data: str | None = None, *, split: str | Non
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r}: expected an integer >= 1")
-    source, run_dir = locate_checkpoint(checkpoint)
-    run = RunData.read(run_dir) if run_dir is not None and (run_dir / CONFIG).is_file() else None
+    source, folder = RunFolder.of_checkpoint(checkpoint)
+    run = folder if folder is not None and folder.config_file.is_file() else None
+    run_dir = folder.path if folder is not None else None
     if data is None:  # the run's own data, read the way the run read it
-        if run_dir is None and not Path(checkpoint).exists():
+        if folder is None and not Path(checkpoint).exists():
             raise CheckpointError(f"{checkpoint}: no such file or folder (and --data is needed for a checkpoint "
                                   f"that is not in a run folder)")
         if run is None:
             raise ConfigError(f"--data is needed: {checkpoint} is not a run folder (no config.json beside it)")
-        if run.given:
+        if run.trained_on_given_sets:
             raise ConfigError(f"--data is needed: the run in {run_dir} trained on images passed to train() in "
                               f"Python, which evaluate cannot read again")
-        data, label_mode = run.data, run.train.get("label_mode", label_mode)
-        ferplus_images = ferplus_images or run.train.get("ferplus_images")
+        data, label_mode = run.data, run.train_fields.get("label_mode", label_mode)
+        ferplus_images = ferplus_images or run.train_fields.get("ferplus_images")
     out_dir = report_folder(out, run_dir, source, data, split or "test", tta)
     check_report_folder(out_dir, overwrite)
     model = ViT.from_pretrained(source).to(pick_device(device)).eval()
@@ -182,7 +144,7 @@ def evaluate_checkpoint(checkpoint, data: str | None = None, *, split: str | Non
             out_dir = report_folder(out, run_dir, source, data, used, tta)
             check_report_folder(out_dir, overwrite)
     check_classes(model, len(dataset.classes), source)
-    rule = run.rule if run is not None and run.owns(data) else None
+    rule = (run.split_rule or {}) if run is not None and run.trained_on(data) else None
     return score_and_report(model, dataset, used, rule, source, out_dir, tta=tta, batch_size=batch_size,
                             progress=progress)
 
@@ -219,41 +181,3 @@ def score_and_report(model, dataset, split: str, rule: dict | None, source: str,
         print(f"warning: {metrics['warning']}")
     print(f"report: {paths['metrics']}, {paths['confusion_matrix']}, {attention}")
     return metrics
-
-
-# -- the command line ----------------------------------------------------------------------------
-
-def build_parser(prog: str | None = None) -> ArgumentParser:
-    p = ArgumentParser(prog=command_prog("evaluate", prog), description="Evaluate a saved model on a "
-                       "facial-expression dataset and write the report (metrics.json, confusion_matrix.png, "
-                       "attention_maps.png).")
-    p.add_argument("--checkpoint", required=True, help="run folder (uses best.safetensors), a minivit "
-                   ".safetensors, or anything ViT.from_pretrained reads")
-    p.add_argument("--data", help="dataset path (FER2013 csv, image folder, FER+ csv, RAF-DB root) or 'synthetic' "
-                   "(a run's own synthetic faces); default: the data the run trained on")
-    p.add_argument("--split", choices=("train", "val", "test"),
-                   help="default test: the split that selected nothing (a dataset without one: its val split, said "
-                        "so); val on a run's own data is its validation split as the run had it, a carved one rebuilt")
-    p.add_argument("--ferplus-images", help="FER+ csv only: the original fer2013.csv or the folder of its images")
-    p.add_argument("--label-mode", default="majority", choices=("majority", "soft"), help="FER+ only")
-    p.add_argument("--tta", action="store_true", help="average the logits of each image and its mirror")
-    p.add_argument("--batch-size", type=integer(at_least=1), default=256, help="images per forward pass, >= 1")
-    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: a GPU when CUDA is available, else the CPU")
-    p.add_argument("--on-bad-image", default="raise", choices=("raise", "skip"),
-                   help="an unreadable image or malformed row: stop with its name (raise, default) or skip it and "
-                        "report the count (skip)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (reading, decoding, evaluating)")
-    p.add_argument("--out", help="report folder (default <run>/eval-<data>-<split>); refused if it already holds "
-                   "a report, unless --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace the report files already in --out")
-    return p
-
-
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """The evaluation command; MinivitErrors are turned into one line and exit 2 by minivit.common.cli.run."""
-    args = build_parser(prog).parse_args(argv)
-    evaluate_checkpoint(args.checkpoint, args.data, split=args.split, out=args.out, tta=args.tta,
-                        device=args.device, batch_size=args.batch_size, ferplus_images=args.ferplus_images,
-                        label_mode=args.label_mode, progress=not args.no_progress, on_error=args.on_bad_image,
-                        overwrite=args.overwrite)
-    return 0
