@@ -4,8 +4,8 @@
     python docs/make_figures.py --checkpoint runs/cpu-conv           # attention + position embeddings of a run
     python docs/make_figures.py --only cutmix,lr_schedule            # just these
 
-Each figure calls the library rather than re-deriving it: the patch grid and token count come from
-the model's config, the position-embedding similarity from ``model.pos_embed``, the augmented faces
+Each figure calls the library rather than re-deriving it: the token grid and token count come from
+the model's config, the pixels each token is computed from from the gradient of the stem's output, the position-embedding similarity from ``model.pos_embed``, the augmented faces
 from ``minivit.data.augment.train_transform``, the CutMix example from ``mix_batch``, the learning rate
 from the training loop's ``lr_at`` under the "scratch" profile, the attention maps from
 ``model(x, attention=True)`` and ``minivit.evaluate.rollout``, and the shapes of the architecture diagram
@@ -20,6 +20,7 @@ Figures are matplotlib ``Figure`` objects rendered by Agg (no pyplot), written w
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,23 +165,52 @@ def to_pixels(x: torch.Tensor, aug: AugmentConfig) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- (a) patches, tokens
 
-def patches_figure(inputs: Inputs, path) -> dict:
-    """A face, its patch grid numbered in token order, and the token sequence CLS, 1, 2, ..., N.
+def token_support(stem: torch.nn.Module, image_hw: tuple[int, int], in_chans: int, token: int) -> torch.Tensor:
+    """(H, W) bool: the input pixels that token ``token`` of a stem's output (B, N, D) depends on -- its
+    receptive field, read from the gradient of that token's features with respect to the image (a copy of
+    the stem in eval mode and float64, a random image and a random read-out, so no pixel is missed)."""
+    stem = copy.deepcopy(stem).double().eval()
+    g = torch.Generator().manual_seed(SEED)
+    x = torch.randn(1, in_chans, *image_hw, dtype=torch.float64, generator=g).requires_grad_()
+    tokens = stem(x)  # (1, N, D)
+    readout = torch.randn(tokens.shape[-1], dtype=torch.float64, generator=g)  # (D,)
+    (tokens[0, token] @ readout).backward()
+    return x.grad[0].abs().sum(0) > 0  # (H, W)
 
-    Returns {"grid": (gh, gw), "num_tokens": T, "patches": uint8 (N, p, p) in token order, "face": (S, S)}.
+
+def both_stems(model: ViT) -> dict[str, ViT]:
+    """{"patch": ..., "conv": ...}: ``model`` for its own stem, a seeded model of the same grid for the other."""
+    cfg = model.config
+    other = cfg.replace(stem="patch", stem_width=None) if cfg.stem == "conv" else cfg.replace(stem="conv")
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        twin = ViT(other).eval()
+    return {cfg.stem: model, other.stem: twin}
+
+
+def patches_figure(inputs: Inputs, path) -> dict:
+    """A face; its token grid numbered in token order; and, for two tokens, the pixels each is computed from
+    with a patch stem (its own p x p cell) and with a conv stem (a wider window: the 3x3 convs overlap).
+
+    Returns {"grid": (gh, gw), "num_tokens": T, "patches": uint8 (N, p, p) the cells in token order,
+    "face": (S, S), "tokens": the two tokens shown, "support": {(stem, token): (S, S) bool}, "texts"}.
     """
     cfg = inputs.model.config
     (gh, gw), p = cfg.grid, cfg.patch_size
     aug = AugmentConfig(image_size=cfg.image_size, channels=1)  # gray: one value per pixel to show
     face = eval_transform(inputs.faces[:1], aug)  # (1, 1, S, S): the face at the model's input size
     face = torch.from_numpy(to_pixels(face[0], aug) * 255).round().to(torch.uint8)  # (S, S)
-    # Token order = PatchEmbed's rearrange "b d h w -> b (h w) d": row by row, left to right.
+    # Token order = the stems' rearrange "b d h w -> b (h w) d": row by row, left to right.
     patches = face.reshape(gh, p, gw, p).permute(0, 2, 1, 3).reshape(gh * gw, p, p)  # (N, p, p)
-    fig = Figure(figsize=(8.6, 6.0), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[4.2, 1.5])
+    tokens = [(gh // 3) * gw + gw // 3, (2 * gh // 3) * gw + gw // 2]  # two tokens inside the grid
+    models = both_stems(inputs.model)
+    support = {(stem, k): token_support(m.patch_embed, cfg.image_hw, cfg.in_chans, k)
+               for stem, m in models.items() for k in tokens}
+    fig = Figure(figsize=(8.6, 7.4), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[4.2, 2.6])
     a0, a1 = top.subplots(1, 2)
     show(a0, face.numpy(), f"a face from {inputs.source}: {face.shape[0]}x{face.shape[1]} pixels")
-    show(a1, face.numpy(), f"{gh}x{gw} patches of {p}x{p} pixels, numbered in token order", alpha=0.6)
+    show(a1, face.numpy(), f"{gh}x{gw} tokens, one per {p}x{p} cell, numbered in token order", alpha=0.6)
     for k in range(1, gh):
         a1.axhline(k * p - 0.5, color="tab:orange", lw=0.8)
     for k in range(1, gw):
@@ -188,33 +218,24 @@ def patches_figure(inputs: Inputs, path) -> dict:
     for k in range(gh * gw):
         a1.text((k % gw + 0.5) * p - 0.5, (k // gw + 0.5) * p - 0.5, str(k + 1), ha="center", va="center",
                 fontsize=8 if gh * gw <= 64 else 5.5)
-    if cfg.stem == "conv":
-        top.suptitle(f"conv stem: stride-2 3x3 convs bring the image down to one token per {p}x{p} cell; "
-                     f"each token also sees its neighbours (overlapping receptive fields)", fontsize=8)
-    _token_strip(bottom, patches, gw, cfg.num_prefix_tokens, cfg.num_tokens)
+    cls = "a CLS token, then " if cfg.num_prefix_tokens else ""
+    titles = [f"this model has a {cfg.stem} stem: the encoder reads {cls}{gh * gw} tokens = {cfg.num_tokens} in all",
+              f"the pixels one token is computed from (those with a nonzero gradient; its {p}x{p} cell in orange):\n"
+              "a patch stem reads its cell only; a conv stem's overlapping 3x3 convs also see around it"]
+    top.suptitle(titles[0], fontsize=9)
+    axes = bottom.subplots(1, 2 * len(tokens))
+    for ax, (stem, k) in zip(axes, [(stem, k) for k in tokens for stem in ("patch", "conv")]):
+        mask = support[stem, k]
+        rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+        show(ax, np.where(mask.numpy(), face.numpy(), face.numpy() // 4),
+             f"token {k + 1}, {stem} stem:\n{len(rows)}x{len(cols)} pixels")
+        r, c = divmod(k, gw)
+        ax.add_patch(Rectangle((c * p - 0.5, r * p - 0.5), p, p, fill=False, ec="tab:orange", lw=1.2))
+    bottom.suptitle(titles[1], fontsize=8)
     save_small(fig, path)
-    return {"grid": (gh, gw), "num_tokens": cfg.num_tokens, "patches": patches, "face": face}
-
-
-def _token_strip(subfig, patches: torch.Tensor, gw: int, prefix: int, num_tokens: int) -> None:
-    """The sequence the transformer reads: [CLS], then patch 1 .. N (first row, the wrap, ..., last)."""
-    n = len(patches)
-    cut = n > gw + 2  # too many to show all: the first row, the wrap to row 2, "...", the last
-    shown = list(range(gw + 2)) + [n - 1] if cut else list(range(n))
-    axes = subfig.subplots(1, prefix + len(shown) + cut)
-    slots = iter(axes)
-    if prefix:
-        ax = next(slots)
-        show(ax, np.full(patches.shape[1:], 255, np.uint8), "0")
-        ax.text(0.5, 0.5, "CLS", transform=ax.transAxes, ha="center", va="center", fontsize=7)
-    for k in shown:
-        if cut and k == n - 1:
-            ax = next(slots)
-            ax.text(0.5, 0.5, "...", transform=ax.transAxes, ha="center", va="center", fontsize=12)
-            ax.set_axis_off()
-        show(next(slots), patches[k].numpy(), str(k + 1))
-    subfig.suptitle(f"the sequence the transformer reads: {'a CLS token, then ' if prefix else ''}the {n} patches "
-                    f"row by row = {num_tokens} tokens (each becomes a vector)", fontsize=9)
+    texts = titles + [ax.get_title() for ax in [a0, a1, *axes]]
+    return {"grid": (gh, gw), "num_tokens": cfg.num_tokens, "patches": patches, "face": face, "tokens": tokens,
+            "support": support, "texts": texts}
 
 
 # ------------------------------------------------------------------ (b) position-embedding similarity
@@ -408,14 +429,17 @@ STAGES = (
     ("embedded", "prepend [CLS] (if any), add position embeddings"),
     ("qkv", "LayerNorm, then one Linear makes q, k, v for all heads"),
     ("attention", "softmax(q k^T / sqrt(head_dim)) per head"),
-    ("attended", "probs @ v, merge heads, proj; + residual"),
+    ("attended", "probs @ v, merge heads, proj"),
     ("mlp", "LayerNorm, fc1 + GELU (the MLP widens)"),
-    ("block", "fc2; + residual: the block's output"),
+    ("block", "fc2: back to D"),
     ("encoded", "final LayerNorm over every token"),
     ("pooled", "pool: one vector per image"),
     ("logits", "head: one score per class"),
 )
 BLOCK_STAGES = ("qkv", "attention", "attended", "mlp", "block")  # inside one encoder block
+# The block's two skip connections (Eq. 2 and 3 of the ViT paper): the stream entering the first stage of each
+# pair bypasses the branch and is added to the output of the second stage.
+SKIPS = (("qkv", "attended"), ("mlp", "block"))
 
 
 @torch.no_grad()
@@ -491,35 +515,51 @@ def architecture_models() -> list[tuple[str, ViT]]:
 
 def architecture_figure(inputs: Inputs | None, path, *, models: list[tuple[str, ViT]] | None = None) -> dict:
     """A block diagram of the ViT: one box per stage (encoder block internals in a frame repeated
-    depth times), each model's shapes beside it, read by stage_shapes from a real forward pass.
-    Returns {"shapes": [per model], "labels": [per model: {stage: text}], "texts": every string drawn}."""
+    depth times, its two skip connections drawn as arrows into "+"), each model's shapes beside it, read
+    by stage_shapes from a real forward pass. Returns {"shapes": [per model], "labels": [per model:
+    {stage: text}], "texts": every string drawn, "skips": the (from, to) stages of each skip drawn}."""
     models = architecture_models() if models is None else models
     shapes = [stage_shapes(m) for _, m in models]
     labels = [stage_labels(m, s) for (_, m), s in zip(models, shapes)]
     rows = len(STAGES)
+    row = {name: i for i, (name, _) in enumerate(STAGES)}
     fig = Figure(figsize=(11.0, 8.0), layout="constrained")
     ax = fig.add_subplot()
     ax.set_xlim(0.4, 11.6)
     ax.set_ylim(rows + 0.2, -1.4)
     ax.set_axis_off()
-    top, bottom = [i for i, (name, _) in enumerate(STAGES) if name in BLOCK_STAGES][::len(BLOCK_STAGES) - 1]
-    ax.add_patch(Rectangle((3.7, top - 0.45), 4.6, bottom - top + 0.9, fill=False, ls="--", ec="tab:blue"))
-    ax.text(3.85, (top + bottom) / 2, "one encoder block (pre-norm)", rotation=90, ha="center", va="center",
-            fontsize=7.5, color="tab:blue")
+    top, bottom = row[BLOCK_STAGES[0]], row[BLOCK_STAGES[-1]]
+    ax.add_patch(Rectangle((3.7, top - 0.5), 4.6, bottom - top + 1.12, fill=False, ls="--", ec="tab:blue"))
+    ax.text(8.25, bottom + 0.5, "one encoder block (pre-norm)", ha="right", va="center", fontsize=7.5,
+            color="tab:blue")
+    left, right, mid = 4.0, 7.7, 5.85  # the boxes, and the main line through them
+    adds = {row[to] + 0.5 for _, to in SKIPS}  # where a skip is added: just below its last stage
     for i, (name, what) in enumerate(STAGES):
-        ax.add_patch(Rectangle((4.0, i - 0.32), 4.0, 0.64, fc="#dde8f4" if name in BLOCK_STAGES else "#eeeeee",
-                               ec="0.4", lw=0.8))
-        ax.text(6.0, i, what, ha="center", va="center", fontsize=7.5)
+        ax.add_patch(Rectangle((left, i - 0.32), right - left, 0.64,
+                               fc="#dde8f4" if name in BLOCK_STAGES else "#eeeeee", ec="0.4", lw=0.8))
+        ax.text(mid, i, what, ha="center", va="center", fontsize=7.5)
         if i:
-            ax.annotate("", xy=(6.0, i - 0.32), xytext=(6.0, i - 0.68), arrowprops=dict(arrowstyle="->", lw=0.8))
+            start = i - 0.5 + 0.12 if i - 0.5 in adds else i - 0.68  # from its "+", or from the box above
+            ax.annotate("", xy=(mid, i - 0.32), xytext=(mid, start), arrowprops=dict(arrowstyle="->", lw=0.8))
         for (x, ha), label in zip(((3.6, "right"), (8.4, "left")), (lab[name] for lab in labels)):
             ax.text(x, i, label, ha=ha, va="center", fontsize=7.5, family="monospace")
+    skips = []
+    for (first, last), x in zip(SKIPS, (right + 0.35, left - 0.17)):  # the stream, around the branch, to a "+"
+        y0, y1, side = row[first] - 0.5, row[last] + 0.5, 1 if x > mid else -1
+        ax.plot([mid, x, x], [y0, y0, y1], color="tab:red", lw=1.0)
+        ax.annotate("", xy=(mid + side * 0.12, y1), xytext=(x, y1),
+                    arrowprops=dict(arrowstyle="->", color="tab:red", lw=1.0))
+        ax.annotate("", xy=(mid, y1 - 0.12), xytext=(mid, row[last] + 0.32), arrowprops=dict(arrowstyle="->", lw=0.8))
+        ax.plot(mid, y1, marker="o", ms=11, mfc="white", mec="0.2", mew=0.8, zorder=3)  # round in any aspect
+        ax.text(mid, y1, "+", ha="center", va="center", fontsize=9, zorder=4)
+        ax.text(x + 0.05, (y0 + y1) / 2, "skip", rotation=90, ha="left", va="center", fontsize=7, color="tab:red")
+        skips.append((first, last))
     for (x, ha), (title, _) in zip(((3.6, "right"), (8.4, "left")), models):
         ax.text(x, -0.9, title, ha=ha, va="center", fontsize=8.5, weight="bold")
     fig.suptitle("The Vision Transformer, stage by stage: shapes of one batch of B images, read from a forward pass "
                  "of each model (docs/make_figures.py)", fontsize=9)
     save_small(fig, path)
-    return {"shapes": shapes, "labels": labels, "texts": [t.get_text() for t in ax.texts]}
+    return {"shapes": shapes, "labels": labels, "texts": [t.get_text() for t in ax.texts], "skips": skips}
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -255,7 +255,7 @@ def test_two_nodes_see_every_image_once_per_epoch_and_resume_exactly(tmp_path):
     (tmp_path / "val-faces" / "train").rename(data / "val")
     ids = sorted(f"{c.name}/{f.name}" for c in (data / "train").iterdir() for f in c.iterdir())
     cache_dir = tmp_path / "shared-cache"
-    # --drop-path 0: the stochastic-depth streams of ranks other than 0 are reseeded on resume (docs/training.md)
+    # --drop-path 0: the stochastic-depth streams of ranks other than 0 are reseeded on resume (docs/reference/run_folder.md)
     args = [*TINY_CLI, "--data", str(data), "--epochs", "2", "--batch-size", "14", "--cache-dir", str(cache_dir),
             "--drop-path", "0"]
     full = two_nodes([*args, "--out", str(tmp_path / "full")], tmp_path / "log-full")

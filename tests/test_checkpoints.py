@@ -338,9 +338,9 @@ def test_every_row_of_every_table_round_trips_both_ways(name):
 
 
 def test_docs_print_the_tables_of_the_code():
-    docs = (REPO / "docs" / "checkpoints.md").read_text()
+    docs = (REPO / "docs" / "reference" / "checkpoint_layouts.md").read_text()
     for name in LAYOUTS:
-        assert table_markdown(name) in docs, f"docs/checkpoints.md is out of date for the {name} table"
+        assert table_markdown(name) in docs, f"docs/reference/checkpoint_layouts.md is out of date: the {name} table"
 
 
 # -- the conv stem, grayscale, extra metadata, run files ------------------------------------------

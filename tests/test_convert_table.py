@@ -104,8 +104,9 @@ def test_every_writable_layout_has_a_table_that_names_known_settings(to):
 
 
 def test_docs_print_the_table_of_the_code():
-    docs = (REPO / "docs" / "checkpoints.md").read_text()
-    assert holds_markdown() in docs, "docs/checkpoints.md is out of date: paste minivit.checkpoints.holds_markdown()"
+    docs = (REPO / "docs" / "reference" / "checkpoint_layouts.md").read_text()
+    assert holds_markdown() in docs, ("docs/reference/checkpoint_layouts.md is out of date: paste "
+                                      "minivit.checkpoints.holds_markdown()")
 
 
 # -- every cell ------------------------------------------------------------------------------------

@@ -123,6 +123,43 @@ def test_patches_are_the_face_cut_in_token_order(mf, inputs, tmp_path):
         assert torch.equal(d["patches"][k], d["face"][r * p:(r + 1) * p, c * p:(c + 1) * p]), k
 
 
+def receptive_window(stem, cell: tuple[int, int], hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1), inclusive: the input pixels a stem output cell can see, composed layer by layer
+    from the convolutions' kernel, stride and padding (not from gradients), clipped to the image."""
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    (r0, r1), (c0, c1) = (cell[0], cell[0]), (cell[1], cell[1])
+    for conv in reversed(convs):  # output interval [a, b] -> input [a*s - pad, b*s - pad + k - 1]
+        (k, _), (s, _), (pad, _) = conv.kernel_size, conv.stride, conv.padding
+        r0, r1, c0, c1 = r0 * s - pad, r1 * s - pad + k - 1, c0 * s - pad, c1 * s - pad + k - 1
+    return max(r0, 0), min(r1, hw[0] - 1), max(c0, 0), min(c1, hw[1] - 1)
+
+
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_patches_show_what_each_token_is_computed_from(mf, inputs, tmp_path, stem):
+    """A patch stem's token sees its own p x p cell and nothing else; a conv stem's token sees exactly the
+    window its convolutions reach, wider than the cell. The figure says which stem the model has."""
+    model = ViT(inputs.model.config.replace(stem=stem)).eval()
+    shown = mf.Inputs(model, "tiny", False, inputs.faces, inputs.labels, inputs.source)
+    d = mf.patches_figure(shown, tmp_path / "patches.png")
+    (gh, gw), p = d["grid"], model.config.patch_size
+    assert d["texts"][0].startswith(f"this model has a {stem} stem")
+    assert not any("sequence the transformer reads" in t for t in d["texts"])  # a conv stem reads no raw patches
+    assert len(d["tokens"]) == 2 and sorted(d["support"]) == sorted((s, k) for s in ("patch", "conv") for k in d["tokens"])
+    twin = mf.both_stems(model)
+    for k in d["tokens"]:
+        r, c = divmod(k, gw)
+        cell = torch.zeros(16, 24, dtype=torch.bool)
+        cell[r * p:(r + 1) * p, c * p:(c + 1) * p] = True
+        assert torch.equal(d["support"]["patch", k], cell), k  # its cell, all of it, nothing else
+        r0, r1, c0, c1 = receptive_window(twin["conv"].patch_embed, (r, c), (16, 24))
+        window = torch.zeros(16, 24, dtype=torch.bool)
+        window[r0:r1 + 1, c0:c1 + 1] = True
+        conv = d["support"]["conv", k]
+        assert torch.equal(conv, window), k
+        assert (conv & cell).equal(cell) and conv.sum() > cell.sum()  # the cell and more around it
+    assert twin[stem] is model  # the model's own stem is the model itself, the other a seeded twin
+
+
 def test_augment_draws_differ_and_have_the_model_input_shape(mf, inputs, tmp_path):
     samples = mf.augment_figure(inputs, tmp_path / "aug.png", faces=3, draws=4)["augmented"]
     assert samples.shape == (4, 3, 1, 16, 24)  # (draws, faces, C, H, W): the model's input
@@ -243,3 +280,8 @@ def test_architecture_figure_draws_b16_and_the_fer_model(mf, tmp_path):
             assert labels[stage].startswith(mf.shape_label(shapes[stage])) and labels[stage] in d["texts"], stage
     assert b16_title in d["texts"] and fer_title in d["texts"]
     assert "(B, 197, 768)" in d["labels"][0]["embedded"] and "(B, 12, 197, 197)" == d["labels"][0]["attention"]
+    # the two skip connections of each block are drawn (Eq. 2: around attention, Eq. 3: around the MLP), each
+    # ending in a "+", and no stage claims an addition in words instead
+    assert d["skips"] == [("qkv", "attended"), ("mlp", "block")]
+    assert d["texts"].count("+") == 2 and d["texts"].count("skip") == 2
+    assert not any("residual" in text for text in d["texts"])

@@ -8,7 +8,8 @@ anything is written, with one line naming the setting and the layout; ``allow_lo
 (``--allow-lossy``) writes the nearest model the layout holds instead, and the converter
 measures what that costs.
 
-Two kinds of data, read by ``refusals`` and printed as the table of docs/checkpoints.md:
+Two kinds of data, read by ``refusals`` and printed as the table of
+docs/reference/checkpoint_layouts.md:
 
     SETTINGS    one row per thing a model can have (a ViTConfig value, or for one row its
                 weights), with a small example, how to tell a model has it, and how to drop it

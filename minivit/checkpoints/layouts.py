@@ -415,7 +415,8 @@ def from_minivit(state: dict, layout: Layout, config: ViTConfig, prefix: str = "
 
 
 def table_markdown(name: str) -> str:
-    """The mapping table of one layout as a markdown table (docs/checkpoints.md prints these)."""
+    """The mapping table of one layout as a markdown table (docs/reference/checkpoint_layouts.md prints
+    these)."""
     layout = LAYOUTS[name]
     lines = ["| minivit | " + name + " | transform | when |", "|---|---|---|---|"]
     for r in layout.rules:
@@ -425,5 +426,6 @@ def table_markdown(name: str) -> str:
 
 
 def holds_markdown() -> str:
-    """What each writable layout can hold (holds.py) as the markdown table docs/checkpoints.md prints."""
+    """What each writable layout can hold (holds.py) as the markdown table that
+    docs/reference/checkpoint_layouts.md prints."""
     return holds.table_markdown([lay.holds for lay in LAYOUTS.values() if lay.writable])
