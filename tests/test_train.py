@@ -103,6 +103,24 @@ def test_epoch_indices_shard_and_balance():
     assert 0.4 < drawn.float().mean().item() < 0.6  # balanced despite 9:1
 
 
+def test_balance_loss_weights_and_their_square_root():
+    """"loss": N / (K n_c); "sqrt": its square root rescaled so the weights still average 1 over the images."""
+    from minivit.data.imageset import ImageSet
+    from minivit.train.data import balance_weights
+
+    targets = torch.tensor([0] * 80 + [1] * 15 + [2] * 5)
+    images = torch.zeros(100, 1, 4, 4, dtype=torch.uint8)
+    train_set = ImageSet(images, targets, ("a", "b", "c"))
+    counts = torch.tensor([80.0, 15.0, 5.0])
+    _, loss = balance_weights(train_set, "loss", torch.device("cpu"))
+    torch.testing.assert_close(loss, 100 / (3 * counts))
+    _, sqrt = balance_weights(train_set, "sqrt", torch.device("cpu"))
+    torch.testing.assert_close((sqrt * counts).sum() / 100, torch.tensor(1.0))  # mean weight over the data: 1
+    torch.testing.assert_close(sqrt / sqrt[0], (loss / loss[0]).sqrt())  # the ratios are the square roots
+    assert sqrt[2] < loss[2] and sqrt[0] > loss[0]  # milder both ways
+    assert balance_weights(train_set, "none", torch.device("cpu")) == (None, None)
+
+
 def test_resume_after_interruption_is_exact(tmp_path):
     """A run stopped mid-epoch and resumed ends with exactly the weights of an uninterrupted run."""
     kw = dict(accum_steps=2, ema=0.9, drop_path=0.1, mixup=0.2, cutmix=1.0, balance="loss", layer_decay=0.8,

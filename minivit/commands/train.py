@@ -101,7 +101,8 @@ def add_optimisation_options(p) -> None:
     a("--mixup", type=r["mixup"], help="MixUp Beta alpha, >= 0; 0 = off")
     a("--mix-prob", type=r["mix_prob"], help="probability in [0, 1] that a batch is mixed at all (default 1)")
     a("--label-smoothing", type=r["label_smoothing"], help="in [0, 1)")
-    a("--balance", choices=CHOICES["balance"], help="class balancing (default none)")
+    a("--balance", choices=CHOICES["balance"], help="class balancing: none (default), sampler (class-balanced "
+      "sampling), loss (loss weights N / (K n_c)) or sqrt (their square root: milder)")
     a("--ema", type=r["ema"], help="EMA decay of the weights, in [0, 1); 0 = off")
 
 

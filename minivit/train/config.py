@@ -69,7 +69,9 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(alpha, alpha) of MixUp; 0 = off (both on: one or the other per batch)
     mix_prob: float = 1.0  # probability that a batch is mixed at all (CutMix/MixUp on every batch underfits)
     augment: dict = field(default_factory=dict)  # minivit.data.augment.AugmentConfig overrides, e.g. {"rotate_deg": 0}
-    balance: str = "none"  # "none", "sampler" (class-balanced sampling) or "loss" (class weights)
+    # "none", "sampler" (class-balanced sampling), "loss" (class weights N / (K n_c)) or "sqrt" (their square
+    # root: rare classes count more, without trading away as much of the common ones)
+    balance: str = "none"
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off. Validation then uses the EMA.
     # speed
     precision: str = "auto"  # "auto" (bf16 where supported, else fp16; fp32 on CPU), bf16, fp16, fp32
@@ -179,7 +181,7 @@ def check_resume_options(cfg: TrainConfig, saved: dict) -> None:
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "precision": ("auto", *PRECISIONS),
-    "balance": ("none", "sampler", "loss"),
+    "balance": ("none", "sampler", "loss", "sqrt"),
     "best_metric": ("accuracy", "macro_f1"),
     "label_mode": LABEL_MODES,
     "data_on_device": ("auto", "yes", "no"),

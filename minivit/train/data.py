@@ -226,13 +226,18 @@ def balance_weights(train_set, balance: str, device: torch.device):
     """(per-sample weights for the sampler or None, per-class loss weights on the device or None).
 
     "sampler": draw each image with probability proportional to 1 / its class count; "loss": weight
-    class c's loss by N / (K n_c), so the mean weight over the data is 1.
+    class c's loss by N / (K n_c), so the mean weight over the data is 1; "sqrt": by the square root of
+    that, rescaled to mean 1 (FER2013: disgust x3.1 instead of x9.4, happy x0.75 instead of x0.57).
     """
     counts = train_set.class_counts().float()
     if balance == "sampler":
         targets = train_set.targets
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         return (1.0 / counts.clamp(min=1))[hard], None
-    if balance == "loss":
-        return None, (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device)
+    if balance in ("loss", "sqrt"):
+        weights = counts.sum() / (len(counts) * counts.clamp(min=1))  # (K,): N / (K n_c), mean 1 over the data
+        if balance == "sqrt":  # the square root, scaled again so the mean weight over the data stays 1
+            weights = weights.sqrt()
+            weights = weights * counts.sum() / (weights * counts).sum()
+        return None, weights.to(device)
     return None, None
