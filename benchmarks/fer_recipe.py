@@ -5,7 +5,7 @@
     python benchmarks/fer_recipe.py --data ../shared/data/fer2013 --epochs 30 --only default,patch-stem
     python benchmarks/fer_recipe.py --data synthetic --epochs 1 --tiny --out /tmp/recipe   # a CPU smoke run
 
-Every variant is the "scratch" profile of ``minivit train`` (the default recipe that
+Every variant is the "gpu" profile of ``minivit train`` (the default recipe that
 ``minivit train --data <fer2013>`` runs) with one knob changed; each is trained by
 ``minivit.train.train`` on the same data (decoded once) and split as the command splits it
 (minivit.data.splits): best.safetensors is selected on the val split (for FER2013's folders, 10% of
@@ -47,10 +47,10 @@ from minivit.checkpoints import RunFolder  # noqa: E402
 from minivit.data.splits import split_label  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fer2013"
-# name -> (TrainConfig changes over the "scratch" profile, the same change as flags of minivit train,
+# name -> (TrainConfig changes over the "gpu" profile, the same change as flags of minivit train,
 #          what it tests)
 VARIANTS = {
-    "default": ({}, "", "the default FER recipe: the 'scratch' profile as it is"),
+    "default": ({}, "", "the default FER recipe: the 'gpu' profile as it is"),
     "patch-stem": ({"model_overrides": {"stem": "patch"}}, "--stem patch",
                    "one 4x4 patchify convolution instead of the convolutional stem"),
     "no-mix": ({"mix_prob": 0.0}, "--mix-prob 0", "no CutMix / MixUp at all"),
@@ -66,8 +66,8 @@ VALIDATION_COST = 1 / 3  # an evaluated image costs about a third of a trained o
 
 def variant_config(name: str, *, data: str, out: Path, epochs: int | None, tiny: bool, device: str,
                    progress: bool, seed: int, overwrite: bool = False) -> TrainConfig:
-    """The scratch profile with ``name``'s change (and --tiny's sizes), for ``epochs`` epochs."""
-    fields = copy.deepcopy(PROFILES["scratch"])
+    """The gpu profile with ``name``'s change (and --tiny's sizes), for ``epochs`` epochs."""
+    fields = copy.deepcopy(PROFILES["gpu"])
     change = copy.deepcopy(VARIANTS[name][0])
     fields["model_overrides"] = {**fields.get("model_overrides", {}), **change.pop("model_overrides", {})}
     fields.update(change)

@@ -64,7 +64,7 @@ PRESETS = {
                 fast_compile_mode="reduce-overhead"),
     "fer128": dict(model="Ti/4", image_size=48, batch_size=128, num_classes=7,
                    fast_compile_mode="reduce-overhead"),
-    # the default FER recipe's model (the scratch profile): conv stem on 1-channel input, 8 blocks of width 384
+    # the default FER recipe's model (the gpu profile): conv stem on 1-channel input, 8 blocks of width 384
     "fer-conv": dict(model="S/4", stem="conv", in_chans=1, dim=384, depth=8, heads=6, mlp_dim=1536,
                      image_size=48, batch_size=256, num_classes=7, fast_compile_mode="reduce-overhead"),
 }
@@ -381,7 +381,7 @@ def add_setting_args(p: ArgumentParser) -> None:
     p.add_argument("--fast-compile-mode", choices=speed.COMPILE_MODES,
                    help="torch.compile mode of minivit-fast (default: the preset's; else 'default')")
     p.add_argument("--warmup", type=integer(at_least=0), help="untimed steps first (default 10 on CUDA, 1 on a CPU)")
-    p.add_argument("--loop-profile", default="scratch",
+    p.add_argument("--loop-profile", default="gpu",
                    help="--loop: the training profile whose per-step work the loop runs ('none': TrainConfig defaults)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 

@@ -7,9 +7,9 @@
 Each figure calls the library rather than re-deriving it: the token grid and token count come from
 the model's config, the pixels each token is computed from from the gradient of the stem's output, the position-embedding similarity from ``model.pos_embed``, the augmented faces
 from ``minivit.data.augment.train_transform``, the CutMix example from ``mix_batch``, the learning rate
-from the training loop's ``lr_at`` under the "scratch" profile, the attention maps from
+from the training loop's ``lr_at`` under the "gpu" profile, the attention maps from
 ``model(x, attention=True)`` and ``minivit.evaluate.rollout``, and the shapes of the architecture diagram
-(ViT-B/16 at 224 and the "scratch" profile's FER model) from hooks and the out dict of a forward
+(ViT-B/16 at 224 and the "gpu" profile's FER model) from hooks and the out dict of a forward
 pass on the meta device. So a figure changes when the code does, and tests/test_make_figures.py
 runs this script on a tiny model so it cannot rot.
 
@@ -72,7 +72,7 @@ class Inputs:
 # ------------------------------------------------------------------------------------------ inputs
 
 def load_model(checkpoint: str | None) -> tuple[ViT, str, bool]:
-    """(model in eval mode, a line describing it, trained?). No checkpoint: the "scratch" training
+    """(model in eval mode, a line describing it, trained?). No checkpoint: the "gpu" training
     profile's model, freshly initialised (seeded) -- and every title then says it is untrained."""
     if checkpoint:
         path = resolve_checkpoint(checkpoint)
@@ -83,12 +83,12 @@ def load_model(checkpoint: str | None) -> tuple[ViT, str, bool]:
         about = (f"trained {cfg.stem}-stem ViT, {model.num_params() / 1e6:.2f}M params, {cfg.grid[0]}x{cfg.grid[1]} "
                  f"grid ({Path(checkpoint).name}{when}{score})")
         return model.eval(), about, True
-    profile = PROFILES["scratch"]
+    profile = PROFILES["gpu"]
     with torch.random.fork_rng():  # seeded init without touching the caller's RNG
         torch.manual_seed(SEED)
         model = create_model(profile["model"], image_size=profile["image_size"], num_classes=len(LABELS),
                              **profile["model_overrides"])
-    about = f"UNTRAINED {profile['model']} {model.config.stem}-stem ViT (random init, scratch profile)"
+    about = f"UNTRAINED {profile['model']} {model.config.stem}-stem ViT (random init, gpu profile)"
     return model.eval(), about, False
 
 
@@ -291,7 +291,7 @@ def augment_figure(inputs: Inputs, path, *, faces: int = 4, draws: int = 5) -> d
 def cutmix_figure(inputs: Inputs, path, *, smoothing: float | None = None) -> dict:
     """Face A, face B, A with a box of B pasted (CutMix through mix_batch, as training calls it) and
     the mixed label as bars. Returns {"label": (K,), "classes", "box": (y0, y1, x0, x1), "pasted": float}."""
-    smoothing = PROFILES["scratch"]["label_smoothing"] if smoothing is None else smoothing
+    smoothing = PROFILES["gpu"]["label_smoothing"] if smoothing is None else smoothing
     aug = augment_config(inputs.model)
     i, j = 0, 1  # two faces of different classes (pick_faces put one per class first)
     x = eval_transform(inputs.faces[[i, j]], aug)  # (2, C, S, S)
@@ -327,8 +327,8 @@ def cutmix_figure(inputs: Inputs, path, *, smoothing: float | None = None) -> di
 def lr_schedule_figure(inputs: Inputs | None, path, *, profile: dict | None = None,
                        train_size: int = FER2013_TRAIN_SIZE) -> dict:
     """The learning rate at every optimiser step of a run with the training profile ``profile``
-    (default: "scratch"), computed by the loop's own lr_at. Returns {"epoch": (S,), "lr": (S,)}."""
-    p = {**PROFILES["scratch"], **(profile or {})}
+    (default: "gpu"), computed by the loop's own lr_at. Returns {"epoch": (S,), "lr": (S,)}."""
+    p = {**PROFILES["gpu"], **(profile or {})}
     defaults = TrainConfig()
     min_lr = p.get("min_lr", defaults.min_lr)
     steps_per_epoch = train_size // (p["batch_size"] * p.get("accum_steps", defaults.accum_steps))  # as TrainData
@@ -501,16 +501,16 @@ def stage_labels(model: ViT, shapes: dict) -> dict:
 
 
 def architecture_models() -> list[tuple[str, ViT]]:
-    """ViT-B/16 at 224 (Google's ImageNet model) and the FER model of the "scratch" training profile,
+    """ViT-B/16 at 224 (Google's ImageNet model) and the FER model of the "gpu" training profile,
     built on the meta device: their shapes without their weights."""
-    profile = PROFILES["scratch"]
+    profile = PROFILES["gpu"]
     with torch.device("meta"):
         b16 = create_model("ViT-B_16")
         fer = create_model(profile["model"], image_size=profile["image_size"], num_classes=len(LABELS),
                            **profile["model_overrides"])
     return [("ViT-B/16 @ 224, ImageNet (1000 classes)", b16),
             (f"FER: {profile['model']} {fer.config.stem} stem @ {profile['image_size']}, gray, {len(LABELS)} classes "
-             "(scratch profile)", fer)]
+             "(gpu profile)", fer)]
 
 
 def architecture_figure(inputs: Inputs | None, path, *, models: list[tuple[str, ViT]] | None = None) -> dict:

@@ -54,13 +54,13 @@ def test_ratios_are_none_without_the_reference_row():
 
 
 def test_the_fer_conv_preset_measures_the_fer_recipes_model(tmp_path):
-    """docs/performance.md: fer-conv is "the default FER recipe's model": the one the scratch profile of
+    """docs/performance.md: fer-conv is "the default FER recipe's model": the one the gpu profile of
     minivit.train builds (a 7-class head on its input), whatever that profile says today."""
     from minivit import config_from_name
     from minivit.train import config_for
 
     args, _ = throughput.parse_args(["--preset", "fer-conv", "--device", "cpu", "--out", str(tmp_path / "x.json")])
-    recipe = config_for("fer2013.csv")  # a real dataset and no weights: the scratch profile
+    recipe = config_for("fer2013.csv", profile="gpu")  # the GPU recipe for a real dataset
     assert recipe.model_overrides["stem"] == "conv"
     trained = config_from_name(recipe.model, image_size=recipe.image_size, num_classes=7, **recipe.model_overrides)
     assert throughput.model_config(args) == trained and args.batch_size == recipe.batch_size
@@ -112,7 +112,7 @@ def test_loop_mode_reports_the_loop_against_its_pure_step(tmp_path, monkeypatch)
     report = json.loads(out.read_text())
     (row,) = report["loop"]
     assert row["mode"] == "eager" and row["steps"] == row["steps_run"] == 8 and row["epochs"] == 2
-    assert row["profile"] == "scratch"
+    assert row["profile"] == "gpu"
     assert row["loop_img_s"] > 0 and row["pure_step_img_s"] > 0
     assert row["loop_vs_pure"] == pytest.approx(row["loop_img_s"] / row["pure_step_img_s"])
 

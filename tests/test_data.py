@@ -115,7 +115,7 @@ def test_fer2013_malformed_rows(tmp_path, caplog, bad_line, message):
     with caplog.at_level(logging.WARNING, logger="minivit.data"):
         s = load_dataset(path, "train", on_error="skip")
     assert len(s) == sum(r[2] == "Training" for i, r in enumerate(rows) if i != 3)
-    assert "skipped 1 malformed rows" in caplog.text and "line 5" in caplog.text
+    assert "skipped 1 malformed row in" in caplog.text and "line 5" in caplog.text
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -151,7 +151,7 @@ def test_image_folders_errors(tmp_path, caplog):
         load_dataset(tmp_path, "train")
     with caplog.at_level(logging.WARNING, logger="minivit.data"):
         s = load_dataset(tmp_path, "train", on_error="skip")
-    assert len(s) == 2 and "skipped 1 unreadable images" in caplog.text
+    assert len(s) == 2 and "skipped 1 unreadable image in" in caplog.text
     _save(tmp_path / "train" / "bored" / "c.png")
     with pytest.raises(DataError, match="bored: unknown expression label 'bored'"):
         load_dataset(tmp_path, "train", on_error="raise")
@@ -215,12 +215,12 @@ def test_rafdb_errors(tmp_path, caplog):
         load_dataset(tmp_path, "train")
     with caplog.at_level(logging.WARNING, logger="minivit.data"):
         assert len(load_dataset(tmp_path, "train", on_error="skip")) == 2
-    assert "skipped 1 malformed lines" in caplog.text
+    assert "skipped 1 malformed line in" in caplog.text
     (tmp_path / "Image" / "aligned" / "train_00003_aligned.jpg").unlink()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="minivit.data"):
         assert len(load_dataset(tmp_path, "train", on_error="skip")) == 1
-    assert "skipped 1 unreadable images" in caplog.text and "train_00003_aligned.jpg" in caplog.text
+    assert "skipped 1 unreadable image in" in caplog.text and "train_00003_aligned.jpg" in caplog.text
 
 
 def test_rafdb_missing_image(tmp_path):
@@ -516,13 +516,13 @@ def test_on_error_skip_reports_the_count(tmp_path, caplog):
 
 
 class Bars:
-    """Stands in for tqdm: records whether each bar was disabled."""
+    """Stands in for minivit.common.console.bar: records whether each bar was asked not to show."""
 
     def __init__(self):
         self.disabled = []
 
-    def __call__(self, iterable=None, *args, disable=False, **kwargs):
-        self.disabled.append(disable)
+    def __call__(self, iterable=None, *args, show=True, **kwargs):
+        self.disabled.append(not show)
         from tqdm import tqdm as real
         return real(iterable, *args, disable=True, **kwargs)
 
@@ -533,8 +533,8 @@ def test_progress_reaches_every_reader(tmp_path, monkeypatch, progress):
     import minivit.data.imageset
 
     bars = Bars()
-    monkeypatch.setattr(minivit.data.fer2013, "tqdm", bars)
-    monkeypatch.setattr(minivit.data.imageset, "tqdm", bars)
+    monkeypatch.setattr(minivit.data.fer2013, "bar", bars)
+    monkeypatch.setattr(minivit.data.imageset, "bar", bars)
     labels, pixels = _write_ferplus(tmp_path)
     _save(tmp_path / "faces" / "train" / "happy" / "a.png")
     _rafdb(tmp_path / "raf", ["train_00001.jpg 1"])
@@ -549,8 +549,11 @@ def test_progress_reaches_every_reader(tmp_path, monkeypatch, progress):
         assert all(bars.disabled)
 
 
-def test_decode_progress_bar_is_silenced(tmp_path, capsys):
+def test_decode_progress_bar_is_silenced(tmp_path, capsys, monkeypatch):
+    from minivit.common.console import PROGRESS_ENV
     from minivit.data import decode_images
+
+    monkeypatch.setenv(PROGRESS_ENV, "always")  # capsys is no terminal: ask for bars, as a user can
 
     _save(tmp_path / "a.png", size=(4, 4))
     paths = [tmp_path / "a.png"] * 2000  # enough files for a bar

@@ -354,7 +354,9 @@ def test_on_bad_image_skip_counts_and_mixed_sizes_are_resized(tmp_path, capsys):
     assert code == 2 and "broken.jpg: cannot read image" in err and err.count("\n") == 1
     code, out, err = cli(argv + ["--on-bad-image", "skip"], capsys)
     assert code == 0, err
-    assert "skipped 1 unreadable items" in out
+    # said once, as a warning, singular, naming the file: neither twice nor "1 unreadable items"
+    said = [line for line in (out + err).splitlines() if "skipped" in line]
+    assert len(said) == 1 and said[0].startswith("warning: skipped 1 unreadable image in ") and "broken.jpg" in said[0]
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert saved["skipped"] == 1 and saved["num_samples"] == 5
 

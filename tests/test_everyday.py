@@ -413,9 +413,29 @@ def test_video_prints_the_provenance_note(logged_run, tmp_path, capsys):
     for i in range(5):
         writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
     writer.release()
-    code, out, err = command(capsys, ["predict", clip, "--checkpoint", logged_run, "--no-detect", "--no-plot",
+    code, out, err = command(capsys, ["predict", clip, "--checkpoint", logged_run, "--no-detect",
                                       "--no-progress", "--json"], main=minivit_main)
     assert code == 0, err
     note = next(line for line in err.splitlines() if line.startswith("note: "))
     assert "the model was trained on synthetic faces (never a real one)" in note and "this video: real faces" in note
     assert json.loads(out)["frames"] == 5
+
+
+def test_evaluate_and_predict_write_no_bars_into_a_redirected_log(logged_run, tmp_path):
+    """One rule for every command (minivit.common.console): bars on a terminal, or when asked for; a log
+    redirected to a file or a pipe gets lines only. Here stdout and stderr are pipes."""
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(12):  # 10 or more files: predict's bar would be due
+        Image.fromarray(np.full((16, 16, 3), 20 * i, np.uint8)).save(faces / f"{i}.png")
+    evaluate = ["-m", "minivit", "evaluate", "--checkpoint", logged_run, "--batch-size", "8", "--overwrite"]
+    predict = ["-m", "minivit", "predict", faces, "--checkpoint", logged_run, "--no-detect", "--csv"]
+    (code_e, _, err_e), (code_p, _, err_p) = py(evaluate, predict)
+    assert code_e == 0 and code_p == 0, err_e + err_p
+    assert "\r" not in err_e + err_p and "eval:" not in err_e and "predict:" not in err_p, err_e + err_p
+    ENV["MINIVIT_PROGRESS"] = "always"  # asked for: drawn into the pipe all the same
+    try:
+        ((code, _, err),) = py(predict)
+    finally:
+        del ENV["MINIVIT_PROGRESS"]
+    assert code == 0 and "predict: 100%" in err and "\r" in err

@@ -277,13 +277,18 @@ def test_predict_says_when_photos_differ_in_kind(tmp_path, capsys):
     path = checkpoint(tmp_path / "synthetic.safetensors", SYNTHETIC)
     assert main([str(photo), "--checkpoint", str(path), "--no-detect", "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert ("note: the model was trained on synthetic faces (never a real one), grayscale images; "
-            "these images: real faces, colour images") in err
+    # the colour photo is turned gray, as the training images were: only the kind of face is news
+    assert "note: the model was trained on synthetic faces (never a real one); these images: real faces\n" in err
     gray = tmp_path / "gray.png"
     Image.new("L", (16, 16), 90).save(gray)
     real_gray = checkpoint(tmp_path / "real.safetensors", dict(SYNTHETIC, data="faces", synthetic=False))
     assert main([str(gray), "--checkpoint", str(real_gray), "--no-detect", "--no-progress"]) == 0
     assert "note:" not in capsys.readouterr().err  # a gray photo for a model trained on real gray faces
+    assert main([str(photo), "--checkpoint", str(real_gray), "--no-detect", "--no-progress"]) == 0
+    assert "note:" not in capsys.readouterr().err  # a colour photo, used gray as in training: nothing to say
+    assert main([str(photo), "--checkpoint", str(real_gray), "--no-detect", "--no-progress", "--no-grayscale"]) == 0
+    assert ("note: the model was trained on grayscale images; these images: colour images"  # used otherwise: said
+            in capsys.readouterr().err)
 
 
 def test_resume_keeps_the_runs_split_options(folder_run):

@@ -92,9 +92,9 @@ def test_untrained_model_is_seeded_and_says_so(mf, inputs, tmp_path):
     assert torch.equal(torch.get_rng_state(), rng)  # seeded init that leaves the caller's RNG alone
     assert not trained and "UNTRAINED" in about
     torch.manual_seed(mf.SEED)
-    scratch = mf.PROFILES["scratch"]
-    ref = mf.create_model(scratch["model"], image_size=scratch["image_size"], num_classes=7, **scratch["model_overrides"])
-    assert torch.equal(model.pos_embed, ref.pos_embed)  # the scratch profile's model, seeded: same figure each run
+    gpu = mf.PROFILES["gpu"]
+    ref = mf.create_model(gpu["model"], image_size=gpu["image_size"], num_classes=7, **gpu["model_overrides"])
+    assert torch.equal(model.pos_embed, ref.pos_embed)  # the gpu profile's model, seeded: same figure each run
     untrained = mf.Inputs(model, about, trained, inputs.faces, inputs.labels, inputs.source)
     assert "UNTRAINED" in mf.pos_embed_figure(untrained, tmp_path / "u.png")["title"]
     assert "UNTRAINED" not in mf.pos_embed_figure(inputs, tmp_path / "t.png")["title"]
@@ -192,8 +192,8 @@ def test_lr_schedule_follows_the_profile(mf, tmp_path):
     later = mf.lr_schedule_figure(None, tmp_path / "b.png", profile={**profile, "warmup_epochs": 5}, train_size=1000)
     assert epoch[later["lr"].argmax()] == pytest.approx(4.9)
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "b.png").read_bytes()
-    default = mf.lr_schedule_figure(None, tmp_path / "c.png")  # the scratch profile: cosine ends at min_lr
-    assert default["epoch"][-1] == pytest.approx(mf.PROFILES["scratch"]["epochs"], abs=0.05)
+    default = mf.lr_schedule_figure(None, tmp_path / "c.png")  # the gpu profile: cosine ends at min_lr
+    assert default["epoch"][-1] == pytest.approx(mf.PROFILES["gpu"]["epochs"], abs=0.05)
 
 
 @pytest.mark.parametrize("classifier", ["token", "gap"])
@@ -264,11 +264,11 @@ def test_architecture_figure_draws_b16_and_the_fer_model(mf, tmp_path):
     d = mf.architecture_figure(None, tmp_path / "architecture.png")
     assert (tmp_path / "architecture.png").read_bytes().startswith(PNG_MAGIC)
     (b16_title, b16), (fer_title, fer) = mf.architecture_models()
-    scratch = mf.PROFILES["scratch"]
-    # the FER column is the scratch training profile's model, the other Google's ViT-B/16
+    gpu = mf.PROFILES["gpu"]
+    # the FER column is the gpu training profile's model, the other Google's ViT-B/16
     assert (fer.config.stem, fer.config.in_chans, fer.config.depth) == (
-        scratch["model_overrides"]["stem"], scratch["model_overrides"]["in_chans"], scratch["model_overrides"]["depth"])
-    assert fer.config.image_hw == (scratch["image_size"],) * 2 and fer.config.num_classes == len(LABELS)
+        gpu["model_overrides"]["stem"], gpu["model_overrides"]["in_chans"], gpu["model_overrides"]["depth"])
+    assert fer.config.image_hw == (gpu["image_size"],) * 2 and fer.config.num_classes == len(LABELS)
     b16_cfg = b16.config
     assert (b16_cfg.patch_size, b16_cfg.image_hw, b16_cfg.dim, b16_cfg.num_classes) == (16, (224, 224), 768, 1000)
     for model, shapes, labels in zip((b16, fer), d["shapes"], d["labels"]):

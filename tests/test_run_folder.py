@@ -16,7 +16,7 @@ import pytest
 from minivit.checkpoints import RunFolder, save_checkpoint
 from minivit.checkpoints.run_folder import EMPTY, FINISHED, RESUMABLE, STARTED
 from minivit.common.cli import run as run_command
-from minivit.common.errors import ConfigError
+from minivit.common.errors import CheckpointError, ConfigError
 from minivit.train import TrainConfig, train
 
 PACKAGE = Path(__file__).resolve().parents[1] / "minivit"
@@ -99,11 +99,20 @@ def test_states_of_a_folder(tmp_path):
     run.write_config({"train": {"data": "synthetic"}})
     assert run.state == STARTED and run.is_run_folder
     run.check_new_run(overwrite=True)  # replacing it is asked for
+    # started, with no resume point: --resume has nothing to continue, so the message names the two ways out
+    with pytest.raises(ConfigError) as refused:
+        run.check_new_run(overwrite=False)
+    assert str(refused.value).startswith(f"{run.path} already holds a run") and "--resume" not in str(refused.value)
+    assert "--overwrite" in str(refused.value) and "another --out" in str(refused.value)
+    with pytest.raises(CheckpointError) as refused:
+        RunFolder.of_resume(run.path).load_resume()
+    assert "no resume.safetensors there" in str(refused.value) and "--overwrite" in str(refused.value)
+    assert "another --out" in str(refused.value)
+    (run.path / "resume.safetensors").write_bytes(b"state")
+    assert run.state == RESUMABLE
     with pytest.raises(ConfigError, match=f"{run.path} already holds a run; use --resume {run.path} to continue it "
                                           f"or --overwrite to replace it"):
         run.check_new_run(overwrite=False)
-    (run.path / "resume.safetensors").write_bytes(b"state")
-    assert run.state == RESUMABLE
     run.metrics.write_text("{}")
     assert run.state == FINISHED
     (run.path / "model.safetensors").write_bytes(b"")  # a transformers folder's weights: not a run folder

@@ -155,12 +155,12 @@ def test_bad_resume_config_is_one_line_naming_the_file(tmp_path, capsys, text, p
 
 
 def test_explicit_model_keeps_its_patch_size():
-    cfg, profile = build_config(parse_args(["--data", "faces/", "--model", "B/16"]))
-    assert profile == "scratch" and cfg.model == "B/16" and "patch_size" not in cfg.model_overrides
+    cfg, _ = build_config(parse_args(["--data", "faces/", "--profile", "gpu", "--model", "B/16"]))
+    assert cfg.profile == "gpu" and cfg.model == "B/16" and "patch_size" not in cfg.model_overrides
     assert "depth" not in cfg.model_overrides  # the profile's sizes are not stacked on a named model
     cfg, _ = build_config(parse_args(["--data", "faces/", "--model", "B/16", "--patch-size", "8"]))
     assert cfg.model_overrides["patch_size"] == 8
-    cfg, _ = build_config(parse_args(["--data", "faces/"]))  # the profile's own model: S/4, 8 blocks, conv stem
+    cfg, _ = build_config(parse_args(["--data", "faces/", "--profile", "gpu"]))  # its model: S/4, 8 blocks, conv stem
     assert cfg.model == "S/4" and cfg.model_overrides == dict(stem="conv", in_chans=1, depth=8)
 
 
@@ -171,8 +171,8 @@ def test_model_flags_that_would_be_ignored_are_refused(argv, capsys):
     assert code == 2 and "does not apply" in err and argv[-2] in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_scratch_profile_is_the_measured_fer_reference():
-    cfg, _ = build_config(parse_args(["--data", "faces/"]))
+def test_gpu_profile_is_the_measured_fer_reference():
+    cfg, _ = build_config(parse_args(["--data", "faces/", "--profile", "gpu"]))
     assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.label_smoothing, cfg.epochs, cfg.warmup_epochs) == \
         (256, 1e-3, 0.05, 0.1, 100, 5)
     assert (cfg.cutmix, cfg.mixup, cfg.mix_prob, cfg.drop_path, cfg.ema, cfg.tta, cfg.compile) == \
@@ -286,9 +286,11 @@ def test_bad_images_stop_or_are_skipped_and_counted(tmp_path, capsys):
     data = image_folder(tmp_path / "faces")
     code, _, err = cli(capsys, "--data", data, *FOLDER_RUN, "--out", tmp_path / "raise")
     assert code == 2 and "broken.png" in err and len(err.strip().splitlines()) == 1, err
+    assert "--on-bad-image skip" in err  # the way past it
     code, out, err = cli(capsys, "--data", data, *FOLDER_RUN, "--on-bad-image", "skip", "--out", tmp_path / "skip")
     assert code == 0, err
-    assert "skipped 1 unreadable image" in err
+    said = [line for line in (out + err).splitlines() if "skipped" in line]  # once, singular, naming the file
+    assert len(said) == 1 and said[0].startswith("warning: skipped 1 unreadable image in ") and "broken.png" in said[0]
     saved = json.loads((tmp_path / "skip" / "config.json").read_text())
     # the 24 readable training images (16 and 24 px, resized to 16): a val split of 1 per class carved out of
     # them (the folder has no val/), the other 22 trained on; test/ is scored at the end, never selects
@@ -450,7 +452,7 @@ def test_eval_only_passes_the_evaluation_options(tmp_path, monkeypatch, capsys):
     assert seen["ferplus_images"] == str(tmp_path / "fer2013.csv")
 
 
-def test_the_examples_python_snippet_is_the_commands_scratch_recipe():
+def test_the_examples_python_snippet_is_the_commands_recipe():
     """examples/finetune_fer.py's "The same from Python" builds exactly the config the command builds."""
     import ast
     import textwrap
@@ -459,10 +461,10 @@ def test_the_examples_python_snippet_is_the_commands_scratch_recipe():
 
     doc = ast.get_docstring(ast.parse((REPO / "examples" / "finetune_fer.py").read_text()))
     snippet = textwrap.dedent(doc.split("The same from Python")[1].split(":\n", 1)[1])
-    assert 'config_for("../shared/data/fer2013", out="runs/fer2013-scratch")' in snippet
-    python = config_for("../shared/data/fer2013", out="runs/fer2013-scratch")
-    command, profile = build_config(parse_args(["--data", "../shared/data/fer2013", "--out", "runs/fer2013-scratch"]))
-    assert profile == "scratch" and python.to_dict() == command.to_dict()
+    assert 'config_for("../shared/data/fer2013", out="runs/fer2013")' in snippet
+    python = config_for("../shared/data/fer2013", out="runs/fer2013")
+    command, _ = build_config(parse_args(["--data", "../shared/data/fer2013", "--out", "runs/fer2013"]))
+    assert python.to_dict() == command.to_dict() and command.profile == ("gpu" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.parametrize("argv, data, weights", [
@@ -474,15 +476,14 @@ def test_the_examples_python_snippet_is_the_commands_scratch_recipe():
 def test_python_and_the_command_share_one_table_of_profiles(argv, data, weights):
     """TrainConfig() is the command's no-argument run; config_for builds what the command builds for
     each kind of run; every choices= of the command is the config's own table."""
-    from minivit.train import CHOICES, TrainConfig, config_for
-    from minivit.train.profiles import profile_for
+    from minivit.train import CHOICES, TrainConfig, choose_profile, config_for
 
-    command, profile = build_config(parse_args(argv))
+    command, _ = build_config(parse_args(argv))
     extra = {"model": "Ti/16"} if "--model" in argv else {}
     assert config_for(data, weights=weights, **extra).to_dict() == command.to_dict()
-    assert profile == profile_for(data, weights)
+    assert command.profile == choose_profile("auto", data, weights)[0]
     if not argv:
-        assert command == TrainConfig() and profile == "synthetic"
+        assert command == TrainConfig() and command.profile == "synthetic"
         assert TrainConfig().model_overrides == dict(patch_size=4, dim=64, depth=3, heads=4, mlp_dim=128)
     import argparse
 
@@ -491,4 +492,121 @@ def test_python_and_the_command_share_one_table_of_profiles(argv, data, weights)
     parser = argparse.ArgumentParser()
     train_cli.add_options(parser)
     choices = {a.dest: tuple(a.choices) for a in parser._actions if a.choices and a.dest in CHOICES}
-    assert choices == {name: tuple(values) for name, values in CHOICES.items()}
+    assert choices.pop("profile") == ("auto", *CHOICES["profile"])  # --profile also takes auto
+    assert choices == {name: tuple(values) for name, values in CHOICES.items() if name != "profile"}
+
+
+# -- the profile for the machine, its defaults in --help, the whole-run estimate -----------------------------
+
+@pytest.mark.parametrize("cuda, argv, profile, why", [
+    (False, ["--data", "faces/"], "cpu", "no CUDA device; --profile gpu for the 100-epoch GPU recipe"),
+    (True, ["--data", "faces/"], "gpu", "a CUDA device; --profile cpu for the CPU recipe"),
+    (True, ["--data", "faces/", "--device", "cpu"], "cpu", "--device cpu; --profile gpu for the 100-epoch GPU recipe"),
+    (False, ["--data", "faces/", "--profile", "gpu"], "gpu", "--profile gpu"),
+    (True, ["--data", "faces/", "--weights", "ViT-B_16"], "finetune", "--weights given: the ViT paper's fine-tuning recipe"),
+    (True, [], "synthetic", "no --data: a short demo run on SYNTHETIC faces drawn by minivit.data.synthetic_faces, "
+                            "not real data; --data for a real dataset"),
+])
+def test_profile_auto_picks_the_recipe_for_the_data_and_the_machine(monkeypatch, cuda, argv, profile, why):
+    from minivit.train import config_for
+    from minivit.train.profiles import PROFILES
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    cfg, said = build_config(parse_args(argv))
+    assert (cfg.profile, said) == (profile, why)
+    assert all(getattr(cfg, k) == v for k, v in PROFILES[profile].items() if k != "model_overrides")
+    data = argv[argv.index("--data") + 1] if "--data" in argv else "synthetic"
+    weights = argv[argv.index("--weights") + 1] if "--weights" in argv else "none"
+    extra = {"device": "cpu"} if "--device" in argv else {}
+    assert config_for(data, weights=weights, profile="gpu" if "--profile" in argv else "auto", **extra) == cfg
+
+
+def test_the_profile_is_said_recorded_and_repeated_on_another_machine(tmp_path, capsys, monkeypatch):
+    """A cpu-profile run's config.json, replayed with --config on a GPU machine, is the same run."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    data = image_folder(tmp_path / "faces", bad=False)
+    flags = [f for f in FOLDER_RUN if f not in ("--device", "cpu")]  # the device left to the profile
+    code, out, err = cli(capsys, "--data", data, *flags, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert out.splitlines()[0] == "profile cpu (no CUDA device; --profile gpu for the 100-epoch GPU recipe)"
+    assert " x 1 epoch, " in out  # one epoch, said so
+    saved = TrainConfig.from_run(RunFolder(tmp_path / "a"))
+    assert saved.profile == "cpu" and saved.device == "cpu" and saved.compile == "no"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # another machine, with a GPU
+    again, why = build_config(parse_args(["--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b")]))
+    assert why == f"--config {tmp_path / 'a' / 'config.json'}"
+    assert again.to_dict() == {**saved.to_dict(), "out": str(tmp_path / "b")}
+    assert build_config(parse_args(["--data", str(data), *flags]))[0].profile == "gpu"  # auto, on that machine
+
+
+def test_an_older_runs_config_without_the_new_fields_still_resumes(tmp_path):
+    folder = RunFolder(tmp_path / "old")
+    fields = TrainConfig(data="faces/", model="S/4").to_dict()
+    del fields["profile"], fields["save_every_minutes"]  # written before either existed
+    folder.write_config({"train": fields})
+    cfg = TrainConfig.from_run(folder)
+    assert (cfg.profile, cfg.save_every_minutes) == ("gpu", 10.0)  # the recipe it got was the one now named gpu
+
+
+def test_every_options_help_shows_each_profiles_default_from_the_table():
+    import argparse
+
+    from minivit.commands import train as train_cli
+    from minivit.train.profiles import PROFILES, default_of, help_default, shown
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_options(parser)
+    helps = {a.dest: " ".join(a.help.split()) for a in parser._actions if a.help}
+    assert helps["mix_prob"].endswith("(default by profile: 0.5 (cpu, gpu), 1 (finetune, synthetic))")
+    assert helps["epochs"].endswith("(default by profile: 100 (cpu, gpu), 10 (finetune), 20 (synthetic))")
+    assert helps["momentum"].endswith("(default 0.9)") and helps["dim"].endswith(
+        "(default by profile: 96 (cpu), 384 (gpu), the checkpoint's (finetune), 64 (synthetic))")
+    # every option with a value and a default ends with the table's words for it, each profile's value in them
+    stated = [dest for dest in helps if dest in TrainConfig.field_names() or dest in train_cli.MODEL_FLAGS]
+    unstated = [d for d in stated if not helps[d].endswith(f"({help_default(d)})")]
+    assert set(unstated) == {"out", "resume", "overwrite", "progress", "cache", "cache_dir", "profile",
+                             "ferplus_images", "stem_width"}, unstated  # on/off flags, no default, or said in words
+    for dest in set(stated) - set(unstated):
+        assert all(shown(default_of(p, dest)) in helps[dest] for p in PROFILES), dest
+
+
+def test_the_estimate_and_the_cpu_warning():
+    from types import SimpleNamespace
+
+    from minivit.common.text import duration
+    from minivit.train.report import Clock, Forecast
+
+    def run(profile, device="cpu", resume=None, epochs=100):
+        cfg = SimpleNamespace(epochs=epochs, tta=True, profile=profile, resume=resume)
+        data = SimpleNamespace(steps_per_epoch=201, images_per_step=128)
+        return SimpleNamespace(cfg=cfg, data=data, world=1, ema=None, val_set=[0] * 2873, test_set=[0] * 3589,
+                               clock=Clock(), total_steps=201 * epochs, state={"step": 0}, step=0,
+                               device=torch.device(device))
+
+    gpu_on_cpu = Forecast(run("gpu"))
+    per_image = 26.0 / 128 / 3  # before a validation was timed: a third of a trained image
+    left = gpu_on_cpu.seconds_left(26.0, 0)
+    assert left == pytest.approx(201 * 100 * 26.0 + (100 * 2873 + (2873 + 3589) * 2) * per_image)
+    line = gpu_on_cpu.line(26.0, 0)  # the GPU recipe on a CPU, as issue 23's user met it: 26 s a step
+    assert line.startswith("speed: 26.0 s a step, 5 img/s; estimated: an epoch 1 h 30 min with its validation, "
+                           "the whole run (100 epochs and the final report) 151 h, done around "), line
+    assert gpu_on_cpu.warning(26.0, 0) == ("this run takes about 151 h on this CPU; faster: --profile cpu (the recipe "
+                                           "for a CPU) or fewer --epochs (--epochs 1 takes about 2 h)")
+    cpu = Forecast(run("cpu"))
+    left = cpu.seconds_left(0.75, 0)
+    assert cpu.warning(0.75, 0) == (f"this run takes about {duration(left)} on this CPU; faster: fewer --epochs "
+                                    f"(--epochs {int(7200 // (left / 100))} takes about 2 h)") and left > 7200
+    assert cpu.warning(0.1, 0) is None  # under 2 hours
+    assert Forecast(run("gpu", device="cuda")).warning(26.0, 0) is None  # a GPU: no CPU warning
+    assert "--profile" not in Forecast(run("gpu", resume="runs/x")).warning(26.0, 0)  # a resumed run keeps its profile
+
+
+def test_the_bar_shows_the_runs_time_left(tmp_path, capsys, monkeypatch):
+    import minivit.train.report as report
+
+    monkeypatch.setenv("MINIVIT_PROGRESS", "always")  # capsys is no terminal
+    monkeypatch.setattr(report, "ESTIMATE_AFTER_S", 0.0)
+    train(TrainConfig(synthetic_samples=256, image_size=16, batch_size=16, epochs=2, out=str(tmp_path / "r"),
+                      model_overrides=dict(patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64)))
+    out, err = capsys.readouterr()
+    assert "speed: " in out and "epoch 1/2" in err and ", run " in err and " left" in err

@@ -198,7 +198,7 @@ def test_every_and_fps_sample_the_right_frames(clip):
     assert skin[0] > skin[2], skin
 
 
-def test_csv_table_default_plot_and_every(clip, checkpoint, tmp_path, monkeypatch, capsys):
+def test_csv_table_plot_only_when_asked_and_every(clip, checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main([str(clip), "--checkpoint", str(checkpoint), "--csv", "--every", "2", "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -210,13 +210,18 @@ def test_csv_table_default_plot_and_every(clip, checkpoint, tmp_path, monkeypatc
     assert all(float(r["time"]) == pytest.approx(int(r["frame"]) / FPS) for r in rows)
     assert all(sum(float(r[f"p_{c}"]) for c in minivit.data.LABELS) == pytest.approx(1, abs=1e-4) for r in rows)
     assert {r["face"] for r in rows if r["x"]} >= {"1", "2"}
-    assert (tmp_path / "clip_expressions.png").is_file()  # the default plot, in the current folder
+    assert list(tmp_path.iterdir()) == []  # nothing written that was not asked for
 
-    # run again: the default plot exists, so it needs --overwrite; --no-plot writes none
-    assert run(main, [str(clip), "--checkpoint", str(checkpoint), "--no-progress"]) == 2
-    assert "clip_expressions.png: file exists (pass --overwrite" in capsys.readouterr().err
-    (tmp_path / "clip_expressions.png").unlink()
-    assert main([str(clip), "--checkpoint", str(checkpoint), "--fps", "5", "--no-plot", "--no-progress"]) == 0
+    # the same command again in the same folder: nothing of the first run is in its way
+    assert run(main, [str(clip), "--checkpoint", str(checkpoint), "--csv", "--every", "2", "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines() == lines
+    # a plot when asked for; asked for again, the file is kept unless --overwrite says otherwise
+    assert main([str(clip), "--checkpoint", str(checkpoint), "--every", "5", "--plot", "p.png", "--no-progress"]) == 0
+    assert (tmp_path / "p.png").is_file() and "plot: p.png" in capsys.readouterr().err
+    assert run(main, [str(clip), "--checkpoint", str(checkpoint), "--plot", "p.png", "--no-progress"]) == 2
+    assert "p.png: file exists (pass --overwrite" in capsys.readouterr().err
+    (tmp_path / "p.png").unlink()
+    assert main([str(clip), "--checkpoint", str(checkpoint), "--fps", "5", "--no-progress"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["time", "face", "box", "expression"]
     assert table[1].startswith("0.00s  ") and any(line.startswith("0.20s  ") for line in table)
@@ -227,10 +232,11 @@ def test_csv_table_default_plot_and_every(clip, checkpoint, tmp_path, monkeypatc
 def test_progress_bar_on_long_clips_and_no_progress_silences_it(clip, checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(video.predict, "PROGRESS_MIN_FRAMES", 10)  # our 30-frame clip counts as long
-    assert main([str(clip), "--checkpoint", str(checkpoint), "--no-plot", "--every", "5"]) == 0
+    monkeypatch.setenv("MINIVIT_PROGRESS", "always")  # capsys is no terminal: bars only when asked for
+    assert main([str(clip), "--checkpoint", str(checkpoint), "--every", "5"]) == 0
     err = capsys.readouterr().err
     assert "video: 100%" in err and f"{FRAMES}/{FRAMES}" in err
-    assert main([str(clip), "--checkpoint", str(checkpoint), "--no-plot", "--every", "5", "--no-progress"]) == 0
+    assert main([str(clip), "--checkpoint", str(checkpoint), "--every", "5", "--no-progress"]) == 0
     assert "video:" not in capsys.readouterr().err
 
 
@@ -288,7 +294,7 @@ def test_bad_video_options_are_one_line_before_any_work(clip, checkpoint, tmp_pa
         ([str(clip), *ck, "--plot", "faces.jpg"], "--plot faces.jpg: must end in .png"),
         ([str(clip), str(photo), *ck], "a video is predicted on its own, but the paths name 2"),
         ([str(photo), *ck, "--every", "2"], "--every applies to a video"),
-        ([str(photo), *ck, "--no-plot"], "--no-plot applies to a video"),
+        ([str(photo), *ck, "--plot", "p.png"], "--plot applies to a video"),
         ([str(tmp_path / "gone.mp4"), *ck], "gone.mp4: no such file"),
         ([str(cut), *ck], "cut.mp4: not a video OpenCV can read"),
     ]

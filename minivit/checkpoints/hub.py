@@ -35,10 +35,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from ..common.errors import DownloadError
 from ..common.files import ensure_folder, hash_file
+from ..common.console import bar
 from .reading import looks_like_html
 
 log = logging.getLogger(__name__)
@@ -332,19 +332,19 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
         total = done + int(length) if length and length.isascii() and length.isdecimal() else None
 
         digest = hash_file(part) if done else hashlib.sha256()
-        bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=dest.name, disable=not progress, leave=False)
+        shown = bar(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+                    desc=dest.name, show=progress, leave=False)
         try:
-            written = _stream(resp, url, part, done, digest, bar, by_hand)
+            written = _stream(resp, url, part, done, digest, shown, by_hand)
         finally:
-            bar.close()
+            shown.close()
     if total is not None and written != total:
         raise DownloadError(f"download of {url} stopped at {written} of {total} bytes; "
                             f"run again to resume from {part}, or {by_hand}")
     return _finish(part, dest, url, sha256, digest)
 
 
-def _stream(resp, url: str, part: Path, done: int, digest, bar, by_hand: str) -> int:
+def _stream(resp, url: str, part: Path, done: int, digest, shown, by_hand: str) -> int:
     """Append the response's bytes to ``part`` (anew unless it holds ``done`` bytes already), hashing them
     as they come; returns the bytes ``part`` holds. A first chunk that is an HTML page is refused and
     deleted; a connection that drops mid-way keeps the .part, so that the next call resumes it."""
@@ -361,7 +361,7 @@ def _stream(resp, url: str, part: Path, done: int, digest, bar, by_hand: str) ->
                 f.write(chunk)
                 digest.update(chunk)
                 written += len(chunk)
-                bar.update(len(chunk))
+                shown.update(len(chunk))
     except (OSError, http.client.HTTPException) as e:
         raise DownloadError(f"download of {url} broke off after {written} bytes ({e}); "
                             f"run again to resume from {part}, or {by_hand}") from None

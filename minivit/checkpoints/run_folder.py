@@ -225,14 +225,22 @@ class RunFolder:
         from .resume import load_resume
 
         if not self.resume_file.is_file():
-            raise CheckpointError(f"{self.named}: no {RESUME} there")
+            started = self.state == STARTED and self.resume_file == self.path / RESUME
+            raise CheckpointError(f"{self.named}: no {RESUME} there" + (f": {self.ways_out()}" if started else ""))
         return load_resume(self.resume_file)
+
+    def ways_out(self) -> str:
+        """What to do with a folder whose run started but saved no resume point: the two ways out."""
+        return (f"the run in {self.path} stopped before its first resume point, so there is nothing to continue; "
+                f"start it again there with the same command and --overwrite, or give another --out")
 
     def check_new_run(self, *, overwrite: bool) -> None:
         """Refuse, before anything is written, a new run here when this is a file, or holds a run (unless
         ``overwrite``): its results are never replaced without being asked."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.named}: is a file, not a folder")
+        if not overwrite and self.state == STARTED:
+            raise ConfigError(f"{self.named} already holds a run: {self.ways_out()}")
         if not overwrite and self.state != EMPTY:
             raise ConfigError(f"{self.named} already holds a run; use --resume {self.named} to continue it or "
                               f"--overwrite to replace it")

@@ -10,6 +10,7 @@ The work is minivit.evaluate.evaluate_checkpoint (minivit/evaluate/checkpoint.py
 from __future__ import annotations
 
 from ..common.cli import ArgumentParser, command_prog, integer
+from ..common.console import forwarded
 from ..common.device import DEVICES
 from ..evaluate import evaluate_checkpoint
 
@@ -43,8 +44,9 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """The evaluation command; MinivitErrors are turned into one line and exit 2 by minivit.common.cli.run."""
     args = build_parser(prog).parse_args(argv)
-    evaluate_checkpoint(args.checkpoint, args.data, split=args.split, out=args.out, tta=args.tta,
-                        device=args.device, batch_size=args.batch_size, ferplus_images=args.ferplus_images,
-                        label_mode=args.label_mode, progress=not args.no_progress, on_error=args.on_bad_image,
-                        overwrite=args.overwrite)
+    with forwarded("minivit.data"):  # building a decoded cache, skipped files: said as this command's lines
+        evaluate_checkpoint(args.checkpoint, args.data, split=args.split, out=args.out, tta=args.tta,
+                            device=args.device, batch_size=args.batch_size, ferplus_images=args.ferplus_images,
+                            label_mode=args.label_mode, progress=not args.no_progress, on_error=args.on_bad_image,
+                            overwrite=args.overwrite)
     return 0

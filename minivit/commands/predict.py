@@ -18,9 +18,10 @@ When no file gives a prediction, the table is not printed (nothing on stdout; th
 
 A path with a video suffix (minivit.inference.video.VIDEO_SUFFIXES: .mp4, .mov, .avi, ...) is read as
 a video, on its own: frames sampled by ``--every N`` or ``--fps F``, each face followed from frame to
-frame with an id (minivit/inference/video/'s rule), a timeline on stdout (table, --json or --csv),
-each face's class probabilities over time in a PNG (``--plot``, default ``<clip>_expressions.png``),
-and with ``--annotate out.mp4`` the frames with boxes and labels drawn.
+frame with an id (minivit/inference/video/'s rule), a timeline on stdout (table, --json or --csv), with
+``--plot out.png`` each face's class probabilities over time in a PNG, and with ``--annotate out.mp4`` the
+frames with boxes and labels drawn. Nothing is written that was not asked for: a run in the same folder
+never finds a file of the last one in its way.
 
 The photo-reading options (--device, --no-detect, --grayscale, --max-pixels) are shared with the
 attention and serve commands: minivit.inference.predictor.add_image_options.
@@ -33,6 +34,8 @@ import sys
 from pathlib import Path
 
 from ..common.cli import ArgumentParser, command_prog, fail, integer, number, output_file_problem
+from ..common.console import bar
+from ..common.text import counted
 from ..data.provenance import kind_note
 from ..inference import faces, video
 from ..inference.drawing import save_annotated
@@ -81,20 +84,16 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
                       help="predict every Nth frame (an integer >= 1; default: every frame)")
     rate.add_argument("--fps", type=number(above=0), metavar="F",
                       help="predict F frames a second of video (> 0; at most the video's own rate is used)")
-    plot = clip.add_mutually_exclusive_group()
-    plot.add_argument("--plot", metavar="OUT.png", help="write each face's class probabilities over time here "
-                      "(default: <video name>_expressions.png in the current folder)")
-    plot.add_argument("--no-plot", action="store_true", help="write no probability plot")
+    clip.add_argument("--plot", metavar="OUT.png", help="also write each face's class probabilities over time "
+                      "as a PNG here (default: no plot)")
     return p
 
 
 def _predict_files(predictor: Predictor, inputs, args) -> tuple[list[dict], dict, set]:
     """Records (one per input, an ``error`` one for a bad file), {file: decoded image} for --annotate,
     and the channel counts of the images read (1 grayscale, 3 colour)."""
-    from tqdm.auto import tqdm
-
     records, kept, channels = [], {}, set()
-    bar = tqdm(total=len(inputs), desc="predict", unit="img", disable=args.no_progress or len(inputs) < 10)
+    shown = bar(total=len(inputs), desc="predict", unit="img", show=not args.no_progress and len(inputs) >= 10)
     for start in range(0, len(inputs), args.batch_size):
         chunk = inputs[start:start + args.batch_size]
         slots, images, names = [], [], []  # records in input order: errors in place, results filled in
@@ -108,7 +107,7 @@ def _predict_files(predictor: Predictor, inputs, args) -> tuple[list[dict], dict
                 slots.append(None)
             except UnreadableImage as e:
                 if args.strict:
-                    bar.close()
+                    shown.close()
                     raise
                 print(f"error: {e}", file=sys.stderr)
                 slots.append({"source": name, "error": str(e)})
@@ -120,8 +119,8 @@ def _predict_files(predictor: Predictor, inputs, args) -> tuple[list[dict], dict
                 if args.annotate:
                     kept[result.source] = (images[names.index(result.source)], result)
         records += slots
-        bar.update(len(chunk))
-    bar.close()
+        shown.update(len(chunk))
+    shown.close()
     return records, kept, channels
 
 
@@ -130,8 +129,7 @@ def _predict_video(args) -> int:
     with each face's box, id and expression (minivit.inference.video)."""
     if len(args.paths) != 1:
         return fail(f"a video is predicted on its own, but the paths name {len(args.paths)}: {' '.join(args.paths)}")
-    path = args.paths[0]
-    plot = None if args.no_plot else args.plot or f"{Path(path).stem}_expressions.png"
+    path, plot = args.paths[0], args.plot
     problem = ((args.annotate and output_file_problem("--annotate", args.annotate, suffix=".mp4",
                                                       overwrite=args.overwrite))
                or (plot and output_file_problem("--plot", plot, suffix=".png", overwrite=args.overwrite)))
@@ -148,7 +146,8 @@ def _predict_video(args) -> int:
                                               **predictor_options(args))
         if predictor.detection == UNAVAILABLE:
             print(f"note: {faces.unavailable_reason()}; classifying whole frames", file=sys.stderr)
-        note = kind_note(predictor.trained_on, {"synthetic": False, "channels": 3}, what="this video")
+        note = kind_note(predictor.trained_on, {"synthetic": False, "channels": predictor.channels_seen(3)},
+                         what="this video")
         if note:
             print(f"note: {note}", file=sys.stderr)
         timeline = video.predict_video(predictor, reader, annotate=args.annotate, progress=not args.no_progress)
@@ -161,7 +160,8 @@ def _predict_video(args) -> int:
     if plot:
         print(f"plot: {video.plot_png(timeline, plot)}", file=sys.stderr)
     if args.annotate:
-        print(f"annotated: {args.annotate} ({timeline.frames} frames at {reader.sample_rate:g} fps)", file=sys.stderr)
+        print(f"annotated: {args.annotate} ({counted(timeline.frames, 'frame')} at {reader.sample_rate:g} fps)",
+              file=sys.stderr)
     return 0
 
 
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
     if any(video.is_video(p) for p in args.paths):
         return _predict_video(args)
-    video_only = next((o for o, v in (("--every", args.every), ("--fps", args.fps), ("--plot", args.plot),
-                                      ("--no-plot", args.no_plot)) if v not in (None, False)), None)
+    video_only = next((o for o, v in (("--every", args.every), ("--fps", args.fps), ("--plot", args.plot))
+                       if v is not None), None)
     if video_only:
         return fail(f"{video_only} applies to a video ({', '.join(video.VIDEO_SUFFIXES)}), and no path names one")
     problem = args.annotate and output_file_problem("--annotate", args.annotate, overwrite=args.overwrite)
@@ -184,8 +184,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if predictor.detection == UNAVAILABLE:
         print(f"note: {faces.unavailable_reason()}; classifying whole images", file=sys.stderr)
     records, kept, channels = _predict_files(predictor, inputs, args)
-    # photos are real faces; "colour" if any of them is (a gray model turns it gray, which is worth a line)
-    note = kind_note(predictor.trained_on, {"synthetic": False, "channels": max(channels, default=None)},
+    # photos are real faces, "colour" if any is, as the model sees them: one turned gray as its training
+    # images were is used as in training, and is no news
+    note = kind_note(predictor.trained_on, {"synthetic": False, "channels": predictor.channels_seen(max(channels, default=None))},
                      what="these images")
     if note:
         print(f"note: {note}", file=sys.stderr)

@@ -13,7 +13,9 @@ Bad values exit with status 2 and one line naming the option, never a traceback:
     error: argument --lr: must be a finite number > 0, not '-1'
 
 and ``run(main)`` turns any ``MinivitError`` raised later (a missing file, a corrupt
-checkpoint) into the same kind of line.
+checkpoint) into the same kind of line. Ctrl-C (SIGINT) and SIGTERM end a command the same way: one line
+on a line of its own (progress bars closed first), exit 130 or 143, never a traceback; what it was
+writing is left as it was (every file is written atomically: minivit.common.files).
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from typing import Callable
 
-from .errors import MinivitError
+from .errors import Interrupted, MinivitError
+from .console import close_bars
 
 EXIT_BAD_INPUT = 2
 
@@ -155,7 +161,8 @@ def output_file_problem(option: str, path, *, suffix: str | None = None, overwri
 
 
 def fail(message: str) -> int:
-    """Print ``error: <message>`` (first line only) to stderr; return the bad-input exit code."""
+    """Print ``error: <message>`` (first line only) to stderr, on a line of its own; return the bad-input exit code."""
+    close_bars()
     print(f"error: {str(message).strip().splitlines()[0] if str(message).strip() else 'failed'}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -163,12 +170,34 @@ def fail(message: str) -> int:
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Call ``main(argv)``; a MinivitError becomes one line on stderr and exit code 2.
 
-    Ctrl-C exits 130 with one line, never a traceback.
+    Ctrl-C and SIGTERM: one line (``Interrupted``'s message, or "interrupted"), exit 130 or 143, never a
+    traceback.
     """
     try:
-        return main(argv)
+        with sigterm_interrupts():
+            return main(argv)
     except MinivitError as e:
         return fail(str(e))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        close_bars()
+        print(str(e) if isinstance(e, Interrupted) else "interrupted", file=sys.stderr)
+        return e.exit_code if isinstance(e, Interrupted) else 128 + signal.SIGINT
+
+
+@contextmanager
+def sigterm_interrupts():
+    """Inside the block SIGTERM raises Interrupted, as Ctrl-C raises KeyboardInterrupt, instead of ending the
+    process where it stands: the ``finally`` blocks run (an atomic write removes its temp file) and the
+    command ends with one line. Only the main thread can install a handler; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Interrupted("terminated (SIGTERM)", signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -82,12 +82,13 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..common.errors import ConfigError, DataError, OutputError
 from ..common.files import atomic_write, fsync
+from ..common.console import bar
 from ..common.system import available_memory, exclusive, map_private, ordered_map
-from .imageset import ImageSet, Problems, decode_file, decode_images, probe_file, resize_array
+from ..common.text import counted
+from .imageset import SKIP_HINT, ImageSet, Problems, decode_file, decode_images, probe_file, resize_array
 from .labels import LABELS
 
 log = logging.getLogger("minivit.data")
@@ -225,7 +226,7 @@ def decode_source(source: CacheSource, *, resize_mixed_to: int | tuple[int, int]
                   on_error: str = "raise", progress: bool = True, desc: str | None = None) -> ImageSet:
     """The listed files decoded into this process's memory (decode_images): the ImageSet open_cache maps,
     bit for bit, without a cache."""
-    problems = Problems(on_error, f"unreadable images in {source.name}")
+    problems = Problems(on_error, "unreadable image", f"in {source.name}")
     images, kept = decode_images(list(source.paths), resize_mixed_to=resize_mixed_to, problems=problems,
                                  desc=desc or f"decoding {Path(source.name).name}", progress=progress)
     ids = source.ids if source.ids is not None else _names(source)
@@ -450,7 +451,7 @@ def _build(source: CacheSource, manifest: dict, blob: bytes, folder: Path, on_er
         shutil.rmtree(leftover, ignore_errors=True)
     if folder.exists():  # damaged: moved aside, never overwritten in place under a reader
         _remove(folder, f".stale-{folder.name}-{os.getpid()}")
-    problems = Problems(on_error, f"unreadable images in {source.name}")
+    problems = Problems(on_error, "unreadable image", f"in {source.name}")
     paths, shapes = _read_headers(source, problems, progress)
     channels, hw = _decide(shapes, manifest)
     _check_space(cache_dir, len(paths) * channels * hw[0] * hw[1], source.name)
@@ -464,10 +465,11 @@ def _build(source: CacheSource, manifest: dict, blob: bytes, folder: Path, on_er
             # a file whose header reads but whose pixels do not swayed the plan (an odd size, or colour):
             # decode again by what the readable files decide, as decode_images would
             channels, hw = _decide(decoded, manifest)
-            problems = Problems(on_error, f"unreadable images in {source.name}")
+            problems = Problems(on_error, "unreadable image", f"in {source.name}")
             kept, sums, _ = _write_images(tmp / "images.u8", paths, channels, hw, problems, progress, source.name)
-        problems.report()
+        # the skips are said when the cache is opened (_mapped_set), at this start as at every later one: once
         if not kept:
+            problems.report()
             raise DataError(f"{source.name}: no readable images among {len(source.paths)} files "
                             f"(first problem: {problems.first})")
         kept = np.array([paths[i][0] for i in kept], dtype=np.int64)
@@ -503,9 +505,9 @@ def _read_headers(source: CacheSource, problems: Problems, progress: bool) -> tu
     """
     readable, shapes = [], set()
     probes = ordered_map(probe_file, source.paths, chunk=CHUNK)
-    bar = tqdm(probes, total=len(source.paths), desc=f"checking {Path(source.name).name}", unit="file",
-               disable=not progress, leave=False, mininterval=0.5)
-    for i, result in enumerate(bar):
+    checking = bar(probes, total=len(source.paths), desc=f"checking {Path(source.name).name}", unit="file",
+                   show=progress, leave=False, mininterval=0.5)
+    for i, result in enumerate(checking):
         if isinstance(result, str):
             problems(result)
             continue
@@ -546,10 +548,10 @@ def _write_images(path: Path, paths: list, channels: int, hw: tuple[int, int], p
     sums, kept, shapes = _BlockSums(), [], set()
     results = ordered_map(lambda item: _decode_to(item[1], channels, hw), paths, chunk=CHUNK)
     try:
-        with open(path, "wb") as f, tqdm(total=len(paths), desc=f"caching {Path(name).name}", unit="img",
-                                         disable=not progress, leave=False, mininterval=0.5) as bar:
+        with open(path, "wb") as f, bar(total=len(paths), desc=f"caching {Path(name).name}", unit="img",
+                                        show=progress, leave=False, mininterval=0.5) as shown:
             for position, result in enumerate(results):
-                bar.update()
+                shown.update()
                 if isinstance(result, str):
                     problems(result)
                     continue
@@ -625,10 +627,10 @@ def _mapped_set(source: CacheSource, names: list[str], folder: Path, header: dic
     kept = np.load(folder / "kept.npy", allow_pickle=False).tolist()
     if header["skipped"]:
         if on_error == "raise":
-            raise DataError(f"{header['first_problem']} (one of {header['skipped']} unreadable files in "
-                            f"{source.name}; skip them with on_error='skip' / --on-bad-image skip)")
-        log.warning("skipped %d unreadable images in %s (on_error='skip'); first: %s", header["skipped"],
-                    source.name, header["first_problem"])
+            raise DataError(f"{header['first_problem']} ({counted(header['skipped'], 'unreadable file')} in "
+                            f"{source.name}; {SKIP_HINT} leaves them out and counts them)")
+        log.warning("skipped %s in %s; first: %s", counted(header["skipped"], "unreadable image"), source.name,
+                    header["first_problem"])
     ids = source.ids if source.ids is not None else names
     return ImageSet(images, targets, tuple(source.classes), source=source.name,
                     skipped=source.skipped + header["skipped"], ids=tuple(ids[i] for i in kept), cache=str(folder))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..common.errors import ConfigError, DataError
+from ..common.console import bar
 from .imageset import ImageSet, Problems, is_ascii_integer, open_csv
 from .labels import FER2013_CODES, SPLITS, MissingSplit, code_table
 
@@ -53,16 +53,16 @@ def read_fer2013_rows(path: str | Path, *, on_error: str = "raise", progress: bo
     or with on_error="skip" are skipped and counted in a warning. Blank lines are not rows.
     """
     path = Path(path)
-    problems = Problems(on_error, f"malformed rows in {path}")
+    problems = Problems(on_error, "malformed row", f"in {path}")
     to_canonical = code_table(FER2013_CODES)
     images, labels, usage, rows = [], [], [], []
     with open_csv(path) as (header, csv_rows):
         if "pixels" not in header:
             raise DataError(f"{path}: not a FER2013 CSV (header {','.join(header)!r} has no 'pixels' column)")
         col = {name: header.index(name) for name in ("emotion", "pixels", "Usage") if name in header}
-        bar = tqdm(csv_rows, desc=f"reading {path.name}", unit="row", leave=False, mininterval=1.0,
-                   disable=not progress)
-        for row_index, (line, fields) in enumerate(bar):
+        rows_read = bar(csv_rows, desc=f"reading {path.name}", unit="row", leave=False, mininterval=1.0,
+                        show=progress)
+        for row_index, (line, fields) in enumerate(rows_read):
             problem, parsed = _parse_row(fields, header, col, to_canonical)
             if problem:
                 problems(f"{path.name} line {line}: {problem}")

@@ -43,7 +43,7 @@ def read_ferplus_labels(path: str | Path, label_mode: str = "majority", *, on_er
     path = Path(path)
     if label_mode not in LABEL_MODES:
         raise ConfigError(f"label_mode={label_mode!r}: expected one of {', '.join(LABEL_MODES)}")
-    problems = Problems(on_error, f"malformed rows in {path}")
+    problems = Problems(on_error, "malformed row", f"in {path}")
     # Vote column -> canonical index, or None for contempt / unknown / NF.
     vote_targets = [label_index(c) for c in FERPLUS_COLUMNS]
     votes, usage, rows, names = [], [], [], []
@@ -154,7 +154,7 @@ def _load_ferplus_folder(path, labels, folder: Path, split, label_mode, decode: 
         name = labels["name"][i]
         in_split_dir = folder / FERPLUS_IMAGE_DIRS.get(labels["usage"][i], "") / name
         paths.append(in_split_dir if in_split_dir.is_file() else folder / name)
-    problems = Problems(decode["on_error"], f"unreadable images in {folder}")
+    problems = Problems(decode["on_error"], "unreadable image", f"in {folder}")
     images, kept = decode_images(paths, resize_mixed_to=decode["resize_mixed_to"], problems=problems,
                                  desc=f"decoding FER+ {split}", progress=decode["progress"])
     return ImageSet(images, labels["targets"][index][kept], source=f"{path} + {folder} [{split}, {label_mode}]",

@@ -71,7 +71,7 @@ def list_image_folder(root: str | Path, split: str = "train", *, on_error: str =
     class folder raises DataError; with on_error="skip" it is skipped and counted (CacheSource.skipped).
     """
     split_dir = find_split_dir(root, split)
-    folder_problems = Problems(on_error, f"unknown class folders in {split_dir}")
+    folder_problems = Problems(on_error, "unknown class folder", f"in {split_dir}")
     paths, targets, ids, dropped = [], [], [], {}
     for class_dir in _child_dirs(split_dir).values():
         try:

@@ -12,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps
-from tqdm.auto import tqdm
 
 from ..common.errors import ConfigError, DataError
+from ..common.console import bar
+from ..common.text import counted
 from .labels import LABELS
 
 log = logging.getLogger("minivit.data")
+# How a user skips unreadable files and malformed rows: the commands' option and the Python API's argument.
+SKIP_HINT = "--on-bad-image skip, on_error='skip' in Python,"
 
 
 class RowView:
@@ -135,23 +138,24 @@ class ImageSet:
 
 
 class Problems:
-    """The on_error policy: "raise" turns the first problem into a DataError; "skip" counts them
-    and `report()` logs one warning with the count and the first message (never a silent drop)."""
+    """The on_error policy for ``what`` (an "unreadable image", a "malformed row") ``where`` ("in <file>"):
+    "raise" turns the first problem into a DataError that names the way to skip them; "skip" counts them
+    and ``report()`` logs one warning with the count and the first message (never a silent drop)."""
 
-    def __init__(self, on_error: str, what: str):
+    def __init__(self, on_error: str, what: str, where: str = ""):
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
-        self.on_error, self.what, self.count, self.first = on_error, what, 0, None
+        self.on_error, self.what, self.where, self.count, self.first = on_error, what, where, 0, None
 
     def __call__(self, message: str) -> None:
         if self.on_error == "raise":
-            raise DataError(message)
+            raise DataError(f"{message} ({SKIP_HINT} leaves out every {self.what} and counts them)")
         self.count += 1
         self.first = self.first or message
 
     def report(self) -> None:
         if self.count:
-            log.warning("skipped %d %s (on_error='skip'); first: %s", self.count, self.what, self.first)
+            log.warning("skipped %s %s; first: %s", counted(self.count, self.what), self.where, self.first)
 
 
 def is_ascii_integer(text: str) -> bool:
@@ -395,7 +399,7 @@ def decode_images(paths: list[Path], *, resize_mixed_to: int | tuple[int, int] |
     colour. Threads: Pillow releases the GIL while decoding, which helps for large JPEGs (for 48x48
     ones file-open overhead dominates and it is about even). ``progress``: a tqdm bar for 2000+ files.
     """
-    problems = problems or Problems("raise", "unreadable images")
+    problems = problems or Problems("raise", "unreadable image")
     sizes = _Sizes(resize_mixed_to, str(paths[0].parent) if paths else "")
 
     # Threads get chunks of files (one future per file costs as much as decoding a 48x48 JPEG).
@@ -405,8 +409,8 @@ def decode_images(paths: list[Path], *, resize_mixed_to: int | tuple[int, int] |
     pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1))
     try:
         results = pool.map(lambda part: [decode_file(p) for p in part], chunks)
-        with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or len(paths) < 2000,
-                  leave=False) as bar:
+        with bar(total=len(paths), desc=desc, unit="img", show=progress and len(paths) >= 2000,
+                 leave=False) as shown:
             for c, part in enumerate(results):
                 for j, result in enumerate(part):
                     if isinstance(result, str):
@@ -414,7 +418,7 @@ def decode_images(paths: list[Path], *, resize_mixed_to: int | tuple[int, int] |
                         continue
                     arrays.append(sizes.admit(result, paths[c * chunk + j], arrays))
                     kept.append(c * chunk + j)
-                bar.update(len(part))
+                shown.update(len(part))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error, don't decode the rest first
     problems.report()

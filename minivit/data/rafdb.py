@@ -54,7 +54,7 @@ def list_rafdb(path: str | Path, split: str = "train", *, on_error: str = "raise
         raise DataError(f"{root}: no Image/aligned/ or Image/original/ folder next to {label_file.name}")
 
     to_canonical = code_table(RAFDB_CODES)
-    problems = Problems(on_error, f"malformed lines in {label_file}")
+    problems = Problems(on_error, "malformed line", f"in {label_file}")
     paths, targets, names = [], [], []
     for line_no, line in enumerate(read_text_lines(label_file), start=1):
         if not line.strip():

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from ..common.errors import ConfigError, DataError
+from ..common.text import counted
 from .formats import list_split, load_dataset
 from .imageset import ImageSet
 from .labels import MissingSplit
@@ -240,7 +241,7 @@ def split_label(split: str, image_set: ImageSet, rule: dict | None = None) -> st
     >>> split_label("val", s, {"val": "test"})
     'val: fer2013/test, 3,589 images, selected on the test split (optimistic)'
     """
-    text = f"{split}: {source_name(image_set)}, {len(image_set):,} images"
+    text = f"{split}: {source_name(image_set)}, {counted(len(image_set), 'image')}"
     role = selection_role(split, rule)
     if role == "optimistic":
         return f"{text}, {OPTIMISTIC}"

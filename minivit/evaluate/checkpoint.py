@@ -174,9 +174,7 @@ def score_and_report(model, dataset, split: str, rule: dict | None, source: str,
     attention = attention_report(model, dataset, lambda x: eval_transform(x, aug), out_dir / "attention_maps.png",
                                  autocast_dtype=dtype,
                                  title=f"Attention maps: {Path(source).name} on {split_title(split, dataset, rule)}")
-    print(format_table(metrics))
-    if dataset.skipped:
-        print(f"skipped {dataset.skipped} unreadable items (--on-bad-image skip)")
+    print(format_table(metrics))  # (skipped files were said once, as the data was read; metrics.json counts them)
     if metrics["warning"]:
         print(f"warning: {metrics['warning']}")
     print(f"report: {paths['metrics']}, {paths['confusion_matrix']}, {attention}")

@@ -20,6 +20,7 @@ from contextlib import nullcontext
 import torch
 
 from ..common.files import ensure_folder, write_json
+from ..common.console import bar
 from .metrics import classification_metrics, dominant_class_warning, hard_targets
 from .plots import attention_grid_png, confusion_matrix_png
 from .rollout import attention_rollout
@@ -34,15 +35,13 @@ def predict(model: torch.nn.Module, images: torch.Tensor, transform, *, batch_si
     ``lambda x: eval_transform(x, aug)``). ``tta`` averages the logits of each image and
     its horizontal mirror (faces are left-right symmetric; the mirror is a free second view).
     """
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     out = []
     starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc="eval", leave=False, disable=not progress):
+    for start in bar(starts, desc="eval", leave=False, show=progress):
         x = transform(images[start:start + batch_size].to(device, non_blocking=True))  # (B, C, S, S)
         with amp:
             logits = model(x).float()  # (B, K)

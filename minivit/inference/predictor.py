@@ -248,6 +248,11 @@ class Predictor:
             return read_image(image, max_pixels=self.max_pixels, name=name)
         return image
 
+    def channels_seen(self, channels: int | None) -> int | None:
+        """The channels of images as the model gets them, for ``channels`` read (1 gray, 3 colour): colour
+        turned gray where this predictor turns it gray (``grayscale``, by default what the training data was)."""
+        return 1 if channels == 3 and self.grayscale else channels
+
     def regions(self, x: torch.Tensor):
         """(image, detection, [(box or None, crop (C, h, w))]) for an image (C, H, W): the faces found,
         each cropped with faces.FACE_MARGIN, or the whole image (see ImageResult.detection)."""

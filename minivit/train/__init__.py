@@ -12,7 +12,8 @@ Where each concern lives (read them in this order; docs/training.md explains eac
     optim.py        weight-decay rule, layer-wise LR decay, warmup + cosine schedule, EMA
     distributed.py  DDP: joining torchrun's process group, no_sync, all-reduce, barrier
     report.py       the header, progress, the clock, per-epoch lines, history/curves, warnings, the final report
-    profiles.py     the named presets (synthetic / finetune / scratch) that Python and the command line share
+    profiles.py     the named presets (cpu / gpu / finetune / synthetic) that Python and the command line share,
+                    and the one --profile auto picks for the data and the machine
     config_file.py  --config FILE: a run's config.json or a flat JSON / YAML mapping, checked key by key
     board.py        TensorBoard event files (--tensorboard)
 
@@ -32,9 +33,9 @@ from .data import TrainData, epoch_indices, load_data, step_generators
 from .distributed import cleanup_distributed, setup_distributed
 from .loop import accumulate, end_of_epoch, soft_cross_entropy, train, train_one_epoch, train_step
 from .optim import EMA, build_optimizer, layer_id, lr_at, param_groups, set_lr
-from .profiles import PROFILES, config_for, profile_for
+from .profiles import PROFILES, choose_profile, config_for
 
 __all__ = ["TrainConfig", "CHOICES", "RANGES", "train", "train_one_epoch", "train_step", "end_of_epoch",
            "soft_cross_entropy", "accumulate", "param_groups", "lr_at", "set_lr", "layer_id", "build_optimizer",
            "EMA", "TrainData", "epoch_indices", "load_data", "step_generators", "setup_distributed",
-           "cleanup_distributed", "PROFILES", "config_for", "profile_for"]
+           "cleanup_distributed", "PROFILES", "config_for", "choose_profile"]

@@ -27,12 +27,17 @@ from ..data.splits import VAL_SPLITS
 from ..data.synthetic import SYNTHETIC
 from .board import tensorboard_missing
 
+# The training profiles (minivit/train/profiles.py, which holds their values): the names a run records.
+PROFILE_NAMES = ("cpu", "gpu", "finetune", "synthetic")
+
 
 @dataclass
 class TrainConfig:
     """Every knob of a run; saved as config.json beside its checkpoints. The defaults are the demo run:
     a ~90k-parameter ViT at 32x32 (patch 4: an 8x8 grid) on minivit's synthetic faces."""
 
+    # the profile whose defaults the run started from (minivit/train/profiles.py); config.json records it
+    profile: str = "synthetic"
     # data
     data: str = SYNTHETIC  # a dataset path (see minivit.data.load_dataset) or "synthetic"
     ferplus_images: str | None = None  # FER+ labels: pixels from the original fer2013.csv or a folder of its fer*.png images
@@ -89,6 +94,9 @@ class TrainConfig:
     resume: str | None = None  # a run folder or its resume.safetensors
     seed: int = 0
     ckpt_every: int = 0  # also write resume.safetensors every N optimiser steps; 0 = once per epoch
+    # also write resume.safetensors after a step when this many minutes passed since the last one (a SIGKILL
+    # loses at most that much); 0 = off. Ctrl-C and SIGTERM always save (minivit/train/interrupt.py)
+    save_every_minutes: float = 10.0
     stop_after: int = 0  # stop after N optimiser steps without a final checkpoint (a simulated crash)
     eval_batch_size: int = 256
     tta: bool = False  # final report: average the logits of each image and its mirror
@@ -118,7 +126,7 @@ class TrainConfig:
     def from_run(cls, run) -> "TrainConfig":
         """The TrainConfig a run folder (minivit.checkpoints.RunFolder) was started with, checked: one line
         naming its config.json otherwise."""
-        fields, where = run.train_fields, str(run.config_file)
+        fields, where = older_run_fields(run.train_fields), str(run.config_file)
         missing = sorted(cls.field_names() - set(fields))
         if missing:
             raise ConfigError(f"{where}: missing TrainConfig fields: {', '.join(missing)}")
@@ -155,6 +163,18 @@ class TrainConfig:
         return self
 
 
+def older_run_fields(fields: dict) -> dict:
+    """A run's TrainConfig fields, with those added after its config.json was written set as that run had
+    them: the profile it was started from, by the rule of that time (synthetic without data, finetune with
+    weights, else the recipe now named gpu), and the timed save's default."""
+    fields = dict(fields)
+    if "profile" not in fields and "data" in fields:
+        weights = fields.get("weights") not in ("none", "", None)
+        fields["profile"] = "synthetic" if fields["data"] == SYNTHETIC else "finetune" if weights else "gpu"
+    fields.setdefault("save_every_minutes", 10.0)
+    return fields
+
+
 def flag(name: str) -> str:
     """The command-line spelling of a TrainConfig field: batch_size -> --batch-size."""
     return "--" + name.replace("_", "-")
@@ -179,6 +199,7 @@ def check_resume_options(cfg: TrainConfig, saved: dict) -> None:
 
 # option -> allowed values; the CLI's choices= and validate()'s check, before anything is loaded
 CHOICES = {
+    "profile": PROFILE_NAMES,
     "optimizer": ("adamw", "sgd"),
     "precision": ("auto", *PRECISIONS),
     "balance": ("none", "sampler", "loss", "sqrt"),
@@ -214,6 +235,7 @@ RANGES = {
     "ema": number(at_least=0, below=1),
     "seed": integer(at_least=0, at_most=2**31 - 1),  # numpy's and every library's seed range
     "ckpt_every": integer(at_least=0),
+    "save_every_minutes": number(at_least=0),
     "stop_after": integer(at_least=0),
     "eval_batch_size": integer(at_least=1),
     "log_every": number(above=0),

@@ -10,15 +10,13 @@ batches an uninterrupted run sees.
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from ..common.console import forwarded
 from ..common.errors import ConfigError
 from ..data.prefetch import Prefetcher, gather
 from .distributed import local_leader_first, local_world_size, world_from_env
@@ -53,30 +51,8 @@ def data_messages(cfg):
     others with ``cfg.log``. The other processes' copies of them are dropped."""
     rank, _, local_rank = world_from_env()
     prefix = f"node {os.environ.get('GROUP_RANK', '?')}: " if rank != local_rank else ""  # torchrun's node rank
-    handler = _Forward(prefix if local_rank == 0 else None, cfg.log)
-    logger = logging.getLogger("minivit.data")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with forwarded("minivit.data", prefix=prefix if local_rank == 0 else None, info=cfg.log):
         yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-class _Forward(logging.Handler):
-    def __init__(self, prefix: str | None, info: bool):
-        super().__init__(logging.INFO)
-        self.prefix, self.info = prefix, info
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.prefix is None:
-            return
-        if record.levelno >= logging.WARNING:
-            tqdm.write(f"{self.prefix}warning: {record.getMessage()}", file=sys.stderr)
-        elif self.info:
-            tqdm.write(f"{self.prefix}{record.getMessage()}")
 
 
 def load_data(cfg, progress: bool = True, recorded: dict | None = None):

@@ -2,8 +2,8 @@
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; each process trains on its own
 shard of every epoch, DistributedDataParallel averages the gradients, and rank 0 alone validates,
-logs and writes files while the others wait at a barrier. With one process every helper here is a
-no-op, so the loop reads the same either way.
+logs and writes files while the others wait at a barrier; after every step they agree whether to stop
+or save (LaggedMax). With one process every helper here is a no-op, so the loop reads the same either way.
 """
 
 from __future__ import annotations
@@ -95,6 +95,40 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+class LaggedMax:
+    """The largest of the ints the processes give at each call, answered one call late.
+
+    Each call starts the all-reduce (max) of its value without waiting for it, and returns the result of the
+    previous call (0 at the first), which arrived meanwhile: a flag the processes agree on at the same
+    call, at no wait per call. It runs on a gloo group of its own, on the CPU, so it never waits for the
+    GPU or queues behind the gradients' NCCL all-reduce. Every process must call it equally often, then
+    ``close`` it.
+    """
+
+    def __init__(self):
+        self.group = dist.new_group(backend="gloo")
+        self.pending = None  # (the all-reduce under way, its tensor)
+
+    def __call__(self, value: int) -> int:
+        previous = self.result()
+        flag = torch.tensor([value], dtype=torch.int32)
+        self.pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True), flag)
+        return previous
+
+    def result(self) -> int:
+        """The max of the last call's values (waiting for it if it has not arrived); 0 if none is pending."""
+        if self.pending is None:
+            return 0
+        work, flag = self.pending
+        work.wait()
+        self.pending = None
+        return int(flag.item())
+
+    def close(self) -> None:
+        self.result()
+        dist.destroy_process_group(self.group)
 
 
 def broadcast_string(text: str, device: torch.device, max_bytes: int = 4096) -> str:

@@ -3,8 +3,10 @@ one pass over the data and finish the epoch (validate, checkpoint, report).
 
 What a run writes as it goes (rank 0, atomically, through its RunFolder): last.safetensors every epoch,
 best.safetensors when the val score beats the best so far (both minivit checkpoints with the epoch, the
-score and what the model was trained on as metadata), and resume.safetensors at the end of every epoch
-and every --ckpt-every steps: everything needed to continue bit-exactly (minivit.checkpoints.resume).
+score and what the model was trained on as metadata), and resume.safetensors at the end of every epoch,
+every --ckpt-every steps, when --save-every-minutes have passed, and when Ctrl-C or SIGTERM stops the run
+after the step it is in (minivit/train/interrupt.py): everything needed to continue bit-exactly
+(minivit.checkpoints.resume).
 
 One step (``train_step``): for each micro-batch, take the next of the epoch's batches (minivit/train/data.py:
 on the device already, or prefetched from the host), augment it on the device, mix it (CutMix/MixUp) and
@@ -24,6 +26,7 @@ from ..data.augment import mix_batch, one_hot, train_transform
 from .config import TrainConfig
 from .data import step_generators
 from .distributed import all_reduce_sum, barrier, no_sync
+from .interrupt import SAVE, Interrupt, stop_signal
 from .optim import lr_at, set_lr
 from .report import EpochProgress, close_board, final_report, record_epoch, start_report, validate
 from .setup import Run, setup_run
@@ -40,14 +43,16 @@ def train(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> dict
     """
     run = setup_run(cfg, train_set, val_set, test_set)
     try:
-        if run.main:
-            run.folder.prepare(replace=cfg.overwrite and not cfg.resume)
-            start_report(run)
-        for epoch in range(run.state["epoch"], cfg.epochs):
-            sums = train_one_epoch(run, epoch)
-            if run.interrupted:
-                break
-            end_of_epoch(run, epoch, sums)
+        # from here Ctrl-C and SIGTERM stop the run after the step it is in, its resume point saved
+        with Interrupt(run.main, run.world, cfg.save_every_minutes) as run.interrupt:
+            if run.main:
+                run.folder.prepare(replace=cfg.overwrite and not cfg.resume)
+                start_report(run)
+            for epoch in range(run.state["epoch"], cfg.epochs):
+                sums = train_one_epoch(run, epoch)
+                if run.interrupted:
+                    break
+                end_of_epoch(run, epoch, sums)
         result = final_report(run)
     finally:
         close_board(run)  # TensorBoard's buffered events reach the disk even when the run fails
@@ -69,13 +74,23 @@ def train_one_epoch(run: Run, epoch: int) -> torch.Tensor:
         for i in range(first, steps):
             train_step(run, batches, sums)
             progress.step(i, sums)
-            if cfg.ckpt_every and run.step % cfg.ckpt_every == 0 and i < steps - 1:
-                save_resume_point(run, epoch, sums)
-            if cfg.stop_after and run.step >= cfg.stop_after:
-                run.interrupted = True  # a simulated crash: no end-of-epoch work, no final report
+            if not keep_going(run, epoch, i, sums):
                 break
     progress.close()
     return sums
+
+
+def keep_going(run: Run, epoch: int, i: int, sums: torch.Tensor) -> bool:
+    """After step ``i`` of the epoch: write the resume point where one is due (--ckpt-every, the save timer,
+    a signal), then say whether the run goes on. Every process decides alike, at the same step."""
+    cfg, vote = run.cfg, run.interrupt.after_step()  # 0, SAVE, or the signal that stops the run
+    stop = stop_signal(vote)  # "SIGINT", "SIGTERM" or None
+    if stop or ((vote == SAVE or cfg.ckpt_every and run.step % cfg.ckpt_every == 0)
+                and i < run.data.steps_per_epoch - 1):  # (at the epoch's last step end_of_epoch saves)
+        save_resume_point(run, epoch, sums)
+    # --stop-after: a simulated crash, unsaved: no end-of-epoch work, no final report
+    run.stopped = stop or ("--stop-after" if cfg.stop_after and run.step >= cfg.stop_after else None)
+    return run.stopped is None
 
 
 def train_step(run: Run, batches, sums: torch.Tensor) -> None:
@@ -161,6 +176,7 @@ def save_resume_point(run: Run, epoch_next: int, sums: torch.Tensor | None = Non
     if total is not None:
         state["sums"] = total.tolist()
     run.folder.save_resume(run.model, run.optimizer, run.scaler, run.ema, state)
+    run.interrupt.saved()
 
 
 def save_epoch_weights(run: Run, epoch: int, score: float, scored_model, metric: str) -> None:
@@ -177,5 +193,5 @@ def save_epoch_weights(run: Run, epoch: int, score: float, scored_model, metric:
     run.folder.save_weights(LAST, run.ema.module if run.ema else run.model, {"epoch": epoch, **about})
 
 
-__all__ = ["train", "train_one_epoch", "train_step", "end_of_epoch", "soft_cross_entropy", "accumulate",
+__all__ = ["train", "train_one_epoch", "keep_going", "train_step", "end_of_epoch", "soft_cross_entropy", "accumulate",
            "save_resume_point", "save_epoch_weights"]

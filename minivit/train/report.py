@@ -1,7 +1,17 @@
-"""What a run tells its user: the header, progress, per-epoch lines and files, warnings, the final report.
+"""What a run tells its user: the header, progress, the whole-run estimate, per-epoch lines and files,
+warnings, the final report.
 
 Only rank 0 reports. Everything printed goes through ``log`` (skipped with ``log=False``) or
-``warn`` (always printed): tqdm.write keeps lines from tearing a progress bar.
+``warn`` (always printed), above any progress bar (minivit.common.console.write): a line never tears one.
+
+Progress. Within an epoch a bar shows on a terminal (minivit.common.console: never in a redirected log,
+nor with --no-progress), else a line every ``--log-every`` seconds. After the first few seconds of steady
+steps (the first TIMING_SKIP_STEPS of an epoch are start-up, compilation and warm-up, never counted) the
+run prints one line: its speed, an epoch's time and the whole run's, evaluation included (``Forecast``);
+from then on the bar and the lines show the run's time left, not only the epoch's. On a CPU, an estimate
+over LONG_ON_CPU_S comes with a warning that names a faster choice. Reading the running loss is a host
+sync, so it happens every READ_EVERY_STEPS steps (bar, TensorBoard) or every few seconds (lines), never
+every step; the clock reads the GPU's time (after a synchronize) only where a measurement starts or ends.
 """
 
 from __future__ import annotations
@@ -9,12 +19,15 @@ from __future__ import annotations
 import csv
 import sys
 import time
+from signal import SIGINT
 
 import torch
-from tqdm.auto import tqdm
 
 from ..checkpoints.run_folder import BEST
+from ..common.errors import Interrupted
 from ..common.files import atomic_write, write_json
+from ..common.console import bar, write
+from ..common.text import counted, duration
 from ..data.augment import AugmentConfig, eval_transform
 from ..data.provenance import class_count_list
 from ..data.splits import OPTIMISTIC, absent_classes, selection_role, source_name, split_label, split_title
@@ -23,8 +36,11 @@ from ..evaluate.reports import attention_report, confusion_report_png, evaluate,
 from ..model.vit import ViT
 from .board import READ_EVERY_STEPS, Board
 
-CURVES_EVERY_S = 60  # curves.png is redrawn at most this often during a run (and after the last epoch)
 TIMING_SKIP_STEPS = 3  # steps of each epoch left out of the throughput (warm-up, compilation, caches)
+ESTIMATE_AFTER_S = 5.0  # seconds of steady steps measured before the whole-run estimate is printed
+EVAL_SPEEDUP = 3.0  # an image scored (forward) costs about a third of one trained (forward, backward, update)
+LONG_ON_CPU_S = 2 * 3600.0  # a run estimated longer than this on a CPU is warned about
+CURVES_EVERY_S = 60  # curves.png is redrawn at most this often during a run (and after the last epoch)
 REPORT_PNGS = ("curves.png", "confusion_matrix.png", "test_confusion_matrix.png", "attention_maps.png")
 # history.csv's columns, in this order (those no row has are left out: the EMA ones without --ema). One row
 # per epoch, like timm's summary.csv; history.json holds the same rows.
@@ -34,12 +50,12 @@ HISTORY_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss",
 
 def log(run, message: str) -> None:
     if run.main and run.cfg.log:
-        tqdm.write(message)
+        write(message)
 
 
 def warn(run, message: str) -> None:
     if run.main:
-        tqdm.write(f"warning: {message}", file=sys.stderr)
+        write(f"warning: {message}", file=sys.stderr)
 
 
 def describe_model(run) -> str:
@@ -75,7 +91,7 @@ def data_section(run) -> dict:
 
 def split_lines(run) -> list[str]:
     """What each split is, one line each: "test: fer2013/test, 3,589 images, never used for selection"."""
-    lines = [f"train: {source_name(run.train_set)}, {len(run.train_set):,} images",
+    lines = [f"train: {source_name(run.train_set)}, {counted(len(run.train_set), 'image')}",
              split_label("val", run.val_set, run.split_rule)]
     if run.test_set is not None:
         lines.append(split_label("test", run.test_set, run.split_rule))
@@ -130,15 +146,16 @@ def start_report(run) -> None:
                              "world_size": run.world, "device": str(run.device), "data": data_section(run)})
     if cfg.tensorboard:  # resumed: what the interrupted process logged after the resume point is purged
         run.board = Board(run.out, purge_step=run.step + 1 if cfg.resume else None)
-    log(run, f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set)} train / "
-             f"{len(run.val_set)} val images, {data.steps_per_epoch} steps/epoch x "
-             f"{cfg.epochs} epochs, global batch {data.images_per_step * run.world}")
+    log(run, f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set):,} train / "
+             f"{counted(len(run.val_set), 'val image')}, {data.steps_per_epoch} steps/epoch x "
+             f"{counted(cfg.epochs, 'epoch')}, global batch {data.images_per_step * run.world}")
+    if cfg.resume:
+        epoch = run.state["epoch"]  # the epoch it continues (at its end: its validation is still ahead)
+        log(run, f"resumed after {counted(run.step - epoch * data.steps_per_epoch, 'step')} of epoch {epoch + 1} "
+                 f"({counted(run.step, 'step')} done in all)")
     for line in split_lines(run) + storage_lines(run):
         log(run, line)
     log(run, describe_model(run))
-    for s in (run.train_set, run.val_set, run.test_set):
-        if s is not None and s.skipped:
-            warn(run, f"skipped {s.skipped} unreadable images of {s.source} (--on-bad-image skip)")
     for message in absent_classes({"train": run.train_set, "val": run.val_set}):
         warn(run, message)
     if run.split_rule["val"] == "test":
@@ -155,13 +172,15 @@ def synchronize(device: torch.device) -> None:
 
 
 class Clock:
-    """A run's training time, kept in one place: this epoch's (history.csv's epoch_seconds and img_per_s) and
-    the steady state of every epoch (the result's train_img_per_s: each epoch's first TIMING_SKIP_STEPS steps,
-    and all validation, left out). Times are the GPU's, not its queue's: read after a synchronize."""
+    """A run's training time, kept in one place: this epoch's (history.csv's epoch_seconds and img_per_s), the
+    steady state of every epoch (the result's train_img_per_s and the estimate's speed: each epoch's first
+    TIMING_SKIP_STEPS steps, and all validation, left out) and the last validation's. Times are the GPU's,
+    not its queue's: read after a synchronize."""
 
     def __init__(self):
-        self.steady_images, self.steady_seconds = 0, 0.0  # every epoch's steady state, added up
+        self.steady_steps, self.steady_images, self.steady_seconds = 0, 0, 0.0  # every epoch's steady state
         self.epoch_start, self.epoch_seconds, self.epoch_images = 0.0, 0.0, 0  # this epoch's training
+        self.val_seconds: float | None = None  # the last epoch's validation (None before one)
         self._steady_from: tuple[float, int] | None = None  # (when, after how many steps) the steady state began
 
     def start_epoch(self) -> None:
@@ -174,20 +193,29 @@ class Clock:
             synchronize(device)
             self._steady_from = (time.perf_counter(), done)
 
+    def steady(self, done: int) -> tuple[int, float]:
+        """(steps, seconds) of the steady state so far, this epoch's first ``done`` steps included (read without
+        a sync: the host runs at most a step or two ahead of the GPU)."""
+        if self._steady_from is None:
+            return self.steady_steps, self.steady_seconds
+        since, first = self._steady_from
+        return self.steady_steps + done - first, self.steady_seconds + time.perf_counter() - since
+
     def end_epoch(self, done: int, images_per_step: int, device: torch.device) -> None:
         """The epoch's training is over: ``done`` steps of ``images_per_step`` images (all processes)."""
         synchronize(device)  # the epoch's all-reduce waits for the GPU anyway
-        now = time.perf_counter()
-        if self._steady_from is not None and done > self._steady_from[1]:
-            since, first = self._steady_from
-            self.steady_seconds += now - since
-            self.steady_images += (done - first) * images_per_step
-        self.epoch_seconds, self.epoch_images = now - self.epoch_start, done * images_per_step
+        steps, self.steady_seconds = self.steady(done)
+        self.steady_images += (steps - self.steady_steps) * images_per_step
+        self.steady_steps, self._steady_from = steps, None
+        self.epoch_seconds, self.epoch_images = time.perf_counter() - self.epoch_start, done * images_per_step
 
     def epoch_row(self) -> dict:
         """history.csv's last columns: epoch_seconds, the epoch's wall-clock time until now (training and
-        validation), and img_per_s, training images a second over its steps (the first, slower ones included)."""
-        return dict(epoch_seconds=round(time.perf_counter() - self.epoch_start, 2),
+        validation), and img_per_s, training images a second over its steps (the first, slower ones
+        included). What came after the training is the validation's time."""
+        wall = time.perf_counter() - self.epoch_start
+        self.val_seconds = wall - self.epoch_seconds
+        return dict(epoch_seconds=round(wall, 2),
                     img_per_s=round(self.epoch_images / self.epoch_seconds, 1) if self.epoch_seconds else None)
 
     @property
@@ -195,22 +223,76 @@ class Clock:
         return round(self.steady_images / self.steady_seconds, 1) if self.steady_seconds else None
 
 
-class EpochProgress:
-    """Progress within an epoch: a tqdm bar on a terminal, else a line every ``cfg.log_every`` seconds; the
-    TensorBoard step scalars (--tensorboard); the epoch's time, kept by ``run.clock``.
+class Forecast:
+    """The time a run has left: its steps at the measured steady speed, then a validation per epoch left and the
+    final report (the val and test splits, twice with --tta). An image scored costs what it cost in the last
+    validation, and before one was timed a third of a trained image (EVAL_SPEEDUP)."""
 
-    Reading the running loss is a host sync, so it happens every READ_EVERY_STEPS steps (bar, TensorBoard)
-    or every few seconds (lines), never every step; one read serves the bar and TensorBoard together.
-    """
+    def __init__(self, run):
+        self.run, self.announced = run, False
+        self.val_images = len(run.val_set) * (2 if run.ema is not None else 1)  # the EMA is validated too
+        test = len(run.test_set) if run.test_set is not None else 0
+        self.final_images = (len(run.val_set) + test) * (2 if run.cfg.tta else 1)
+
+    def per_image(self, step_seconds: float) -> float:
+        """Seconds to score one image (forward only)."""
+        run = self.run
+        if run.clock.val_seconds is not None:
+            return run.clock.val_seconds / self.val_images
+        return step_seconds / (run.data.images_per_step * run.world) / EVAL_SPEEDUP
+
+    def seconds_left(self, step_seconds: float, epoch: int) -> float:
+        """From now, in epoch ``epoch`` (0-based, its validation still ahead), at ``step_seconds`` a step."""
+        run = self.run
+        scored = (run.cfg.epochs - epoch) * self.val_images + self.final_images
+        return (run.total_steps - run.step) * step_seconds + scored * self.per_image(step_seconds)
+
+    def line(self, step_seconds: float, epoch: int) -> str:
+        """The estimate: speed, an epoch's time with its validation, and the whole run's (or the rest's)."""
+        run = self.run
+        left = self.seconds_left(step_seconds, epoch)
+        speed = f"{step_seconds:.1f} s a step" if step_seconds >= 1 else f"{1 / step_seconds:.1f} steps/s"
+        epoch_s = run.data.steps_per_epoch * step_seconds + self.val_images * self.per_image(step_seconds)
+        what = (f"the whole run ({counted(run.cfg.epochs, 'epoch')} and the final report)" if not run.cfg.resume
+                else f"the rest of the run (to epoch {run.cfg.epochs} and the final report)")
+        done = time.strftime("%a %H:%M" if left > 20 * 3600 else "%H:%M", time.localtime(time.time() + left))
+        return (f"speed: {speed}, {run.data.images_per_step * run.world / step_seconds:,.0f} img/s; estimated: an "
+                f"epoch {duration(epoch_s)} with its validation, {what} {duration(left)}, done around {done}")
+
+    def warning(self, step_seconds: float, epoch: int) -> str | None:
+        """On a CPU, a run that takes longer than LONG_ON_CPU_S: how long, and what is faster."""
+        run = self.run
+        left = self.seconds_left(step_seconds, epoch)
+        if run.device.type != "cpu" or left <= LONG_ON_CPU_S:
+            return None
+        faster = ["--profile cpu (the recipe for a CPU)"] if run.cfg.profile != "cpu" and not run.cfg.resume else []
+        per_epoch = left / max(run.cfg.epochs - epoch, 1)
+        if per_epoch < LONG_ON_CPU_S:
+            faster.append(f"fewer --epochs (--epochs {int(LONG_ON_CPU_S // per_epoch)} takes about "
+                          f"{duration(LONG_ON_CPU_S)})")
+        return f"this run takes about {duration(left)} on this CPU" + (f"; faster: {' or '.join(faster)}" if faster else "")
+
+    def left_text(self, epoch: int, done: int) -> str:
+        """"1 h 32 min left", for the bar and the lines once the estimate is out (else "")."""
+        steps, seconds = self.run.clock.steady(done)
+        if not self.announced or not steps:
+            return ""
+        return f"{duration(self.seconds_left(seconds / steps, epoch))} left"
+
+
+class EpochProgress:
+    """Progress within an epoch: a bar on a terminal, else a line every ``cfg.log_every`` seconds; the whole-run
+    estimate (Forecast), once; the TensorBoard step scalars (--tensorboard); the epoch's time, kept by
+    ``run.clock``."""
 
     def __init__(self, run, epoch: int, first: int, carried=(0.0, 0.0)):
         self.run, self.epoch, self.done = run, epoch, 0
         cfg = run.cfg
-        # disable=None: tqdm shows a bar only on a terminal, so a redirected log holds lines, not bars
-        self.bar = tqdm(total=run.data.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                        leave=False, disable=None if run.main and cfg.progress else True, dynamic_ncols=True)
+        self.bar = bar(total=run.data.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       leave=False, show=run.main and cfg.progress, dynamic_ncols=True)
         self.lines = run.main and cfg.log and self.bar.disable  # a line every log_every seconds instead
         self.shown_at, self.images_since = time.perf_counter(), 0  # the img/s shown: since the last one shown
+        self.stats_text = ""  # the last loss, accuracy, LR and img/s shown
         # TensorBoard's train loss is the mean over the steps since its last read: from which step, and the loss
         # sum then (a resumed epoch starts from the sums it carried)
         self.board_from, self.board_loss = first, carried[0]
@@ -221,10 +303,14 @@ class EpochProgress:
         run, self.done = self.run, self.done + 1
         run.clock.step(self.done, run.device)
         self.images_since += run.data.images_per_step * run.world
-        self.bar.update(1)
         due = self.due(i)
         if due:
             self.show(i, *sums.tolist(), due)  # a host sync: rare by design, shared by all that are due
+        if not run.forecast.announced:
+            self.announce(at_least=ESTIMATE_AFTER_S)
+        if not self.bar.disable:
+            self.bar.set_postfix_str(self.postfix(), refresh=False)
+        self.bar.update(1)
 
     def due(self, i: int) -> set[str]:
         """Which of "bar", "board" and "line" read the running loss after step ``i``: the bar and TensorBoard
@@ -243,11 +329,10 @@ class EpochProgress:
             images = (i + 1 - self.board_from) * run.data.images_per_step
             run.board.step(run.step, (loss_sum - self.board_loss) / images, run.lr)
             self.board_from, self.board_loss = i + 1, loss_sum
-        if "bar" in due:
-            self.bar.set_postfix_str(self.stats(i, loss_sum, correct), refresh=False)
-        elif "line" in due:
-            tqdm.write(f"epoch {self.epoch + 1}/{run.cfg.epochs} step {i + 1}/{run.data.steps_per_epoch}  "
-                       f"{self.stats(i, loss_sum, correct)}")
+        if "bar" in due or "line" in due:
+            self.stats_text = self.stats(i, loss_sum, correct)
+        if "line" in due:
+            write(f"epoch {self.epoch + 1}/{run.cfg.epochs} step {i + 1}/{run.data.steps_per_epoch}  {self.postfix()}")
 
     def stats(self, i: int, loss_sum: float, correct: float) -> str:
         n, now = (i + 1) * self.run.data.images_per_step, time.perf_counter()
@@ -256,9 +341,31 @@ class EpochProgress:
         self.shown_at, self.images_since = now, 0
         return text
 
+    def postfix(self) -> str:
+        """The last stats read and the run's time left (the epoch's is the bar's own)."""
+        left = self.run.forecast.left_text(self.epoch, self.done)
+        return ", ".join(part for part in (self.stats_text, left and f"run {left}") if part)
+
+    def announce(self, at_least: float) -> None:
+        """The whole-run estimate (and the CPU warning), once ``at_least`` seconds of steady steps were measured
+        (and at least two of them), by rank 0."""
+        run = self.run
+        steps, seconds = run.clock.steady(self.done)
+        if steps < 2 or seconds < at_least:
+            return
+        synchronize(run.device)  # once: the estimate is the GPU's time, not its queue's
+        steps, seconds = run.clock.steady(self.done)
+        run.forecast.announced = True
+        log(run, run.forecast.line(seconds / steps, self.epoch))
+        warning = run.forecast.warning(seconds / steps, self.epoch)
+        if warning:
+            warn(run, warning)
+
     def close(self) -> None:
         self.bar.close()
         self.run.clock.end_epoch(self.done, self.run.data.images_per_step * self.run.world, self.run.device)
+        if not self.run.forecast.announced:  # an epoch shorter than ESTIMATE_AFTER_S: what it measured
+            self.announce(at_least=0.0)
 
 
 def validation_transform(model: ViT):
@@ -300,9 +407,10 @@ def record_epoch(run, row: dict) -> None:
                    f"{len(run.train_set):,} images; {split_label('val', run.val_set, run.split_rule)}")
         run.curves_drawn_at = time.time()
     ema_part = f" ema {row['val_ema_acc']:.3f}" if "val_ema_acc" in row else ""
+    left = run.forecast.left_text(row["epoch"], 0) if row["epoch"] < run.cfg.epochs else ""
     log(run, f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
              f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}{ema_part} F1 {row['val_macro_f1']:.3f}  "
-             f"({row['seconds']:.0f}s)")
+             f"({row['seconds']:.0f}s{', run ' + left if left else ''})")
 
 
 def final_report(run) -> dict:
@@ -311,10 +419,14 @@ def final_report(run) -> dict:
     selected nothing, on it, once (metrics.json "test", test_confusion_matrix.png)."""
     result = run_result(run)
     if run.main and not run.interrupted and run.folder.best.exists():
-        best = ViT.from_pretrained(str(run.folder.best)).to(run.device)
-        val = score_best(run, best, "val", run.val_set)
-        test = score_best(run, best, "test", run.test_set) if run.test_set is not None else None
-        write_final_report(run, best, val, test, result["train_img_per_s"])
+        try:
+            best = ViT.from_pretrained(str(run.folder.best)).to(run.device)
+            val = score_best(run, best, "val", run.val_set)
+            test = score_best(run, best, "test", run.test_set) if run.test_set is not None else None
+            write_final_report(run, best, val, test, result["train_img_per_s"])
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Interrupted): each report file is whole or absent
+            raise Interrupted(f"interrupted during the final report: the training is finished and saved; "
+                              f"--resume {run.out} writes the report", getattr(e, "signum", SIGINT)) from None
         result.update(best_figures(run, val, test))
         say_final(run, val, test, result["warnings"])
     if run.main:
@@ -324,9 +436,13 @@ def final_report(run) -> dict:
 
 
 def run_result(run) -> dict:
-    """What train() returns of every run, finished or not: where, how far, how fast."""
-    state = run.state
+    """What train() returns of every run, finished or not: where, how far, how fast; for a run stopped early,
+    why (``stopped``: "SIGINT", "SIGTERM" or "--stop-after") and where: in epoch ``epoch`` (from 1) after
+    ``epoch_step`` of its steps."""
+    state, per_epoch = run.state, run.data.steps_per_epoch
+    epoch = max(run.step - 1, 0) // per_epoch  # the epoch the last step was in (0-based)
     return dict(run_dir=str(run.out), step=run.step, epochs_done=len(state["history"]), interrupted=run.interrupted,
+                stopped=run.stopped, epoch=epoch + 1, epoch_step=run.step - epoch * per_epoch,
                 best_epoch=state["best_epoch"], seconds=round(time.time() - run.t_start, 1), precision=run.precision,
                 train_img_per_s=run.clock.train_img_per_s, warnings=[])
 

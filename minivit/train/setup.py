@@ -11,6 +11,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from .config import TrainConfig, check_resume_options
 from .data import TrainData, run_splits
 from .distributed import broadcast_string, setup_distributed, wrap_ddp
 from .optim import EMA, build_optimizer
-from .report import Clock
+from .report import Clock, Forecast
 
 
 @dataclass
@@ -61,7 +62,8 @@ class Run:
     state: dict = field(default_factory=lambda: dict(epoch=0, step=0, history=[], best=None, best_epoch=None,
                                                      sums=[0.0, 0.0]))
     lr: float = 0.0
-    interrupted: bool = False
+    stopped: str | None = None  # why the run stopped early: "SIGINT", "SIGTERM" or "--stop-after"
+    interrupt: object = None  # the loop's watch over signals and the save timer (minivit/train/interrupt.py)
     t_start: float = field(default_factory=time.time)
     curves_drawn_at: float = 0.0  # when curves.png was last drawn (time.time())
     clock: Clock = field(default_factory=Clock)  # training time: this epoch's (history.csv) and the steady state's
@@ -70,6 +72,15 @@ class Run:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped is not None
+
+    @cached_property
+    def forecast(self) -> Forecast:
+        """How long the run has left (minivit/train/progress.py)."""
+        return Forecast(self)
 
     @property
     def step(self) -> int:

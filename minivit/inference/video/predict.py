@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+from ...common.console import bar
 from .reader import Frame, VideoReader
 from .timeline import Timeline
 from .writer import annotated_video
@@ -17,24 +18,22 @@ def predict_video(predictor, reader: VideoReader, *, annotate=None, progress: bo
     """Predict every kept frame of ``reader`` with ``predictor`` (a minivit.Predictor): the
     Timeline, and with ``annotate`` (an .mp4 path) the labelled frames written there. Frames go
     through the predictor ``batch_frames`` at a time: memory stays bounded however long the video.
-    A progress bar (tqdm, on stderr) shows frames read, for clips of PROGRESS_MIN_FRAMES or more."""
-    from tqdm.auto import tqdm
-
+    A progress bar (on stderr, on a terminal: minivit.common.console) shows frames read, for clips of PROGRESS_MIN_FRAMES or more."""
     timeline = Timeline(reader.name, predictor.classes, video_fps=reader.fps, sample_rate=reader.sample_rate,
                         width=reader.width, height=reader.height)
     writing = (annotated_video(annotate, reader.sample_rate or FALLBACK_FPS, (reader.width, reader.height))
                if annotate else nullcontext())
     short = 0 < reader.frame_count < PROGRESS_MIN_FRAMES
-    with writing as writer, tqdm(total=reader.frame_count or None, desc="video", unit="frame",
-                                 disable=not progress or short) as bar:
+    with writing as writer, bar(total=reader.frame_count or None, desc="video", unit="frame",
+                                show=progress and not short) as shown:
         batch: list[Frame] = []
         for frame in reader:
             batch.append(frame)
-            bar.update(frame.index + 1 - bar.n)
+            shown.update(frame.index + 1 - shown.n)
             if len(batch) == batch_frames:
                 _predict_frames(predictor, batch, timeline, writer)
         _predict_frames(predictor, batch, timeline, writer)
-        bar.update(reader.frames_read - bar.n)
+        shown.update(reader.frames_read - shown.n)
     return timeline
 
 
