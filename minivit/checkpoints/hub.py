@@ -51,7 +51,10 @@ DEFAULT_WEIGHTS_DIR = (REPO_ROOT / "weights" if (REPO_ROOT / "weights").is_dir()
                        else Path("~/.cache/minivit/weights").expanduser())
 WEIGHTS_DIR_ENV = "MINIVIT_WEIGHTS_DIR"
 
-FORMATS = ("vit_jax", "big_vision", "transformers")
+FORMATS = ("vit_jax", "big_vision", "transformers", "minivit")
+# The model minivit ships, in weights/ beside the manifest (weights/README.md is its model card): what
+# `minivit predict`, `minivit.Predictor()` and the other commands use when no checkpoint is named.
+SHIPPED_MODEL = "minivit-fer"
 # Hub files we need: the config and the weights, safetensors first; pickled .bin only as a fallback.
 HF_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json"]
 HF_FALLBACK_PATTERNS = ["config.json", "pytorch_model.bin"]
@@ -159,6 +162,31 @@ def _unknown_message(source: str) -> str:
 
 # ----------------------------------------------------------------------------- resolve
 
+def shipped_file(entry: dict) -> Path:
+    """The file of a model shipped in the repository's weights/ folder (``"shipped": true``), checked against
+    its manifest sha256: nothing to download, and a damaged or missing file says so in one line.
+
+    >>> shipped_file(manifest_entry(SHIPPED_MODEL)).name
+    'minivit-fer.safetensors'
+    """
+    path = MANIFEST_PATH.parent / entry["file"]
+    if not path.is_file():
+        raise DownloadError(f"{path}: the model shipped with minivit is missing from this checkout "
+                            f"(restore it with `git checkout -- {path.relative_to(REPO_ROOT)}`)")
+    stat = path.stat()
+    key = (path, stat.st_size, stat.st_mtime_ns)  # hashed once per process and file version: a server loads it often
+    digest = _shipped_digests.get(key) or hash_file(path).hexdigest()
+    if digest != entry["sha256"]:
+        raise DownloadError(f"{path}: sha256 {digest[:12]}... is not the manifest's {entry['sha256'][:12]}...: the "
+                            f"file is damaged or was replaced (restore it with `git checkout -- "
+                            f"{path.relative_to(REPO_ROOT)}`)")
+    _shipped_digests[key] = digest
+    return path
+
+
+_shipped_digests: dict[tuple, str] = {}
+
+
 def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
 
@@ -196,6 +224,8 @@ def resolve(source: str | os.PathLike, *, weights_dir: str | Path | None = None,
     offline = _env_true("HF_HUB_OFFLINE") if offline is None else offline
 
     entry = manifest_entry(source)
+    if entry is not None and entry.get("shipped"):
+        return shipped_file(entry)
     if entry is not None and entry["format"] == "transformers":
         return hf_snapshot(entry["repo"], offline=offline)
     if entry is not None:

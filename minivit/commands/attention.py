@@ -21,8 +21,8 @@ from ..evaluate.plots import attention_overlay_png
 from ..inference import faces
 from ..inference.attention_maps import attention_maps
 from ..inference.images import read_image, to_image_tensor
-from ..inference.predictor import (FACE_SIZED, NO_FACE, OFF, UNAVAILABLE, Predictor, add_image_options,
-                                   predictor_options)
+from ..inference.predictor import (FACE_SIZED, NO_FACE, OFF, UNAVAILABLE, Predictor, add_checkpoint_option,
+                                   add_image_options, checkpoint_or_shipped, predictor_options)
 
 
 def pick_region(face: int | None, detection: str, regions: list, image: str):
@@ -46,8 +46,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
         "Draw a model's attention on one image: attention rollout and the last layer's attention of the "
         "pooled token, overlaid on the (face-cropped, resized) input, in one PNG."))
     p.add_argument("image", help="the image file (JPEG, PNG, ...)")
-    p.add_argument("--checkpoint", required=True, help="a training run folder (its best.safetensors), a minivit "
-                   ".safetensors, or anything ViT.from_pretrained reads")
+    add_checkpoint_option(p)
     p.add_argument("-o", "--output", required=True, metavar="MAPS.png", help="the PNG to write")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--face", type=integer(at_least=1), default=None, help="which detected face to use, numbered "
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if problem:
         return fail(problem)
     image = to_image_tensor(read_image(args.image, max_pixels=args.max_pixels), args.image)  # (C, H, W)
-    predictor = Predictor.from_checkpoint(args.checkpoint, **predictor_options(args))
+    predictor = Predictor.from_checkpoint(checkpoint_or_shipped(args.checkpoint), **predictor_options(args))
     if predictor.detection == UNAVAILABLE:
         print(f"note: {faces.unavailable_reason()}; classifying whole images", file=sys.stderr)  # as predict says
     _, detection, regions = predictor.regions(image)

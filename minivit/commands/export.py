@@ -20,7 +20,7 @@ from ..common.cli import ArgumentParser, command_prog, fail, integer, number, ou
 from ..common.files import atomic_write
 from ..inference.onnx_export import (DEFAULT_OPSET, INSTALL_HINT, TOLERANCE, VerificationFailed, add_metadata,
                                     export_onnx, real_input, verify)
-from ..inference.predictor import load_model
+from ..inference.predictor import add_checkpoint_option, checkpoint_or_shipped, load_model
 
 
 def build_parser(prog: str | None = None) -> ArgumentParser:
@@ -28,8 +28,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
         "Export a trained model to ONNX (images -> logits, dynamic batch) and verify it with ONNX Runtime "
         "against PyTorch on random and real inputs; exit 1, writing nothing, when they differ by more than "
         "--tolerance."))
-    p.add_argument("--checkpoint", required=True, help="a training run folder (its best.safetensors), a minivit "
-                   ".safetensors, or anything ViT.from_pretrained reads")
+    add_checkpoint_option(p)
     p.add_argument("--onnx", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
     p.add_argument("--overwrite", action="store_true", help="replace the ONNX file if it exists")
     p.add_argument("--opset", type=integer(at_least=14, at_most=20), default=DEFAULT_OPSET,
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         import onnxruntime  # noqa: F401
     except ImportError:
         return fail(f"exporting needs onnx and onnxruntime: {INSTALL_HINT}")
-    model, classes, source = load_model(args.checkpoint)
+    model, classes, source = load_model(checkpoint_or_shipped(args.checkpoint))
     model = model.float().cpu().eval()
     config = model.config
     torch.manual_seed(0)

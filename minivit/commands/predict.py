@@ -40,7 +40,8 @@ from ..data.provenance import kind_note
 from ..inference import faces, video
 from ..inference.drawing import save_annotated
 from ..inference.images import UnreadableImage, collect_inputs, read_image
-from ..inference.predictor import UNAVAILABLE, Predictor, add_image_options, predictor_options
+from ..inference.predictor import (UNAVAILABLE, Predictor, add_checkpoint_option, add_image_options, checkpoint_or_shipped,
+                                   predictor_options)
 from ..inference.tables import records_csv, records_table, timeline_csv, timeline_table
 
 
@@ -56,9 +57,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="image files, folders (searched recursively for image files) or quoted glob patterns; "
                         f"or one video file ({', '.join(video.VIDEO_SUFFIXES)})")
-    p.add_argument("--checkpoint", required=True,
-                   help="a training run folder (uses its best.safetensors), a minivit .safetensors, "
-                        "or anything ViT.from_pretrained reads")
+    add_checkpoint_option(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON (a list, one object per image; for a video "
                      "one object with its timeline) instead of a table")
@@ -142,7 +141,7 @@ def _predict_video(args) -> int:
     except video.UnreadableVideo as e:
         return fail(str(e))
     with reader:
-        predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta, batch_size=args.batch_size,
+        predictor = Predictor.from_checkpoint(checkpoint_or_shipped(args.checkpoint), tta=args.tta, batch_size=args.batch_size,
                                               **predictor_options(args))
         if predictor.detection == UNAVAILABLE:
             print(f"note: {faces.unavailable_reason()}; classifying whole frames", file=sys.stderr)
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     inputs = collect_inputs(args.paths)
     if args.annotate and len(inputs) != 1:
         return fail(f"--annotate draws on one image, but the paths name {len(inputs)}")
-    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta, batch_size=args.batch_size,
+    predictor = Predictor.from_checkpoint(checkpoint_or_shipped(args.checkpoint), tta=args.tta, batch_size=args.batch_size,
                                           **predictor_options(args))
     if predictor.detection == UNAVAILABLE:
         print(f"note: {faces.unavailable_reason()}; classifying whole images", file=sys.stderr)

@@ -11,7 +11,8 @@ import sys
 
 from ..common.cli import ArgumentParser, command_prog, integer, number
 from ..common.errors import ConfigError
-from ..inference.predictor import DETECTED, Predictor, add_image_options, predictor_options
+from ..inference.predictor import (DETECTED, Predictor, add_checkpoint_option, add_image_options, checkpoint_or_shipped,
+                                   predictor_options)
 from ..inference.web import INSTALL_HINT, MAX_UPLOAD_BYTES, SERVE_MAX_PIXELS, create_app
 
 
@@ -19,8 +20,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     p = ArgumentParser(prog=command_prog("serve", prog), description=(
         "Serve a web page where a person uploads a photo or turns on the webcam and sees each face's "
         "expression, and a JSON API: POST /predict (multipart field 'file'), GET /health."))
-    p.add_argument("--checkpoint", required=True, help="a training run folder (its best.safetensors), a minivit "
-                   ".safetensors, or anything ViT.from_pretrained reads")
+    add_checkpoint_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                    "only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=integer(at_least=0, at_most=65535), default=8000,
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         import uvicorn
     except ImportError as e:
         raise ConfigError(f"the web demo needs {e.name or 'fastapi and uvicorn'}: {INSTALL_HINT}") from None
-    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta, **predictor_options(args))
+    predictor = Predictor.from_checkpoint(checkpoint_or_shipped(args.checkpoint), tta=args.tta, **predictor_options(args))
     app = create_app(predictor, max_upload_bytes=round(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
                      top_k=args.top_k)
     detection = "on" if predictor.detection == DETECTED else predictor.detection

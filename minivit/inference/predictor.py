@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoints.hub import SHIPPED_MODEL
 from ..checkpoints.run_folder import RunFolder
 from ..common.cli import integer
 from ..common.device import DEVICES, pick_device, resolve_precision
@@ -77,8 +79,11 @@ def resolve_checkpoint(checkpoint) -> Path | str:
     Traceback (most recent call last):
     minivit.common.errors.CheckpointError: no/such/run.safetensors: no such file or folder
     """
-    from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry
+    from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry, shipped_file
 
+    entry = manifest_entry(str(checkpoint)) if isinstance(checkpoint, str) else None
+    if entry is not None and entry.get("shipped") and not Path(checkpoint).expanduser().exists():
+        return shipped_file(entry)  # the model in weights/: a local file, its stored classes and provenance read too
     weights, _ = RunFolder.of_checkpoint(checkpoint)
     path = Path(weights).expanduser()
     if path.exists():
@@ -173,6 +178,9 @@ class ImageResult:
 class Predictor:
     """A trained model plus its preprocessing and face detection: images in, plain data out.
 
+    ``Predictor()`` with no model uses the model minivit ships (``"minivit-fer"``, weights/README.md);
+    ``Predictor.from_checkpoint(path)`` another one.
+
     ``detect_faces``: True (needs the ``faces`` extra), False (classify whole images) or "auto"
     (detect when OpenCV is installed). An image no larger than FACE_SIZED_FACTOR (2) times the
     model's input side, in both sides, is a face crop already (a 48x48 FER2013 face for a 48-pixel
@@ -184,8 +192,14 @@ class Predictor:
     Thread-safe: the model runs under a lock.
     """
 
-    def __init__(self, model, classes=None, *, device="auto", detect_faces="auto", tta: bool = False,
-                 grayscale: bool = False, batch_size: int = 64, max_pixels: int = MAX_PIXELS):
+    def __init__(self, model=None, classes=None, *, device="auto", detect_faces="auto", tta: bool = False,
+                 grayscale: bool | None = None, batch_size: int = 64, max_pixels: int = MAX_PIXELS):
+        trained_on, source = None, None
+        if model is None:  # the model minivit ships (weights/README.md): Predictor() works with no training
+            model, classes, source = load_model(SHIPPED_MODEL)
+            trained_on = read_trained_on(source)
+        if grayscale is None:  # not chosen: do what the training data did
+            grayscale = trained_on_grayscale(source)
         config = model.config
         if not config.num_classes:
             raise ConfigError("this model has no classifier head (num_classes=0): nothing to predict")
@@ -203,7 +217,7 @@ class Predictor:
         self.aug = AugmentConfig(image_size=config.image_size, channels=config.in_chans)
         _, self.autocast_dtype, _ = resolve_precision("auto", self.device)  # as evaluate_checkpoint does
         self.tta, self.grayscale, self.batch_size, self.max_pixels = tta, grayscale, batch_size, max_pixels
-        self.trained_on = None  # what the checkpoint says it was trained on (from_checkpoint), for provenance notes
+        self.trained_on = trained_on  # what the checkpoint says it was trained on (from_checkpoint), for provenance notes
         self._lock = threading.Lock()
 
     @classmethod
@@ -303,6 +317,31 @@ class Predictor:
         return logits.softmax(-1), logits
 
 
+def add_checkpoint_option(p) -> None:
+    """--checkpoint, shared by every command that uses a trained model (predict, attention, serve, export):
+    without it, the model minivit ships."""
+    p.add_argument("--checkpoint", default=None,
+                   help="a training run folder (its best.safetensors), a minivit .safetensors, or anything "
+                        f"ViT.from_pretrained reads (default: {SHIPPED_MODEL}, the FER model shipped in weights/; "
+                        "weights/README.md)")
+
+
+def checkpoint_or_shipped(checkpoint: str | None) -> str:
+    """The --checkpoint given, or the shipped model's name after one line on stderr saying that it is the one used."""
+    if checkpoint is not None:
+        return checkpoint
+    print(shipped_model_line(), file=sys.stderr, flush=True)
+    return SHIPPED_MODEL
+
+
+def shipped_model_line() -> str:
+    """One line naming the shipped model and what it is, from its manifest entry."""
+    from ..checkpoints.hub import manifest_entry
+
+    entry = manifest_entry(SHIPPED_MODEL)
+    return f"model: {entry['name']}, shipped with minivit: {entry['summary']} (weights/README.md; --checkpoint for another)"
+
+
 def add_image_options(p, *, max_pixels: int = MAX_PIXELS, refused: str = "refused before decoding") -> None:
     """The options of a Predictor on the command line, shared by every command that reads photos for a
     model (predict, attention, serve): --device, --no-detect, --grayscale, --max-pixels, with one wording
@@ -323,5 +362,5 @@ def predictor_options(args) -> dict:
                 max_pixels=args.max_pixels)
 
 
-__all__ = ["add_image_options", "predictor_options", "Predictor", "FacePrediction", "ImageResult", "load_model",
+__all__ = ["add_checkpoint_option", "checkpoint_or_shipped", "shipped_model_line", "add_image_options", "predictor_options", "Predictor", "FacePrediction", "ImageResult", "load_model",
            "resolve_checkpoint", "default_classes", "trained_on_grayscale", "DETECTED", "NO_FACE", "FACE_SIZED", "OFF", "UNAVAILABLE", "FACE_SIZED_FACTOR"]
