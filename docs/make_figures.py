@@ -1,7 +1,7 @@
 """Draw the figures of docs/ from minivit's own code, as small PNGs under docs/img/.
 
     python docs/make_figures.py                                      # every figure, untrained model
-    python docs/make_figures.py --checkpoint runs/cpu-conv           # attention + position embeddings of a run
+    python docs/make_figures.py --checkpoint minivit-fer             # attention + position embeddings of the shipped model
     python docs/make_figures.py --only cutmix,lr_schedule            # just these
 
 Each figure calls the library rather than re-deriving it: the token grid and token count come from
