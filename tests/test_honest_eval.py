@@ -122,13 +122,15 @@ def test_checkpoints_and_config_record_what_the_run_trained_on(folder_run):
 def test_evaluate_defaults_to_test_and_rebuilds_the_runs_carved_val(folder_run, tmp_path, capsys):
     data, run_dir, _, _ = folder_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    code, out, err = evaluate_cli(["--checkpoint", run_dir, "--no-progress", "--out", tmp_path / "test"], capsys)
+    assert metrics["test"]["tta"] is True  # the profile's final report flips: evaluate the same way
+    code, out, err = evaluate_cli(["--checkpoint", run_dir, "--tta", "--no-progress", "--out", tmp_path / "test"],
+                                  capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert report["split"] == "test" and report["split_label"] == metrics["test"]["split_label"]
     assert report["confusion_matrix"] == metrics["test"]["confusion_matrix"]  # the run's own test figure, again
     assert out.startswith(f"best.safetensors on {metrics['test']['split_label']}")
-    code, out, err = evaluate_cli(["--checkpoint", run_dir, "--split", "val", "--no-progress",
+    code, out, err = evaluate_cli(["--checkpoint", run_dir, "--split", "val", "--tta", "--no-progress",
                                    "--out", tmp_path / "val"], capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "val" / "metrics.json").read_text())
