@@ -35,10 +35,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-
+from ..common.console import bar
 from ..common.errors import DownloadError
 from ..common.files import ensure_folder, hash_file
-from ..common.console import bar
 from .reading import looks_like_html
 
 log = logging.getLogger(__name__)

@@ -40,8 +40,8 @@ from ..data.provenance import kind_note
 from ..inference import faces, video
 from ..inference.drawing import save_annotated
 from ..inference.images import UnreadableImage, collect_inputs, read_image
-from ..inference.predictor import (UNAVAILABLE, Predictor, add_checkpoint_option, add_image_options, checkpoint_or_shipped,
-                                   predictor_options)
+from ..inference.predictor import (UNAVAILABLE, Predictor, add_checkpoint_option, add_image_options,
+                                   checkpoint_or_shipped, predictor_options)
 from ..inference.tables import records_csv, records_table, timeline_csv, timeline_table
 
 
@@ -141,8 +141,8 @@ def _predict_video(args) -> int:
     except video.UnreadableVideo as e:
         return fail(str(e))
     with reader:
-        predictor = Predictor.from_checkpoint(checkpoint_or_shipped(args.checkpoint), tta=args.tta, batch_size=args.batch_size,
-                                              **predictor_options(args))
+        predictor = Predictor.from_checkpoint(checkpoint_or_shipped(args.checkpoint), tta=args.tta,
+                                              batch_size=args.batch_size, **predictor_options(args))
         if predictor.detection == UNAVAILABLE:
             print(f"note: {faces.unavailable_reason()}; classifying whole frames", file=sys.stderr)
         note = kind_note(predictor.trained_on, {"synthetic": False, "channels": predictor.channels_seen(3)},
@@ -178,15 +178,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     inputs = collect_inputs(args.paths)
     if args.annotate and len(inputs) != 1:
         return fail(f"--annotate draws on one image, but the paths name {len(inputs)}")
-    predictor = Predictor.from_checkpoint(checkpoint_or_shipped(args.checkpoint), tta=args.tta, batch_size=args.batch_size,
-                                          **predictor_options(args))
+    predictor = Predictor.from_checkpoint(checkpoint_or_shipped(args.checkpoint), tta=args.tta,
+                                          batch_size=args.batch_size, **predictor_options(args))
     if predictor.detection == UNAVAILABLE:
         print(f"note: {faces.unavailable_reason()}; classifying whole images", file=sys.stderr)
     records, kept, channels = _predict_files(predictor, inputs, args)
     # photos are real faces, "colour" if any is, as the model sees them: one turned gray as its training
     # images were is used as in training, and is no news
-    note = kind_note(predictor.trained_on, {"synthetic": False, "channels": predictor.channels_seen(max(channels, default=None))},
-                     what="these images")
+    seen = predictor.channels_seen(max(channels, default=None))
+    note = kind_note(predictor.trained_on, {"synthetic": False, "channels": seen}, what="these images")
     if note:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
