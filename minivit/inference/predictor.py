@@ -81,15 +81,15 @@ def resolve_checkpoint(checkpoint) -> Path | str:
     """
     from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry, shipped_file
 
-    entry = manifest_entry(str(checkpoint)) if isinstance(checkpoint, str) else None
-    if entry is not None and entry.get("shipped") and not Path(checkpoint).expanduser().exists():
+    source = str(checkpoint)
+    entry = manifest_entry(source)
+    if entry is not None and entry.get("shipped") and not Path(source).expanduser().exists():
         return shipped_file(entry)  # the model in weights/: a local file, its stored classes and provenance read too
     weights, _ = RunFolder.of_checkpoint(checkpoint)
     path = Path(weights).expanduser()
     if path.exists():
         return path
-    source = str(checkpoint)
-    if manifest_entry(source) is None and not could_be_repo_id(source) and looks_like_a_path(source):
+    if entry is None and not could_be_repo_id(source) and looks_like_a_path(source):
         raise CheckpointError(f"{checkpoint}: no such file or folder")
     return source
 

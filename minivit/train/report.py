@@ -308,8 +308,6 @@ class EpochProgress:
             self.show(i, *sums.tolist(), due)  # a host sync: rare by design, shared by all that are due
         if not run.forecast.announced:
             self.announce(at_least=ESTIMATE_AFTER_S)
-        if not self.bar.disable:
-            self.bar.set_postfix_str(self.postfix(), refresh=False)
         self.bar.update(1)
 
     def due(self, i: int) -> set[str]:
@@ -331,6 +329,8 @@ class EpochProgress:
             self.board_from, self.board_loss = i + 1, loss_sum
         if "bar" in due or "line" in due:
             self.stats_text = self.stats(i, loss_sum, correct)
+        if "bar" in due:  # the stats and the run's time left, drawn at the bar's next update
+            self.bar.set_postfix_str(self.postfix(), refresh=False)
         if "line" in due:
             write(f"epoch {self.epoch + 1}/{run.cfg.epochs} step {i + 1}/{run.data.steps_per_epoch}  {self.postfix()}")
 
