@@ -45,7 +45,7 @@ from minivit.evaluate.rollout import attention_rollout, last_layer_attention
 from minivit.inference.predictor import resolve_checkpoint
 from minivit.model.vit import ViT, create_model
 from minivit.train.config import TrainConfig
-from minivit.train.optim import lr_at
+from minivit.train.loop import lr_at
 from minivit.train.profiles import PROFILES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -58,16 +58,24 @@ def wait_for_lines(path: Path, n: int, proc, timeout: float = 120) -> None:
     pytest.fail(f"the run took fewer than {n} batches in {timeout}s")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_saves_the_step_and_resume_continues_bit_exactly(tmp_path, signum):
-    full, part, log = tmp_path / "full", tmp_path / "part", tmp_path / "log"
-    # the uninterrupted run, as the others in a child (the same threads); bars asked for, and --no-progress wins
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The run RUN trains when nothing stops it, in a child as the interrupted ones (the same threads): its
+    folder, which both signals' resumed runs must match bit for bit."""
+    full = tmp_path_factory.mktemp("uninterrupted") / "full"
+    # bars asked for, and --no-progress wins
     r = run_python(["-m", "minivit.train", *RUN, "--out", full], env={"MINIVIT_PROGRESS": "always"})
     assert r.returncode == 0, r.stderr[-3000:]
     # the whole-run estimate (a line, not a bar: --no-progress keeps it), then each epoch says what is left
     assert re.search(r"^speed: .* img/s; estimated: an epoch .* with its validation, the whole run \(3 epochs and "
                      r"the final report\) .*, done around \d\d:\d\d$", r.stdout, re.M), r.stdout
     assert re.search(r"^epoch   1  .*, run .* left\)$", r.stdout, re.M) and "\r" not in r.stdout + r.stderr
+    return full
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_the_step_and_resume_continues_bit_exactly(tmp_path, signum, uninterrupted):
+    full, part, log = uninterrupted, tmp_path / "part", tmp_path / "log"
     taken = random.randrange(3, STEPS - 8)  # a random step of the 48: the signal comes after this many batches
     proc = start_python(["-m", "minivit.train", *RUN, "--out", part], env={SAMPLE_LOG_ENV: str(log)})
     wait_for_lines(log / "rank0.txt", taken, proc)

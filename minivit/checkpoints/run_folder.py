@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 from ..common.errors import CheckpointError, ConfigError
-from ..common.files import TEMP_GLOB, ensure_folder, write_json
+from ..common.files import TEMP_GLOB, write_json
 from .reading import WEIGHT_FILES
 
 CONFIG = "config.json"
@@ -245,6 +245,19 @@ class RunFolder:
             raise ConfigError(f"{self.named} already holds a run; use --resume {self.named} to continue it or "
                               f"--overwrite to replace it")
 
+    def check_unchanged(self, options: dict) -> None:
+        """Refuse a --resume whose ``options`` (TrainConfig field -> value now) differ from the values this run
+        recorded in its config.json: one line naming the first that changed."""
+        saved = self.config["train"]
+        for name, now in options.items():
+            if name not in saved:
+                continue
+            was = saved[name]
+            if isinstance(now, (list, tuple)):  # JSON holds a tuple as a list
+                was, now = list(was), list(now)
+            if was != now:
+                raise ConfigError(f"--{name.replace('_', '-')} cannot change on --resume (the run used {was})")
+
     # -- writing it -----------------------------------------------------------------------------
 
     def save_weights(self, name: str, model, extra: dict) -> None:
@@ -263,9 +276,11 @@ class RunFolder:
 
         save_resume(self.path / RESUME, model, optimizer, scaler, ema, state)
 
-    def prepare(self, *, replace: bool) -> None:
-        """Make the folder ready for a run: with ``replace`` (--overwrite on a new run) the old run's files
-        removed, stale temp files of interrupted writes removed either way, the folder created."""
+    def start(self, record: dict, *, replace: bool) -> None:
+        """Make the folder ready for a run and write its config.json (``record``): with ``replace``
+        (--overwrite on a new run) the old run's files removed first, stale temp files of interrupted
+        writes removed either way; the folder is created with config.json (a file in its way is one
+        line naming it, not a traceback)."""
         if replace:
             # the old run's event files too: TensorBoard would draw both runs as one
             for path in [self.config_file, *(self.path / f for f in REPORT_FILES), *self.path.glob("*.safetensors"),
@@ -273,7 +288,7 @@ class RunFolder:
                 if path.is_file():
                     path.unlink()
         self.clean_temp_files()
-        ensure_folder(self.path)  # a file in the way is one line naming it, not a traceback
+        self.write_config(record)
 
     def clean_temp_files(self) -> int:
         """Remove the temp files that interrupted atomic writes left here; returns how many."""

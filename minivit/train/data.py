@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from ..common.console import forwarded
 from ..common.errors import ConfigError
 from ..data.prefetch import Prefetcher, gather
 from .distributed import local_leader_first, local_world_size, world_from_env
@@ -29,30 +28,17 @@ RESIDENT_CHUNK = 1024  # images per host-to-device copy when a mapped set is mov
 
 
 def run_splits(cfg, folder, main: bool, train_set=None, val_set=None, test_set=None):
-    """The run's DataSplits: the ImageSets passed to train() as given, else load_data. A resumed run must
+    """The run's DataSplits: load_data, or the ImageSets passed to train() as given. A resumed run must
     hold out the images it held out before (the split rule its RunFolder recorded: check_carve)."""
     from ..data.splits import check_carve
 
     recorded = folder.split_rule if cfg.resume else None
     if train_set is None:
-        with data_messages(cfg):  # building a decoded cache, and why: the run's own lines
-            return load_data(cfg, progress=cfg.progress and main, recorded=recorded)
+        return load_data(cfg, progress=cfg.progress and main, recorded=recorded)
     splits = given_data(cfg, train_set, val_set, test_set)
     if recorded:
         check_carve(cfg.data, recorded, splits.rule.get("val_hash"), cfg.resume)
     return splits
-
-
-@contextmanager
-def data_messages(cfg):
-    """While the data is read: the data chapter's log lines (minivit.data: why a new decoded cache is built,
-    the build itself, waiting for another process's build, skipped images) printed as the run's own lines,
-    by each machine's first process -- the one that builds (or falls back): "warning: ..." always, the
-    others with ``cfg.log``. The other processes' copies of them are dropped."""
-    rank, _, local_rank = world_from_env()
-    prefix = f"node {os.environ.get('GROUP_RANK', '?')}: " if rank != local_rank else ""  # torchrun's node rank
-    with forwarded("minivit.data", prefix=prefix if local_rank == 0 else None, info=cfg.log):
-        yield
 
 
 def load_data(cfg, progress: bool = True, recorded: dict | None = None):
@@ -114,15 +100,6 @@ def epoch_indices(n: int, count: int, epoch: int, seed: int, rank: int, world: i
     return order[: count * world][rank::world]
 
 
-def step_generators(seed: int, step: int, micro: int, rank: int, device: torch.device):
-    """(device generator, CPU generator) for one micro-batch's augmentation: a pure function of its position.
-
-    Seeding a generator is host-side work: no kernel, no sync.
-    """
-    s = (seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63)
-    return torch.Generator(device=device).manual_seed(s), torch.Generator().manual_seed(s)
-
-
 class TrainData:
     """The training set placed for the loop: on the GPU when it fits (a batch is then one index op),
     else on the host -- in memory or a memory map -- with the next batches gathered ahead by a thread
@@ -140,13 +117,13 @@ class TrainData:
                 f"{self.images_per_step * world}; use a larger dataset or a smaller batch")
         self.steps_per_epoch = self.size // world // self.images_per_step
         self.device, self.prefetch, self.ids = device, cfg.prefetch, train_set.ids
+        self.sample_weights, self.class_weights = balance_weights(train_set, cfg.balance, device)
         images, targets = train_set.images, train_set.targets
         self.on_device = cfg.data_on_device == "yes" or (
             cfg.data_on_device == "auto" and device.type == "cuda" and images.numel() < 2**31)
         if self.on_device:  # the whole uint8 set on the GPU: no host transfer per step at all
             images, targets = resident(images, device), targets.to(device)
         self.images, self.targets = images, targets
-        self.sample_weights, self.class_weights = balance_weights(train_set, cfg.balance, device)
 
     def epoch_order(self, epoch: int, seed: int, rank: int, world: int) -> torch.Tensor:
         """This rank's sample indices for an epoch, where the images live (a per-step idx.to(device)

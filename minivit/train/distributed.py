@@ -30,6 +30,16 @@ def local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
+def machine_prefix() -> str | None:
+    """How this process starts the lines it says for its whole machine (a decoded cache built, images
+    skipped): "" without torchrun or on one machine, "node N: " (torchrun's node rank) on several; None for
+    every process but its machine's first, whose copies of those lines are dropped."""
+    rank, _, local_rank = world_from_env()
+    if local_rank != 0:
+        return None
+    return f"node {os.environ.get('GROUP_RANK', '?')}: " if rank != local_rank else ""
+
+
 def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
     """(rank, world_size, device). Under torchrun, joins the process group from its env vars.
 

@@ -17,17 +17,17 @@ waits for the GPU: loss and accuracy add up on the device and are read every few
 
 from __future__ import annotations
 
+import math
 import time
+from contextlib import nullcontext
 
 import torch
 
 from ..checkpoints.run_folder import BEST, LAST
 from ..data.augment import mix_batch, one_hot, train_transform
 from .config import TrainConfig
-from .data import step_generators
 from .distributed import all_reduce_sum, barrier, no_sync
 from .interrupt import SAVE, Interrupt, stop_signal
-from .optim import lr_at, set_lr
 from .report import EpochProgress, close_board, final_report, record_epoch, start_report, validate
 from .setup import Run, setup_run
 
@@ -41,13 +41,12 @@ def train(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> dict
     a test split, on it (``test_*``), the run folder, and ``train_img_per_s``: the loop's steady-state
     training throughput (first steps of each epoch and validation excluded).
     """
+    cfg.validate()  # every option, before anything is set up
     run = setup_run(cfg, train_set, val_set, test_set)
     try:
         # from here Ctrl-C and SIGTERM stop the run after the step it is in, its resume point saved
         with Interrupt(run.main, run.world, cfg.save_every_minutes) as run.interrupt:
-            if run.main:
-                run.folder.prepare(replace=cfg.overwrite and not cfg.resume)
-                start_report(run)
+            start_report(run)
             for epoch in range(run.state["epoch"], cfg.epochs):
                 sums = train_one_epoch(run, epoch)
                 if run.interrupted:
@@ -73,21 +72,22 @@ def train_one_epoch(run: Run, epoch: int) -> torch.Tensor:
     with run.data.epoch(epoch, cfg.seed, run.rank, run.world, start=first * cfg.accum_steps) as batches:
         for i in range(first, steps):
             train_step(run, batches, sums)
-            progress.step(i, sums)
-            if not keep_going(run, epoch, i, sums):
+            if not keep_going(run, progress, epoch, i, sums):
                 break
     progress.close()
     return sums
 
 
-def keep_going(run: Run, epoch: int, i: int, sums: torch.Tensor) -> bool:
+def keep_going(run: Run, progress: EpochProgress, epoch: int, i: int, sums: torch.Tensor) -> bool:
     """After step ``i`` of the epoch: write the resume point where one is due (--ckpt-every, the save timer,
-    a signal), then say whether the run goes on. Every process decides alike, at the same step."""
+    a signal), show the progress, then say whether the run goes on. Every process decides alike, at the
+    same step."""
     cfg, vote = run.cfg, run.interrupt.after_step()  # 0, SAVE, or the signal that stops the run
     stop = stop_signal(vote)  # "SIGINT", "SIGTERM" or None
     if stop or ((vote == SAVE or cfg.ckpt_every and run.step % cfg.ckpt_every == 0)
                 and i < run.data.steps_per_epoch - 1):  # (at the epoch's last step end_of_epoch saves)
         save_resume_point(run, epoch, sums)
+    progress.step(i, sums)
     # --stop-after: a simulated crash, unsaved: no end-of-epoch work, no final report
     run.stopped = stop or ("--stop-after" if cfg.stop_after and run.step >= cfg.stop_after else None)
     return run.stopped is None
@@ -105,7 +105,8 @@ def train_step(run: Run, batches, sums: torch.Tensor) -> None:
                          generator=cpu_gen)  # (B, in_chans, S, S), (B, K)
         # DDP: all-reduce the gradients only on the last micro-step of an accumulation.
         with no_sync(run.net, skip=micro < accum - 1):
-            with run.autocast():
+            # bf16/fp16 autocast for the forward pass (weights and optimiser state stay fp32)
+            with torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype else nullcontext():
                 logits = run.net(x)  # (B, K)
                 loss = soft_cross_entropy(logits, y, run.data.class_weights)
             run.scaler.scale(loss / accum).backward()
@@ -121,6 +122,34 @@ def train_step(run: Run, batches, sums: torch.Tensor) -> None:
     if run.ema is not None:
         run.ema.update(run.model)
     run.state["step"] += 1
+
+
+def step_generators(seed: int, step: int, micro: int, rank: int, device: torch.device):
+    """(device generator, CPU generator) for one micro-batch's augmentation: a pure function of its position,
+    so a resumed run (and either data path) augments exactly as an uninterrupted one.
+
+    Seeding a generator is host-side work: no kernel, no sync.
+    """
+    s = (seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63)
+    return torch.Generator(device=device).manual_seed(s), torch.Generator().manual_seed(s)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float) -> float:
+    """Linear warmup to base_lr over warmup_steps, then cosine decay to min_lr at total_steps.
+
+    >>> [round(lr_at(s, total_steps=10, warmup_steps=2, base_lr=1.0, min_lr=0.0), 3) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's LR into every group, times the group's layer-decay scale (Python floats: no kernels)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None):
@@ -147,14 +176,14 @@ def end_of_epoch(run: Run, epoch: int, sums: torch.Tensor) -> None:
                seconds=round(time.time() - run.t_start, 1))
     if run.main:
         metric = run.cfg.best_metric
-        val = validate(run, run.model)
-        row.update(val_loss=val["loss"], val_acc=val["accuracy"], val_macro_f1=val["macro_f1"])
-        score, scored_model = val[metric], run.model
-        if run.ema is not None:  # the EMA is what gets kept, so it is what gets scored
-            val_ema = validate(run, run.ema.module)
-            row.update(val_ema_loss=val_ema["loss"], val_ema_acc=val_ema["accuracy"],
-                       val_ema_macro_f1=val_ema["macro_f1"])
-            score, scored_model = val_ema[metric], run.ema.module
+        # the model, and the EMA where there is one: the EMA is what gets kept, so it is what gets scored
+        scored = {"val": run.model, **({"val_ema": run.ema.module} if run.ema is not None else {})}
+        results = {prefix: validate(run, model) for prefix, model in scored.items()}
+        for prefix, val in results.items():
+            row.update({f"{prefix}_loss": val["loss"], f"{prefix}_acc": val["accuracy"],
+                        f"{prefix}_macro_f1": val["macro_f1"]})
+        kept = list(scored)[-1]
+        score, scored_model = results[kept][metric], scored[kept]
         row.update(run.clock.epoch_row())  # epoch_seconds, img_per_s
         record_epoch(run, row)
         save_epoch_weights(run, epoch + 1, score, scored_model, metric)
@@ -193,5 +222,5 @@ def save_epoch_weights(run: Run, epoch: int, score: float, scored_model, metric:
     run.folder.save_weights(LAST, run.ema.module if run.ema else run.model, {"epoch": epoch, **about})
 
 
-__all__ = ["train", "train_one_epoch", "keep_going", "train_step", "end_of_epoch", "soft_cross_entropy", "accumulate",
-           "save_resume_point", "save_epoch_weights"]
+__all__ = ["train", "train_one_epoch", "keep_going", "train_step", "step_generators", "lr_at", "set_lr", "end_of_epoch",
+           "soft_cross_entropy", "accumulate", "save_resume_point", "save_epoch_weights"]

@@ -1,13 +1,9 @@
-"""The optimiser side of training: which weights decay, layer-wise LR decay, the schedule, the EMA.
-
-    >>> [round(lr_at(s, total_steps=10, warmup_steps=2, base_lr=1.0, min_lr=0.0), 3) for s in (0, 1, 2, 6, 10)]
-    [0.5, 1.0, 1.0, 0.5, 0.0]
-"""
+"""The optimiser side of training: which weights decay, layer-wise LR decay, the EMA. (The LR schedule
+is part of the step: minivit/train/loop.py.)"""
 
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 
@@ -66,20 +62,6 @@ def build_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     # The fused kernel updates all parameters in one launch: a free speed-up on CUDA.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float) -> float:
-    """Linear warmup to base_lr over warmup_steps, then cosine decay to min_lr at total_steps."""
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """The schedule's LR into every group, times the group's layer-decay scale (Python floats: no kernels)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_scale"]
 
 
 class EMA:

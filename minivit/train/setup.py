@@ -1,7 +1,10 @@
 """Setting up a run: processes and device, data, model, optimiser, EMA, and the saved state when resuming.
 
 ``setup_run(cfg)`` returns a ``Run``: everything the loop needs, in one object, so that the loop
-itself (minivit/train/loop.py) reads as the training algorithm and nothing else.
+itself (minivit/train/loop.py) reads as the training algorithm and nothing else. It goes in the order a
+failure should be found: ``plan_run`` checks the run folder, the resume point, the model and the
+augmentation before any process waits for another or the data is decoded; then the processes and the
+device, the data, the model (seeded), DDP, the optimiser and the EMA, and a new run's folder name.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry
 from ..checkpoints.resume import restore
 from ..checkpoints.run_folder import RunFolder
+from ..common.console import forwarded
 from ..common.device import resolve_precision
 from ..common.errors import ConfigError
 from ..data.augment import AugmentConfig, augment_config
@@ -26,9 +30,9 @@ from ..data.provenance import trained_on
 from ..model.config import ViTConfig, config_from_name
 from ..model.speed import channels_last
 from ..model.vit import ViT
-from .config import TrainConfig, check_resume_options
+from .config import TrainConfig
 from .data import TrainData, run_splits
-from .distributed import broadcast_string, setup_distributed, wrap_ddp
+from .distributed import broadcast_string, machine_prefix, setup_distributed, wrap_ddp
 from .optim import EMA, build_optimizer
 from .report import Clock, Forecast
 
@@ -79,7 +83,7 @@ class Run:
 
     @cached_property
     def forecast(self) -> Forecast:
-        """How long the run has left (minivit/train/progress.py)."""
+        """How long the run has left (minivit/train/report.py)."""
         return Forecast(self)
 
     @property
@@ -90,10 +94,6 @@ class Run:
     def out(self) -> Path:
         return self.folder.path
 
-    def autocast(self):
-        """bf16/fp16 autocast for the forward pass (weights and optimiser state stay fp32)."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-
 
 def seed_everything(seed: int) -> None:
     """Seed every RNG the model draws from (init, dropout, drop-path); ranks pass different seeds."""
@@ -102,18 +102,52 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def plan_model(cfg: TrainConfig, resume_config: ViTConfig | None = None) -> ViTConfig | None:
-    """The model's config as far as it is known before the data is read, checked now (a bad name, size or
-    stem is one line before the data is decoded): the resumed run's, or the named model with
-    cfg.model_overrides (its head follows the data's classes later). None for --weights: the checkpoint
-    decides its architecture, and here it is only checked that it can be found."""
-    if resume_config is not None:
-        return resume_config
-    if cfg.weights not in ("none", "", None):
-        check_weights(cfg.weights)
-        return None
-    return config_from_name(cfg.model, **{"image_size": cfg.image_size, "drop_path": cfg.drop_path,
-                                          **cfg.model_overrides})
+def plan_run(cfg: TrainConfig) -> tuple[RunFolder | None, tuple | None, ViTConfig | None, AugmentConfig]:
+    """What a run will be, checked before any process waits for another (so that a refusal ends every rank
+    at once) and before the data is decoded: (its folder, the resume point it continues from, the model's
+    config as far as it is known now, the augmentation).
+
+    The folder is --resume's run (its resume point read, its optimiser options unchanged) or --out, which
+    must hold no run unless --overwrite; None for a new run without --out, whose name is chosen when the
+    processes are up (setup_run). The model's config is the resume point's, or the named model with
+    cfg.model_overrides (its head follows the data's classes later); None for --weights, where the
+    checkpoint decides and here it is only checked that it can be found. The augmentation's channels are
+    the model's, set once it is built.
+    """
+    fixed = fixed_on_resume(cfg)
+    aug = augment_config(cfg.image_size, 3, cfg.augment)
+    if cfg.resume:
+        folder = RunFolder.of_resume(cfg.resume)
+        resume = folder.load_resume()  # its one-line error now, not after the dataset has been decoded
+        if cfg.out is not None and not folder.is_at(cfg.out):
+            raise ConfigError(f"--out {cfg.out}: a resumed run continues in its own folder {folder.path}; "
+                              "--out and --overwrite do not apply with --resume")
+        if folder.config_file.is_file():  # a resume file outside its run folder: restore() still refuses a misfit
+            folder.check_unchanged(fixed)
+        return folder, resume, resume[0], aug
+    folder = RunFolder(cfg.out) if cfg.out is not None else None
+    if folder is not None:
+        folder.check_new_run(overwrite=cfg.overwrite)
+    weights = cfg.weights
+    if weights not in ("none", "", None):  # a local file or folder, a manifest name or a Hugging Face repo id
+        if not (Path(weights).expanduser().exists() or manifest_entry(weights) is not None
+                or could_be_repo_id(weights)):
+            raise ConfigError(f"--weights {weights}: no such file or folder" if looks_like_a_path(weights) else
+                              f"--weights {weights}: neither a file, a manifest name (python -m minivit.hub list) "
+                              "nor a Hugging Face repo id")
+        return folder, None, None, aug
+    planned = config_from_name(cfg.model, **{"image_size": cfg.image_size, "drop_path": cfg.drop_path,
+                                             **cfg.model_overrides})
+    return folder, None, planned, aug
+
+
+def fixed_on_resume(cfg: TrainConfig) -> dict:
+    """The options a resumed run cannot change, with their values in ``cfg``: the saved optimiser state was
+    built for them (another optimiser or layer decay does not load; a new weight decay, momentum or betas
+    would be silently replaced by the saved param groups), and the batch shapes the data order."""
+    names = ["optimizer", "layer_decay", "weight_decay", "batch_size", "accum_steps"]
+    names.append("momentum" if cfg.optimizer == "sgd" else "betas")  # the one the optimiser uses
+    return {name: getattr(cfg, name) for name in names}
 
 
 def build_model(cfg: TrainConfig, num_classes: int, planned: ViTConfig | None, resumed: bool = False) -> ViT:
@@ -130,77 +164,41 @@ def build_model(cfg: TrainConfig, num_classes: int, planned: ViTConfig | None, r
     return ViT(planned.replace(num_classes=num_classes))
 
 
-def check_weights(weights: str) -> None:
-    """--weights must be a local file or folder, a manifest name or a Hugging Face repo id (fetched later)."""
-    from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry
-
-    if Path(weights).expanduser().exists() or manifest_entry(weights) is not None or could_be_repo_id(weights):
-        return
-    if looks_like_a_path(weights):
-        raise ConfigError(f"--weights {weights}: no such file or folder")
-    raise ConfigError(f"--weights {weights}: neither a file, a manifest name (python -m minivit.hub list) "
-                      "nor a Hugging Face repo id")
-
-
-def open_run_folder(cfg: TrainConfig) -> tuple[RunFolder | None, tuple | None]:
-    """(the run's folder, the resume point it continues from or None), checked before any process waits for
-    another, so that a refusal ends every rank at once: --resume's run (its resume point read, its
-    optimiser options unchanged), or --out, which must hold no run unless --overwrite. No folder yet for a
-    new run without --out: its name is chosen when the processes are up (name_new_folder)."""
-    if not cfg.resume:
-        folder = RunFolder(cfg.out) if cfg.out is not None else None
-        if folder is not None:
-            folder.check_new_run(overwrite=cfg.overwrite)
-        return folder, None
-    folder = RunFolder.of_resume(cfg.resume)
-    resume = folder.load_resume()  # its one-line error now, not after the dataset has been decoded
-    if cfg.out is not None and not folder.is_at(cfg.out):
-        raise ConfigError(f"--out {cfg.out}: a resumed run continues in its own folder {folder.path}; "
-                          "--out and --overwrite do not apply with --resume")
-    if folder.config_file.is_file():  # a resume file outside its run folder: restore() still refuses a misfit
-        check_resume_options(cfg, folder.train_fields)
-    return folder, resume
-
-
-def name_new_folder(cfg: TrainConfig, device: torch.device) -> RunFolder:
-    """A new timestamped run folder (RunFolder.new), named by rank 0: every rank writes the same name."""
-    return RunFolder(broadcast_string(str(RunFolder.new(cfg.data).path), device))
-
-
 def compile_wanted(cfg: TrainConfig, device: torch.device) -> bool:
     """--compile auto: on CUDA only, where fused kernels pay back the compile time; never on the CPU."""
     return cfg.compile == "yes" or (cfg.compile == "auto" and device.type == "cuda")
 
 
 def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> Run:
-    """Everything a run needs, restored from cfg.resume when given. Options are checked first: the run
-    folder, the model's config and the augmentation, before the data is decoded."""
-    cfg.validate()
-    folder, resume = open_run_folder(cfg)
+    """Everything a run needs, restored from cfg.resume when given, for a validated ``cfg``. The run folder,
+    the model's config and the augmentation are checked first, before the data is decoded."""
+    folder, resume, planned, aug = plan_run(cfg)
     rank, world, device = setup_distributed(cfg.device)
     precision, amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
-    seed_everything(cfg.seed + rank)  # ranks differ so their dropout masks differ
-    planned = plan_model(cfg, resume[0] if resume else None)
-    # the channels pick the normalisation: the planned model's; a checkpoint's are known once it is read
-    aug = augment_config(cfg.image_size, planned.in_chans if planned else 3, cfg.augment)
-    splits = run_splits(cfg, folder, rank == 0, train_set, val_set, test_set)
+    # the data chapter's lines (a decoded cache built, and why; skipped images) as the run's own, once a machine
+    with forwarded("minivit.data", prefix=machine_prefix(), info=cfg.log):
+        splits = run_splits(cfg, folder, rank == 0, train_set, val_set, test_set)
+    provenance = trained_on(splits.train, cfg.data if splits.rule["val"] != "given" else splits.train.source,
+                            splits.rule)
     data = TrainData(splits.train, cfg, device, world)
+    seed_everything(cfg.seed + rank)  # the initial weights and every dropout mask; ranks differ in their masks
     model = build_model(cfg, len(splits.train.classes), planned, resumed=resume is not None).to(device).train()
     if device.type == "cpu" and model.config.stem == "conv":
         channels_last(model)  # oneDNN's convolutions run NHWC: measured faster on the CPU (minivit/model/speed.py)
-    if model.config.in_chans != aug.channels:  # a pretrained checkpoint decided its own channels
-        aug = dataclasses.replace(aug, channels=model.config.in_chans)
+    aug = dataclasses.replace(aug, channels=model.config.in_chans)  # the channels pick the normalisation
+    net = wrap_ddp(model, device, world)  # from here every rank holds rank 0's initial weights
     optimizer = build_optimizer(model, cfg, device)
-    net = wrap_ddp(model, device, world)
-    run = Run(cfg=cfg, rank=rank, world=world, device=device, folder=folder or name_new_folder(cfg, device),
-              precision=precision, amp_dtype=amp_dtype, train_set=splits.train, val_set=splits.val,
-              test_set=splits.test, split_rule=splits.rule, data=data, aug=aug, model=model,
-              trained_on=trained_on(splits.train, cfg.data if splits.rule["val"] != "given" else splits.train.source,
-                                    splits.rule),
+    ema = EMA(model, cfg.ema) if cfg.ema else None
+    if folder is None:  # a new run without --out: rank 0 names its timestamped folder, every rank takes that name
+        name = broadcast_string(str(RunFolder.new(cfg.data).path), device)
+        folder = RunFolder(name)
+    run = Run(cfg=cfg, rank=rank, world=world, device=device, folder=folder, precision=precision,
+              amp_dtype=amp_dtype, train_set=splits.train, val_set=splits.val, test_set=splits.test,
+              split_rule=splits.rule, trained_on=provenance, data=data, aug=aug, model=model,
               net=torch.compile(net) if compile_wanted(cfg, device) else net, optimizer=optimizer,
-              scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
-              ema=EMA(model, cfg.ema) if cfg.ema else None, total_steps=data.steps_per_epoch * cfg.epochs,
-              warmup_steps=round(cfg.warmup_epochs * data.steps_per_epoch), lr=cfg.lr)
+              scaler=torch.amp.GradScaler(device.type, enabled=use_scaler), ema=ema,
+              total_steps=data.steps_per_epoch * cfg.epochs, warmup_steps=round(cfg.warmup_epochs * data.steps_per_epoch),
+              lr=cfg.lr)
     if resume:
         restore_run(run, *resume[1:])
     return run
