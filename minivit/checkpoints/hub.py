@@ -161,6 +161,9 @@ def _unknown_message(source: str) -> str:
 
 # ----------------------------------------------------------------------------- resolve
 
+_shipped_digests: dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of the shipped files checked so far
+
+
 def shipped_file(entry: dict) -> Path:
     """The file of a model shipped in the repository's weights/ folder (``"shipped": true``), checked against
     its manifest sha256: nothing to download, and a damaged or missing file says so in one line.
@@ -181,9 +184,6 @@ def shipped_file(entry: dict) -> Path:
                             f"{path.relative_to(REPO_ROOT)}`)")
     _shipped_digests[key] = digest
     return path
-
-
-_shipped_digests: dict[tuple, str] = {}
 
 
 def _env_true(name: str) -> bool:

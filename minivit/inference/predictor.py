@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints.hub import SHIPPED_MODEL
+from ..checkpoints.hub import SHIPPED_MODEL, could_be_repo_id, looks_like_a_path, manifest_entry, shipped_file
 from ..checkpoints.run_folder import RunFolder
 from ..common.cli import integer
 from ..common.device import DEVICES, pick_device, resolve_precision
@@ -79,8 +79,6 @@ def resolve_checkpoint(checkpoint) -> Path | str:
     Traceback (most recent call last):
     minivit.common.errors.CheckpointError: no/such/run.safetensors: no such file or folder
     """
-    from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry, shipped_file
-
     source = str(checkpoint)
     entry = manifest_entry(source)
     if entry is not None and entry.get("shipped") and not Path(source).expanduser().exists():
@@ -179,7 +177,8 @@ class Predictor:
     """A trained model plus its preprocessing and face detection: images in, plain data out.
 
     ``Predictor()`` with no model uses the model minivit ships (``"minivit-fer"``, weights/README.md);
-    ``Predictor.from_checkpoint(path)`` another one.
+    ``Predictor.from_checkpoint(path)`` another one. ``source``: the file the model was read from
+    (load_model's third value): its stored grayscale flag and provenance are used.
 
     ``detect_faces``: True (needs the ``faces`` extra), False (classify whole images) or "auto"
     (detect when OpenCV is installed). An image no larger than FACE_SIZED_FACTOR (2) times the
@@ -193,12 +192,10 @@ class Predictor:
     """
 
     def __init__(self, model=None, classes=None, *, device="auto", detect_faces="auto", tta: bool = False,
-                 grayscale: bool | None = None, batch_size: int = 64, max_pixels: int = MAX_PIXELS):
-        trained_on, source = None, None
+                 grayscale: bool | None = None, batch_size: int = 64, max_pixels: int = MAX_PIXELS, source=None):
         if model is None:  # the model minivit ships (weights/README.md): Predictor() works with no training
             model, classes, source = load_model(SHIPPED_MODEL)
-            trained_on = read_trained_on(source)
-        if grayscale is None:  # not chosen: do what the training data did
+        if grayscale is None:  # not chosen: do what the training data did, as ``source`` recorded it
             grayscale = trained_on_grayscale(source)
         config = model.config
         if not config.num_classes:
@@ -217,7 +214,8 @@ class Predictor:
         self.aug = AugmentConfig(image_size=config.image_size, channels=config.in_chans)
         _, self.autocast_dtype, _ = resolve_precision("auto", self.device)  # as evaluate_checkpoint does
         self.tta, self.grayscale, self.batch_size, self.max_pixels = tta, grayscale, batch_size, max_pixels
-        self.trained_on = trained_on  # what the checkpoint says it was trained on (from_checkpoint), for provenance notes
+        # what the checkpoint says it was trained on, for provenance notes (None without a minivit checkpoint)
+        self.trained_on = read_trained_on(source) if source is not None else None
         self._lock = threading.Lock()
 
     @classmethod
@@ -227,11 +225,7 @@ class Predictor:
         Keyword arguments are Predictor's (device, detect_faces, tta, grayscale, batch_size, max_pixels).
         """
         model, classes, source = load_model(checkpoint)
-        if kwargs.get("grayscale") is None:  # not chosen: do what the training data did
-            kwargs["grayscale"] = trained_on_grayscale(source)
-        predictor = cls(model, classes, **kwargs)
-        predictor.trained_on = read_trained_on(source)
-        return predictor
+        return cls(model, classes, source=source, **kwargs)
 
     def predict(self, images, names=None):
         """One image (PIL, numpy (H, W) / (H, W, C) uint8 or float in [0, 1], torch (C, H, W) / (H, W),
@@ -336,8 +330,6 @@ def checkpoint_or_shipped(checkpoint: str | None) -> str:
 
 def shipped_model_line() -> str:
     """One line naming the shipped model and what it is, from its manifest entry."""
-    from ..checkpoints.hub import manifest_entry
-
     entry = manifest_entry(SHIPPED_MODEL)
     return f"model: {entry['name']}, shipped with minivit: {entry['summary']} (weights/README.md; --checkpoint for another)"
 
@@ -362,5 +354,7 @@ def predictor_options(args) -> dict:
                 max_pixels=args.max_pixels)
 
 
-__all__ = ["add_checkpoint_option", "checkpoint_or_shipped", "shipped_model_line", "add_image_options", "predictor_options", "Predictor", "FacePrediction", "ImageResult", "load_model",
-           "resolve_checkpoint", "default_classes", "trained_on_grayscale", "DETECTED", "NO_FACE", "FACE_SIZED", "OFF", "UNAVAILABLE", "FACE_SIZED_FACTOR"]
+__all__ = ["add_checkpoint_option", "checkpoint_or_shipped", "shipped_model_line", "add_image_options",
+           "predictor_options", "Predictor", "FacePrediction", "ImageResult", "load_model", "resolve_checkpoint",
+           "default_classes", "trained_on_grayscale", "DETECTED", "NO_FACE", "FACE_SIZED", "OFF", "UNAVAILABLE",
+           "FACE_SIZED_FACTOR"]

@@ -159,10 +159,10 @@ def start_report(run) -> None:
     run.folder.start(record, replace=cfg.overwrite and not cfg.resume)
     if cfg.tensorboard:  # resumed: what the interrupted process logged after the resume point is purged
         run.board = Board(run.out, purge_step=run.step + 1 if cfg.resume else None)
-    for line in lines if cfg.log else ():
-        write(line)
+    for line in lines:
+        log(run, line)
     for message in warnings:
-        write(f"warning: {message}", file=sys.stderr)
+        warn(run, message)
 
 
 def settings_warnings(run) -> list[str]:

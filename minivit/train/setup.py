@@ -114,7 +114,6 @@ def plan_run(cfg: TrainConfig) -> tuple[RunFolder | None, tuple | None, ViTConfi
     checkpoint decides and here it is only checked that it can be found. The augmentation's channels are
     the model's, set once it is built.
     """
-    fixed = fixed_on_resume(cfg)
     aug = augment_config(cfg.image_size, 3, cfg.augment)
     if cfg.resume:
         folder = RunFolder.of_resume(cfg.resume)
@@ -123,7 +122,7 @@ def plan_run(cfg: TrainConfig) -> tuple[RunFolder | None, tuple | None, ViTConfi
             raise ConfigError(f"--out {cfg.out}: a resumed run continues in its own folder {folder.path}; "
                               "--out and --overwrite do not apply with --resume")
         if folder.config_file.is_file():  # a resume file outside its run folder: restore() still refuses a misfit
-            folder.check_unchanged(fixed)
+            folder.check_unchanged(fixed_on_resume(cfg))
         return folder, resume, resume[0], aug
     folder = RunFolder(cfg.out) if cfg.out is not None else None
     if folder is not None:
