@@ -14,6 +14,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MINIVIT_SHARED", REPO.parent / "shared"))
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (README's test command: ``-n 2``), the workers share the machine's cores: each
+    computes with its share of them, as the processes the tests start do (OMP_NUM_THREADS=1,
+    tests/processes.py). Two workers each running two threads on two cores would wait on each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

@@ -593,7 +593,7 @@ def resume_without_resume_file(tmp, fx):
 
 @case("resume", "train")
 def resume_file_truncated(tmp, fx):
-    from minivit.checkpoints.resume import save_resume
+    from minivit.checkpoints.run_folder import save_resume
     model = tiny_model(7)
     save_resume(tmp / "full.safetensors", model, torch.optim.AdamW(model.parameters()), None, None,
                 {"epoch": 0, "step": 1})

@@ -5,6 +5,7 @@ import argparse
 import csv
 import importlib
 import importlib.metadata
+import io
 import json
 import os
 import subprocess
@@ -440,3 +441,28 @@ def test_evaluate_and_predict_write_no_bars_into_a_redirected_log(logged_run, tm
         del ENV["MINIVIT_PROGRESS"]
     # (text=True reads the bar's carriage returns as newlines: the bar is its count reaching 12 of 12)
     assert code == 0 and "predict: 100%" in err and "12/12" in err
+
+
+def test_a_printed_line_goes_out_in_one_write():
+    """Under torchrun the ranks share one pipe, and Python may be unbuffered (PYTHONUNBUFFERED): a line written
+    as its text and then its newline lets another rank's line in between ("...--resume runrank 1: ...").
+    console.write hands the stream the whole line, newline included, at once, and flushes it."""
+    from minivit.common.console import write
+
+    class Recorder(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.writes, self.flushes = [], 0
+
+        def write(self, text):
+            if text:
+                self.writes.append(text)
+            return super().write(text)
+
+        def flush(self):
+            self.flushes += 1
+
+    stream = Recorder()
+    write("stopped after 3 steps; continue with --resume run", file=stream)
+    assert stream.writes == ["stopped after 3 steps; continue with --resume run\n"]
+    assert stream.flushes >= 1

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 from minivit.checkpoints import RunFolder
-from minivit.checkpoints.resume import load_resume
+from minivit.checkpoints.run_folder import load_resume
 from minivit.common.errors import Interrupted
 from minivit.train import TrainConfig, train
 from minivit.train.data import SAMPLE_LOG_ENV

@@ -348,7 +348,7 @@ def test_resume_refuses_changed_momentum_and_betas(tmp_path, saved, changed, mes
 
 def test_optimiser_state_that_does_not_fit_is_a_checkpoint_error(tmp_path):
     from minivit import ViT, ViTConfig
-    from minivit.checkpoints.resume import load_resume, restore, save_resume
+    from minivit.checkpoints.run_folder import load_resume, restore, save_resume
     from minivit.common.errors import CheckpointError
     from minivit.train import param_groups
 
@@ -539,13 +539,19 @@ def test_the_profile_is_said_recorded_and_repeated_on_another_machine(tmp_path, 
     assert build_config(parse_args(["--data", str(data), *flags]))[0].profile == "gpu"  # auto, on that machine
 
 
-def test_an_older_runs_config_without_the_new_fields_still_resumes(tmp_path):
-    folder = RunFolder(tmp_path / "old")
-    fields = TrainConfig(data="faces/", model="S/4").to_dict()
-    del fields["profile"], fields["save_every_minutes"]  # written before either existed
-    folder.write_config({"train": fields})
-    cfg = TrainConfig.from_run(folder)
-    assert (cfg.profile, cfg.save_every_minutes) == ("gpu", 10.0)  # the recipe it got was the one now named gpu
+def test_a_runs_config_reads_back_as_written_and_nothing_is_filled_in(tmp_path):
+    """minivit has had no release, so no older config.json needs fields guessed for it: from_run gives back
+    exactly what the run wrote, and a config.json without a field is refused, naming the file and the field."""
+    cfg = TrainConfig(data="faces/", model="S/4", profile="cpu", save_every_minutes=2.5)
+    RunFolder(tmp_path / "run").write_config({"train": cfg.to_dict()})
+    assert TrainConfig.from_run(RunFolder(tmp_path / "run")) == cfg
+    fields = cfg.to_dict()
+    del fields["profile"], fields["save_every_minutes"]
+    old = RunFolder(tmp_path / "old")
+    old.write_config({"train": fields})
+    with pytest.raises(ConfigError) as refused:
+        TrainConfig.from_run(old)
+    assert str(refused.value) == f"{old.config_file}: missing TrainConfig fields: profile, save_every_minutes"
 
 
 def test_every_options_help_shows_each_profiles_default_from_the_table():

@@ -11,9 +11,9 @@
     reading.py     defensive readers (never unpickle), HTML and Git LFS sniffing, a model folder's weight files
     loading.py     load_state (file -> config + state + report), read_checkpoint, build_state
     writing.py     save_checkpoint / read_extra (minivit's own format), export to any writable layout
-    resume.py      a training run's resume.safetensors: model, EMA, optimiser state, RNGs and run state
     run_folder.py  RunFolder: a training run's folder, its files, its state (empty, started, resumable,
-                   finished), the weights it means; the one reader of a run's config.json
+                   finished), the weights it means; the one reader of a run's config.json; and the
+                   format of its resume.safetensors (model, EMA, optimiser state, RNGs and run state)
     hub.py         where checkpoints come from: the manifest, resumable downloads, the Hugging Face cache
 
 This package never imports the model: ``ViT.from_pretrained`` (minivit/model/vit.py) calls

@@ -29,6 +29,7 @@ import signal
 
 from ..checkpoints.run_folder import CONFIG, RunFolder
 from ..common.cli import ArgumentParser, command_prog, integer
+from ..common.console import write
 from ..common.errors import ConfigError, MinivitError
 from ..common.text import counted
 from ..data.synthetic import SYNTHETIC
@@ -293,14 +294,14 @@ def main(argv=None, prog: str | None = None) -> int:
         return evaluate_only(args, cfg)
     rank = world_from_env()[0]
     if rank == 0:
-        print(f"profile {cfg.profile} ({why})", flush=True)
+        write(f"profile {cfg.profile} ({why})")
     try:
         result = train(cfg)
     finally:
         cleanup_distributed()
     if rank == 0 and result["interrupted"]:
-        print(stopped_line(result, prog), flush=True)
+        write(stopped_line(result, prog))
     elif rank == 0 and result.get("val_accuracy") is not None:
-        print(done_line(result), flush=True)
+        write(done_line(result))
     stopped = result["stopped"]  # exit like a shell's command killed by the signal: 130, 143
     return 128 + signal.Signals[stopped] if stopped in ("SIGINT", "SIGTERM") else 0

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from .errors import Interrupted, MinivitError
-from .console import close_bars
+from .console import close_bars, write
 
 EXIT_BAD_INPUT = 2
 
@@ -163,7 +163,7 @@ def output_file_problem(option: str, path, *, suffix: str | None = None, overwri
 def fail(message: str) -> int:
     """Print ``error: <message>`` (first line only) to stderr, on a line of its own; return the bad-input exit code."""
     close_bars()
-    print(f"error: {str(message).strip().splitlines()[0] if str(message).strip() else 'failed'}", file=sys.stderr)
+    write(f"error: {str(message).strip().splitlines()[0] if str(message).strip() else 'failed'}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
@@ -180,7 +180,7 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
         return fail(str(e))
     except KeyboardInterrupt as e:
         close_bars()
-        print(str(e) if isinstance(e, Interrupted) else "interrupted", file=sys.stderr)
+        write(str(e) if isinstance(e, Interrupted) else "interrupted", file=sys.stderr)
         return e.exit_code if isinstance(e, Interrupted) else 128 + signal.SIGINT
 
 

@@ -7,7 +7,8 @@ never bars (a bar there is hundreds of carriage-return redraws glued into one li
 ``MINIVIT_PROGRESS=never`` draws none.
 
     bar(iterable, show=..., **tqdm_options)   a tqdm bar under this rule (tqdm's options otherwise)
-    write(line, file=None)                    a line printed above the bars, never torn by one (tqdm.write)
+    write(line, file=None)                    a line printed above the bars, never torn by one (tqdm.write),
+                                              in one write, flushed
     close_bars()                              every bar still open closed and cleared: a last line (an
                                               error, "interrupted") then starts a line of its own
     forwarded("minivit.data")                 while a block runs, a library's log records printed as the
@@ -58,8 +59,14 @@ def bar(iterable=None, *, show: bool = True, file=None, **options) -> tqdm:
 
 
 def write(line: str, file=None) -> None:
-    """Print ``line`` (to stdout, or ``file``) above any bar: the bar is cleared, the line printed, the bar redrawn."""
-    tqdm.write(line, file=file)
+    """Print ``line`` (to stdout, or ``file``) above any bar: the bar is cleared, the line printed, the bar redrawn.
+    The line and its newline go out in one write: under torchrun, where the ranks share one pipe and Python may
+    be unbuffered (PYTHONUNBUFFERED), another process's line can come between two writes, never inside one."""
+    stream = file if file is not None else sys.stdout
+    if stream is None:  # no console at all (pythonw)
+        return
+    tqdm.write(line + "\n", file=stream, end="")
+    stream.flush()  # a log redirected to a file shows the line now (tail -f), not when a buffer fills
 
 
 def close_bars() -> None:

@@ -126,7 +126,7 @@ class TrainConfig:
     def from_run(cls, run) -> "TrainConfig":
         """The TrainConfig a run folder (minivit.checkpoints.RunFolder) was started with, checked: one line
         naming its config.json otherwise."""
-        fields, where = older_run_fields(run.train_fields), str(run.config_file)
+        fields, where = run.train_fields, str(run.config_file)
         missing = sorted(cls.field_names() - set(fields))
         if missing:
             raise ConfigError(f"{where}: missing TrainConfig fields: {', '.join(missing)}")
@@ -161,18 +161,6 @@ class TrainConfig:
         if self.tensorboard and (missing := tensorboard_missing()):
             raise ConfigError(missing)  # now, not after the data is decoded
         return self
-
-
-def older_run_fields(fields: dict) -> dict:
-    """A run's TrainConfig fields, with those added after its config.json was written set as that run had
-    them: the profile it was started from, by the rule of that time (synthetic without data, finetune with
-    weights, else the recipe now named gpu), and the timed save's default."""
-    fields = dict(fields)
-    if "profile" not in fields and "data" in fields:
-        weights = fields.get("weights") not in ("none", "", None)
-        fields["profile"] = "synthetic" if fields["data"] == SYNTHETIC else "finetune" if weights else "gpu"
-    fields.setdefault("save_every_minutes", 10.0)
-    return fields
 
 
 def flag(name: str) -> str:

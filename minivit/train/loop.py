@@ -6,7 +6,7 @@ best.safetensors when the val score beats the best so far (both minivit checkpoi
 score and what the model was trained on as metadata), and resume.safetensors at the end of every epoch,
 every --ckpt-every steps, when --save-every-minutes have passed, and when Ctrl-C or SIGTERM stops the run
 after the step it is in (minivit/train/interrupt.py): everything needed to continue bit-exactly
-(minivit.checkpoints.resume).
+(minivit/checkpoints/run_folder.py).
 
 One step (``train_step``): for each micro-batch, take the next of the epoch's batches (minivit/train/data.py:
 on the device already, or prefetched from the host), augment it on the device, mix it (CutMix/MixUp) and

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry
-from ..checkpoints.resume import restore
-from ..checkpoints.run_folder import RunFolder
+from ..checkpoints.run_folder import RunFolder, restore
 from ..common.console import forwarded
 from ..common.device import resolve_precision
 from ..common.errors import ConfigError
