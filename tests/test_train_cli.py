@@ -338,12 +338,12 @@ def test_resume_refuses_changed_optimiser_options(stopped_run, tmp_path, capsys,
     (dict(betas=(0.9, 0.999)), dict(betas=(0.9, 0.95)), "--betas cannot change on --resume"),
 ])
 def test_resume_refuses_changed_momentum_and_betas(tmp_path, saved, changed, message):
-    from minivit.train.setup import fixed_on_resume
+    from minivit.train.config import check_resume_options
 
     write_config(tmp_path / "run", json.dumps({"train": TrainConfig(**saved).to_dict()}))
     with pytest.raises(ConfigError, match=message):
-        RunFolder(tmp_path / "run").check_unchanged(fixed_on_resume(TrainConfig(**changed)))
-    RunFolder(tmp_path / "run").check_unchanged(fixed_on_resume(TrainConfig(**saved)))  # unchanged: accepted
+        check_resume_options(TrainConfig(**changed), RunFolder(tmp_path / "run").train_fields)
+    check_resume_options(TrainConfig(**saved), RunFolder(tmp_path / "run").train_fields)  # unchanged: accepted
 
 
 def test_optimiser_state_that_does_not_fit_is_a_checkpoint_error(tmp_path):

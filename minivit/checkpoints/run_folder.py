@@ -253,19 +253,6 @@ class RunFolder:
             raise ConfigError(f"{self.named} already holds a run; use --resume {self.named} to continue it or "
                               f"--overwrite to replace it")
 
-    def check_unchanged(self, options: dict) -> None:
-        """Refuse a --resume whose ``options`` (TrainConfig field -> value now) differ from the values this run
-        recorded in its config.json: one line naming the first that changed."""
-        saved = self.config["train"]
-        for name, now in options.items():
-            if name not in saved:
-                continue
-            was = saved[name]
-            if isinstance(now, (list, tuple)):  # JSON holds a tuple as a list
-                was, now = list(was), list(now)
-            if was != now:
-                raise ConfigError(f"--{name.replace('_', '-')} cannot change on --resume (the run used {was})")
-
     # -- writing it -----------------------------------------------------------------------------
 
     def save_weights(self, name: str, model, extra: dict) -> None:

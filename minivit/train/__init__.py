@@ -31,7 +31,8 @@ Example (a tiny run on synthetic faces, a few seconds on a CPU):
 from .config import CHOICES, RANGES, TrainConfig
 from .data import TrainData, epoch_indices, load_data
 from .distributed import cleanup_distributed, setup_distributed
-from .loop import accumulate, end_of_epoch, lr_at, set_lr, soft_cross_entropy, step_generators, train, train_one_epoch, train_step
+from .loop import (accumulate, end_of_epoch, lr_at, set_lr, soft_cross_entropy, step_generators, train,
+                   train_one_epoch, train_step)
 from .optim import EMA, build_optimizer, layer_id, param_groups
 from .profiles import PROFILES, choose_profile, config_for
 

@@ -168,6 +168,23 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def check_resume_options(cfg: TrainConfig, saved: dict) -> None:
+    """Refuse optimiser options that differ from the resumed run's ``saved`` TrainConfig fields: the saved
+    optimiser state was built for them (another optimiser or layer decay does not load; a new weight decay,
+    momentum or betas would be silently replaced by the saved param groups), and the batch shapes the data
+    order."""
+    fixed = ["optimizer", "layer_decay", "weight_decay", "batch_size", "accum_steps"]
+    fixed.append("momentum" if saved.get("optimizer") == "sgd" else "betas")  # the one the optimiser uses
+    for name in fixed:
+        if name not in saved:
+            continue
+        was, now = saved[name], getattr(cfg, name)
+        if name == "betas":
+            was, now = list(was), list(now)
+        if was != now:
+            raise ConfigError(f"{flag(name)} cannot change on --resume (the run used {was})")
+
+
 # option -> allowed values; the CLI's choices= and validate()'s check, before anything is loaded
 CHOICES = {
     "profile": PROFILE_NAMES,

@@ -117,13 +117,13 @@ class TrainData:
                 f"{self.images_per_step * world}; use a larger dataset or a smaller batch")
         self.steps_per_epoch = self.size // world // self.images_per_step
         self.device, self.prefetch, self.ids = device, cfg.prefetch, train_set.ids
-        self.sample_weights, self.class_weights = balance_weights(train_set, cfg.balance, device)
         images, targets = train_set.images, train_set.targets
         self.on_device = cfg.data_on_device == "yes" or (
             cfg.data_on_device == "auto" and device.type == "cuda" and images.numel() < 2**31)
         if self.on_device:  # the whole uint8 set on the GPU: no host transfer per step at all
             images, targets = resident(images, device), targets.to(device)
         self.images, self.targets = images, targets
+        self.sample_weights, self.class_weights = balance_weights(train_set, cfg.balance, device)
 
     def epoch_order(self, epoch: int, seed: int, rank: int, world: int) -> torch.Tensor:
         """This rank's sample indices for an epoch, where the images live (a per-step idx.to(device)

@@ -182,7 +182,7 @@ def end_of_epoch(run: Run, epoch: int, sums: torch.Tensor) -> None:
         for prefix, val in results.items():
             row.update({f"{prefix}_loss": val["loss"], f"{prefix}_acc": val["accuracy"],
                         f"{prefix}_macro_f1": val["macro_f1"]})
-        kept = list(scored)[-1]
+        kept = "val_ema" if run.ema is not None else "val"
         score, scored_model = results[kept][metric], scored[kept]
         row.update(run.clock.epoch_row())  # epoch_seconds, img_per_s
         record_epoch(run, row)
@@ -222,5 +222,5 @@ def save_epoch_weights(run: Run, epoch: int, score: float, scored_model, metric:
     run.folder.save_weights(LAST, run.ema.module if run.ema else run.model, {"epoch": epoch, **about})
 
 
-__all__ = ["train", "train_one_epoch", "keep_going", "train_step", "step_generators", "lr_at", "set_lr", "end_of_epoch",
-           "soft_cross_entropy", "accumulate", "save_resume_point", "save_epoch_weights"]
+__all__ = ["train", "train_one_epoch", "keep_going", "train_step", "step_generators", "lr_at", "set_lr",
+           "end_of_epoch", "soft_cross_entropy", "accumulate", "save_resume_point", "save_epoch_weights"]

@@ -143,38 +143,29 @@ def start_report(run) -> None:
     if not run.main:
         return
     cfg, data = run.cfg, run.data
-    lines = [f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set):,} train / "
-             f"{counted(len(run.val_set), 'val image')}, {data.steps_per_epoch} steps/epoch x "
-             f"{counted(cfg.epochs, 'epoch')}, global batch {data.images_per_step * run.world}"]
-    if cfg.resume:
-        epoch = run.state["epoch"]  # the epoch it continues (at its end: its validation is still ahead)
-        lines.append(f"resumed after {counted(run.step - epoch * data.steps_per_epoch, 'step')} of epoch {epoch + 1} "
-                     f"({counted(run.step, 'step')} done in all)")
-    warnings = settings_warnings(run)
-    record = {"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
-              "world_size": run.world, "device": str(run.device), "data": data_section(run)}
-    model_line, storage = describe_model(run), storage_lines(run)
-    lines += split_lines(run) + storage + [model_line]
-    warnings[:0] = absent_classes({"train": run.train_set, "val": run.val_set})
-    run.folder.start(record, replace=cfg.overwrite and not cfg.resume)
+    run.folder.start({"train": cfg.to_dict(), "model": run.model.config.to_dict(), "precision": run.precision,
+                      "world_size": run.world, "device": str(run.device), "data": data_section(run)},
+                     replace=cfg.overwrite and not cfg.resume)
     if cfg.tensorboard:  # resumed: what the interrupted process logged after the resume point is purged
         run.board = Board(run.out, purge_step=run.step + 1 if cfg.resume else None)
-    for line in lines:
+    log(run, f"run {run.out}: {run.precision} on {run.device} x{run.world}, {len(run.train_set):,} train / "
+             f"{counted(len(run.val_set), 'val image')}, {data.steps_per_epoch} steps/epoch x "
+             f"{counted(cfg.epochs, 'epoch')}, global batch {data.images_per_step * run.world}")
+    if cfg.resume:
+        epoch = run.state["epoch"]  # the epoch it continues (at its end: its validation is still ahead)
+        log(run, f"resumed after {counted(run.step - epoch * data.steps_per_epoch, 'step')} of epoch {epoch + 1} "
+                 f"({counted(run.step, 'step')} done in all)")
+    for line in split_lines(run) + storage_lines(run):
         log(run, line)
-    for message in warnings:
+    log(run, describe_model(run))
+    for message in absent_classes({"train": run.train_set, "val": run.val_set}):
         warn(run, message)
-
-
-def settings_warnings(run) -> list[str]:
-    """What the settings risk: the model selected on the test split; a warmup that never ends."""
-    cfg, warnings = run.cfg, []
     if run.split_rule["val"] == "test":
-        warnings.append(f"--val-split test: best.safetensors is {OPTIMISTIC}; no figure of this run is an unbiased "
-                        f"estimate of accuracy on new images")
+        warn(run, f"--val-split test: best.safetensors is {OPTIMISTIC}; no figure of this run is an unbiased "
+                  f"estimate of accuracy on new images")
     if cfg.warmup_epochs >= cfg.epochs:
-        warnings.append(f"--warmup-epochs {cfg.warmup_epochs:g} >= --epochs {cfg.epochs}: the learning rate never "
-                        f"reaches its peak and the model may not learn (lower --warmup-epochs)")
-    return warnings
+        warn(run, f"--warmup-epochs {cfg.warmup_epochs:g} >= --epochs {cfg.epochs}: the learning rate never "
+                  f"reaches its peak and the model may not learn (lower --warmup-epochs)")
 
 
 def synchronize(device: torch.device) -> None:
@@ -386,9 +377,8 @@ def validation_transform(model: ViT):
 
 
 def validate(run, model: ViT, tta: bool = False) -> dict:
-    transform = validation_transform(model)
-    return evaluate(model, run.val_set, transform, batch_size=run.cfg.eval_batch_size, autocast_dtype=run.amp_dtype,
-                    tta=tta)
+    return evaluate(model, run.val_set, validation_transform(model), batch_size=run.cfg.eval_batch_size,
+                    autocast_dtype=run.amp_dtype, tta=tta)
 
 
 def write_history_csv(history: list[dict], path) -> None:
@@ -409,8 +399,8 @@ def record_epoch(run, row: dict) -> None:
     """history.json, history.csv, the TensorBoard epoch scalars, curves.png (at most once a minute) and the
     epoch's line (rank 0)."""
     run.state["history"].append(row)
-    write_history_csv(run.state["history"], run.folder / "history.csv")
     write_json(run.state["history"], run.folder / "history.json")
+    write_history_csv(run.state["history"], run.folder / "history.csv")
     if run.board is not None:
         run.board.epoch(row, HISTORY_COLUMNS)
     # a matplotlib figure costs ~0.3 s, a tenth of a FER epoch on a GPU: redraw once a minute, and at the end

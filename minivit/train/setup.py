@@ -29,7 +29,7 @@ from ..data.provenance import trained_on
 from ..model.config import ViTConfig, config_from_name
 from ..model.speed import channels_last
 from ..model.vit import ViT
-from .config import TrainConfig
+from .config import TrainConfig, check_resume_options
 from .data import TrainData, run_splits
 from .distributed import broadcast_string, machine_prefix, setup_distributed, wrap_ddp
 from .optim import EMA, build_optimizer
@@ -121,7 +121,7 @@ def plan_run(cfg: TrainConfig) -> tuple[RunFolder | None, tuple | None, ViTConfi
             raise ConfigError(f"--out {cfg.out}: a resumed run continues in its own folder {folder.path}; "
                               "--out and --overwrite do not apply with --resume")
         if folder.config_file.is_file():  # a resume file outside its run folder: restore() still refuses a misfit
-            folder.check_unchanged(fixed_on_resume(cfg))
+            check_resume_options(cfg, folder.train_fields)
         return folder, resume, resume[0], aug
     folder = RunFolder(cfg.out) if cfg.out is not None else None
     if folder is not None:
@@ -137,15 +137,6 @@ def plan_run(cfg: TrainConfig) -> tuple[RunFolder | None, tuple | None, ViTConfi
     planned = config_from_name(cfg.model, **{"image_size": cfg.image_size, "drop_path": cfg.drop_path,
                                              **cfg.model_overrides})
     return folder, None, planned, aug
-
-
-def fixed_on_resume(cfg: TrainConfig) -> dict:
-    """The options a resumed run cannot change, with their values in ``cfg``: the saved optimiser state was
-    built for them (another optimiser or layer decay does not load; a new weight decay, momentum or betas
-    would be silently replaced by the saved param groups), and the batch shapes the data order."""
-    names = ["optimizer", "layer_decay", "weight_decay", "batch_size", "accum_steps"]
-    names.append("momentum" if cfg.optimizer == "sgd" else "betas")  # the one the optimiser uses
-    return {name: getattr(cfg, name) for name in names}
 
 
 def build_model(cfg: TrainConfig, num_classes: int, planned: ViTConfig | None, resumed: bool = False) -> ViT:
@@ -188,15 +179,14 @@ def setup_run(cfg: TrainConfig, train_set=None, val_set=None, test_set=None) -> 
     optimizer = build_optimizer(model, cfg, device)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     if folder is None:  # a new run without --out: rank 0 names its timestamped folder, every rank takes that name
-        name = broadcast_string(str(RunFolder.new(cfg.data).path), device)
-        folder = RunFolder(name)
+        folder = RunFolder(broadcast_string(str(RunFolder.new(cfg.data).path), device))
     run = Run(cfg=cfg, rank=rank, world=world, device=device, folder=folder, precision=precision,
               amp_dtype=amp_dtype, train_set=splits.train, val_set=splits.val, test_set=splits.test,
               split_rule=splits.rule, trained_on=provenance, data=data, aug=aug, model=model,
               net=torch.compile(net) if compile_wanted(cfg, device) else net, optimizer=optimizer,
               scaler=torch.amp.GradScaler(device.type, enabled=use_scaler), ema=ema,
-              total_steps=data.steps_per_epoch * cfg.epochs, warmup_steps=round(cfg.warmup_epochs * data.steps_per_epoch),
-              lr=cfg.lr)
+              total_steps=data.steps_per_epoch * cfg.epochs,
+              warmup_steps=round(cfg.warmup_epochs * data.steps_per_epoch), lr=cfg.lr)
     if resume:
         restore_run(run, *resume[1:])
     return run
