@@ -152,6 +152,23 @@ def _close_names(source: str) -> str:
     return ", ".join(list(dict.fromkeys(spellings[c] for c in close))[:3])  # dedupe, keep order
 
 
+def source_problem(source: str) -> str | None:
+    """Why ``source`` can name no checkpoint, as ``resolve`` would say it, found without fetching anything:
+    it is no existing path, no manifest name and no 'org/name' repo id. None when it may resolve.
+
+    >>> source_problem("runs/nope.safetensors"), source_problem("google/vit-base-patch16-224")
+    ('runs/nope.safetensors: no such file or folder', None)
+    """
+    if Path(source).expanduser().exists() or manifest_entry(source) is not None or could_be_repo_id(source):
+        return None
+    return _not_found(source)
+
+
+def _not_found(source: str) -> str:
+    """The line for a source that is no path, no manifest name and no repo id."""
+    return f"{source}: no such file or folder" if looks_like_a_path(source) else _unknown_message(source)
+
+
 def _unknown_message(source: str) -> str:
     close = _close_names(source)
     hint = f"; did you mean {close}?" if close else ""
@@ -252,9 +269,7 @@ def resolve(source: str | os.PathLike, *, weights_dir: str | Path | None = None,
             hint = _close_names(source)
             raise DownloadError(f"{source}: no such file or folder, and not available as a Hugging Face repo ({e})"
                                 + (f"; or did you mean the manifest's {hint}?" if hint else "")) from e.__cause__
-    if looks_like_a_path(source):
-        raise DownloadError(f"{source}: no such file or folder")
-    raise DownloadError(_unknown_message(source))
+    raise DownloadError(_not_found(source))
 
 
 def looks_like_a_path(source: str) -> bool:

@@ -112,15 +112,6 @@ def load_model(checkpoint):
     return model, tuple(str(c) for c in classes) if classes else default_classes(n), source
 
 
-def trained_on_grayscale(source) -> bool:
-    """Whether a minivit training run stored that its images were grayscale (``grayscale_data``)."""
-    if not (isinstance(source, Path) and source.suffix == ".safetensors" and source.is_file()):
-        return False
-    from ..checkpoints.writing import read_extra
-
-    return bool((read_extra(source) or {}).get("grayscale_data", False))
-
-
 # -- predictions ---------------------------------------------------------------------------------
 
 
@@ -178,7 +169,7 @@ class Predictor:
 
     ``Predictor()`` with no model uses the model minivit ships (``"minivit-fer"``, weights/README.md);
     ``Predictor.from_checkpoint(path)`` another one. ``source``: the file the model was read from
-    (load_model's third value): its stored grayscale flag and provenance are used.
+    (load_model's third value): what it says the model was trained on is used (``grayscale`` follows it).
 
     ``detect_faces``: True (needs the ``faces`` extra), False (classify whole images) or "auto"
     (detect when OpenCV is installed). An image no larger than FACE_SIZED_FACTOR (2) times the
@@ -195,8 +186,10 @@ class Predictor:
                  grayscale: bool | None = None, batch_size: int = 64, max_pixels: int = MAX_PIXELS, source=None):
         if model is None:  # the model minivit ships (weights/README.md): Predictor() works with no training
             model, classes, source = load_model(SHIPPED_MODEL)
-        if grayscale is None:  # not chosen: do what the training data did, as ``source`` recorded it
-            grayscale = trained_on_grayscale(source)
+        # what the checkpoint says it was trained on, for provenance notes (None without a minivit checkpoint)
+        self.trained_on = read_trained_on(source) if source is not None else None
+        if grayscale is None:  # not chosen: do what the training data did
+            grayscale = (self.trained_on or {}).get("channels") == 1
         config = model.config
         if not config.num_classes:
             raise ConfigError("this model has no classifier head (num_classes=0): nothing to predict")
@@ -214,8 +207,6 @@ class Predictor:
         self.aug = AugmentConfig(image_size=config.image_size, channels=config.in_chans)
         _, self.autocast_dtype, _ = resolve_precision("auto", self.device)  # as evaluate_checkpoint does
         self.tta, self.grayscale, self.batch_size, self.max_pixels = tta, grayscale, batch_size, max_pixels
-        # what the checkpoint says it was trained on, for provenance notes (None without a minivit checkpoint)
-        self.trained_on = read_trained_on(source) if source is not None else None
         self._lock = threading.Lock()
 
     @classmethod
@@ -356,5 +347,5 @@ def predictor_options(args) -> dict:
 
 __all__ = ["add_checkpoint_option", "checkpoint_or_shipped", "shipped_model_line", "add_image_options",
            "predictor_options", "Predictor", "FacePrediction", "ImageResult", "load_model", "resolve_checkpoint",
-           "default_classes", "trained_on_grayscale", "DETECTED", "NO_FACE", "FACE_SIZED", "OFF", "UNAVAILABLE",
+           "default_classes", "DETECTED", "NO_FACE", "FACE_SIZED", "OFF", "UNAVAILABLE",
            "FACE_SIZED_FACTOR"]

@@ -72,22 +72,21 @@ def train_one_epoch(run: Run, epoch: int) -> torch.Tensor:
     with run.data.epoch(epoch, cfg.seed, run.rank, run.world, start=first * cfg.accum_steps) as batches:
         for i in range(first, steps):
             train_step(run, batches, sums)
-            if not keep_going(run, progress, epoch, i, sums):
+            progress.step(i, sums)
+            if not keep_going(run, epoch, i, sums):
                 break
     progress.close()
     return sums
 
 
-def keep_going(run: Run, progress: EpochProgress, epoch: int, i: int, sums: torch.Tensor) -> bool:
+def keep_going(run: Run, epoch: int, i: int, sums: torch.Tensor) -> bool:
     """After step ``i`` of the epoch: write the resume point where one is due (--ckpt-every, the save timer,
-    a signal), show the progress, then say whether the run goes on. Every process decides alike, at the
-    same step."""
+    a signal), then say whether the run goes on. Every process decides alike, at the same step."""
     cfg, vote = run.cfg, run.interrupt.after_step()  # 0, SAVE, or the signal that stops the run
     stop = stop_signal(vote)  # "SIGINT", "SIGTERM" or None
     if stop or ((vote == SAVE or cfg.ckpt_every and run.step % cfg.ckpt_every == 0)
                 and i < run.data.steps_per_epoch - 1):  # (at the epoch's last step end_of_epoch saves)
         save_resume_point(run, epoch, sums)
-    progress.step(i, sums)
     # --stop-after: a simulated crash, unsaved: no end-of-epoch work, no final report
     run.stopped = stop or ("--stop-after" if cfg.stop_after and run.step >= cfg.stop_after else None)
     return run.stopped is None
@@ -176,14 +175,14 @@ def end_of_epoch(run: Run, epoch: int, sums: torch.Tensor) -> None:
                seconds=round(time.time() - run.t_start, 1))
     if run.main:
         metric = run.cfg.best_metric
-        # the model, and the EMA where there is one: the EMA is what gets kept, so it is what gets scored
-        scored = {"val": run.model, **({"val_ema": run.ema.module} if run.ema is not None else {})}
-        results = {prefix: validate(run, model) for prefix, model in scored.items()}
-        for prefix, val in results.items():
-            row.update({f"{prefix}_loss": val["loss"], f"{prefix}_acc": val["accuracy"],
-                        f"{prefix}_macro_f1": val["macro_f1"]})
-        kept = "val_ema" if run.ema is not None else "val"
-        score, scored_model = results[kept][metric], scored[kept]
+        val = validate(run, run.model)
+        row.update(val_loss=val["loss"], val_acc=val["accuracy"], val_macro_f1=val["macro_f1"])
+        score, scored_model = val[metric], run.model
+        if run.ema is not None:  # the EMA is what gets kept, so it is what gets scored
+            val_ema = validate(run, run.ema.module)
+            row.update(val_ema_loss=val_ema["loss"], val_ema_acc=val_ema["accuracy"],
+                       val_ema_macro_f1=val_ema["macro_f1"])
+            score, scored_model = val_ema[metric], run.ema.module
         row.update(run.clock.epoch_row())  # epoch_seconds, img_per_s
         record_epoch(run, row)
         save_epoch_weights(run, epoch + 1, score, scored_model, metric)

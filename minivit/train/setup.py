@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints.hub import could_be_repo_id, looks_like_a_path, manifest_entry
+from ..checkpoints.hub import source_problem
 from ..checkpoints.run_folder import RunFolder, restore
 from ..common.console import forwarded
 from ..common.device import resolve_precision
@@ -126,13 +126,10 @@ def plan_run(cfg: TrainConfig) -> tuple[RunFolder | None, tuple | None, ViTConfi
     folder = RunFolder(cfg.out) if cfg.out is not None else None
     if folder is not None:
         folder.check_new_run(overwrite=cfg.overwrite)
-    weights = cfg.weights
-    if weights not in ("none", "", None):  # a local file or folder, a manifest name or a Hugging Face repo id
-        if not (Path(weights).expanduser().exists() or manifest_entry(weights) is not None
-                or could_be_repo_id(weights)):
-            raise ConfigError(f"--weights {weights}: no such file or folder" if looks_like_a_path(weights) else
-                              f"--weights {weights}: neither a file, a manifest name (python -m minivit.hub list) "
-                              "nor a Hugging Face repo id")
+    if cfg.weights not in ("none", "", None):
+        problem = source_problem(cfg.weights)  # fetched when the model is built: found now, or one line
+        if problem:
+            raise ConfigError(f"--weights {problem}")
         return folder, None, None, aug
     planned = config_from_name(cfg.model, **{"image_size": cfg.image_size, "drop_path": cfg.drop_path,
                                              **cfg.model_overrides})
